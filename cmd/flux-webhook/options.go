@@ -1,0 +1,171 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+// logOptions configures the structured logger.
+type logOptions struct {
+	Level    string
+	Encoding string
+}
+
+func (o *logOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Level, "log-level", "info", "log verbosity: debug, info or error")
+	fs.StringVar(&o.Encoding, "log-encoding", "json", "log format: json (one object per line) or console")
+}
+
+func (o *logOptions) Logger(w io.Writer) (logr.Logger, error) {
+	lvl, err := zapcore.ParseLevel(o.Level)
+	if err != nil {
+		return logr.Logger{}, fmt.Errorf("--log-level %q: want debug, info or error", o.Level)
+	}
+	opts := []crzap.Opts{crzap.WriteTo(w), crzap.Level(lvl), crzap.StacktraceLevel(zapcore.PanicLevel)}
+	switch o.Encoding {
+	case "json":
+		opts = append(opts, crzap.JSONEncoder())
+	case "console":
+		opts = append(opts, crzap.ConsoleEncoder())
+	default:
+		return logr.Logger{}, fmt.Errorf("--log-encoding %q: want json or console", o.Encoding)
+	}
+	return crzap.New(opts...), nil
+}
+
+// kubeOptions configures the connection to the cluster flux-webhook runs in.
+type kubeOptions struct {
+	Kubeconfig string
+	QPS        float32
+	Burst      int
+}
+
+func (o *kubeOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file, as kubectl's (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
+	fs.Float32Var(&o.QPS, "kube-qps", 50, "queries per second to the Kubernetes API")
+	fs.IntVar(&o.Burst, "kube-burst", 100, "burst of queries to the Kubernetes API")
+}
+
+func (o *kubeOptions) Config() (*rest.Config, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if o.Kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	} else {
+		cfg, err = ctrl.GetConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config: %w", err)
+	}
+	cfg.QPS, cfg.Burst = o.QPS, o.Burst
+	return cfg, nil
+}
+
+// hookOptions configures /hook and the token senders authenticate with.
+type hookOptions struct {
+	Listen      string
+	TokenSecret string
+	TokenGrace  time.Duration
+}
+
+func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook")
+	fs.StringVar(&o.TokenSecret, "token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates /hook, as a Bearer token or as the HMAC key of X-Gitea-Signature / X-Hub-Signature-256 (required; watched: a new value applies within seconds)")
+	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long the previous token stays valid after the Secret changes")
+}
+
+// giteaOptions configures where commit statuses go.
+type giteaOptions struct {
+	URL         string
+	TokenSecret string
+	Timeout     time.Duration
+}
+
+func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.URL, "gitea-url", "", "Gitea base URL commit statuses are posted to, e.g. https://gitea.example.com (without it, results are only logged and recorded as Events)")
+	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (needs write:repository; watched)")
+	fs.DurationVar(&o.Timeout, "gitea-timeout", 10*time.Second, "timeout of each Gitea API call")
+}
+
+// reportOptions configures how Flux's answer is awaited and reported.
+type reportOptions struct {
+	ClusterName   string
+	ResultTimeout time.Duration
+}
+
+func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ClusterName, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
+	fs.DurationVar(&o.ResultTimeout, "result-timeout", 10*time.Minute, "how long Flux has to answer before a target is reported as error")
+}
+
+// probeOptions configures health, metrics and leader election.
+type probeOptions struct {
+	HealthListen            string
+	MetricsListen           string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+}
+
+func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and /readyz (ready once caches are synced and the token Secret is read)")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus /metrics (\"0\" disables it)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one replica to post results (all replicas serve /hook)")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the token Secret's namespace)")
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// validate checks the options of serve and returns the parsed Secret references.
+func (o *serveOptions) validate() (token, giteaToken types.NamespacedName, err error) {
+	if o.hook.TokenSecret == "" {
+		return token, giteaToken, fmt.Errorf("%w: --token-secret is required", errUsage)
+	}
+	if token, err = webhook.ParseSecretRef(o.hook.TokenSecret); err != nil {
+		return token, giteaToken, fmt.Errorf("%w: --token-secret: %v", errUsage, err)
+	}
+	if o.gitea.URL != "" {
+		u, err := url.Parse(o.gitea.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return token, giteaToken, fmt.Errorf("%w: --gitea-url %q: want http(s)://host[/path]", errUsage, o.gitea.URL)
+		}
+		if o.gitea.TokenSecret == "" {
+			return token, giteaToken, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
+		}
+	}
+	if o.gitea.TokenSecret != "" {
+		if giteaToken, err = webhook.ParseSecretRef(o.gitea.TokenSecret); err != nil {
+			return token, giteaToken, fmt.Errorf("%w: --gitea-token-secret: %v", errUsage, err)
+		}
+	}
+	if !dnsLabel.MatchString(o.report.ClusterName) {
+		return token, giteaToken, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.report.ClusterName)
+	}
+	for name, d := range map[string]time.Duration{"--token-grace": o.hook.TokenGrace, "--result-timeout": o.report.ResultTimeout, "--gitea-timeout": o.gitea.Timeout} {
+		if d <= 0 && !(name == "--token-grace" && d == 0) {
+			return token, giteaToken, fmt.Errorf("%w: %s must be positive", errUsage, name)
+		}
+	}
+	for name, addr := range map[string]string{"--listen": o.hook.Listen, "--health-listen": o.probe.HealthListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return token, giteaToken, fmt.Errorf("%w: %s %q: want [host]:port", errUsage, name, addr)
+		}
+	}
+	return token, giteaToken, nil
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/server"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+type serveOptions struct {
+	log    logOptions
+	kube   kubeOptions
+	hook   hookOptions
+	gitea  giteaOptions
+	report reportOptions
+	probe  probeOptions
+}
+
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve POST /hook and report Flux's answers as Gitea commit statuses",
+		Long: `serve runs the service: POST /hook (and /hook/<anything>) on --listen, /healthz and /readyz on
+--health-listen, Prometheus /metrics on --metrics-listen.
+
+A push to a repository makes every Flux GitRepository that fetches the pushed reference, and the
+HelmCharts, Kustomizations and HelmReleases built from it, reconcile now. Each gets a pending commit
+status at once, then exactly one of success, failure, error (no answer within --result-timeout) or
+warning (superseded by a newer push, or suspended).`,
+		Example: `  flux-webhook serve --token-secret flux-system/flux-webhook-token \
+    --gitea-url https://gitea.example.com --gitea-token-secret flux-system/flux-webhook-gitea \
+    --cluster-name eu-central-1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o, cmd.ErrOrStderr()) },
+	}
+	fs := cmd.Flags()
+	o.hook.BindFlags(fs)
+	o.gitea.BindFlags(fs)
+	o.report.BindFlags(fs)
+	o.probe.BindFlags(fs)
+	o.kube.BindFlags(fs)
+	o.log.BindFlags(fs)
+	fs.SortFlags = false
+	return cmd
+}
+
+func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
+	tokenRef, giteaRef, err := o.validate()
+	if err != nil {
+		return err
+	}
+	logger, err := o.log.Logger(stderr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctrl.SetLogger(logger)
+	cfg, err := o.kube.Config()
+	if err != nil {
+		return err
+	}
+	leNamespace := o.probe.LeaderElectionNamespace
+	if leNamespace == "" {
+		leNamespace = tokenRef.Namespace
+	}
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                  gitops.NewScheme(),
+		Logger:                  logger,
+		Metrics:                 metricsserver.Options{BindAddress: o.probe.MetricsListen},
+		HealthProbeBindAddress:  o.probe.HealthListen,
+		LeaderElection:          o.probe.LeaderElect,
+		LeaderElectionID:        "flux-webhook",
+		LeaderElectionNamespace: leNamespace,
+		// A replica that stops hands leadership over at once instead of after the lease.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Secrets are read by name through their own watches, never cached wholesale.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if err := gitops.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	tokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
+	tokenWatch := &webhook.SecretWatcher{Client: clientset, Secret: tokenRef, Set: tokens.Set, Log: logger.WithName("token")}
+	if err := mgr.Add(tokenWatch); err != nil {
+		return err
+	}
+	var poster gitops.StatusPoster = logPoster{logger.WithName("results")}
+	var lookup gitops.StatusLookup
+	var notifier gitops.ResultNotifier
+	if o.gitea.URL != "" {
+		g := &webhook.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}}
+		poster, lookup, notifier = g, g, g
+		if err := mgr.Add(&webhook.SecretWatcher{Client: clientset, Secret: giteaRef, Set: g.SetToken, Log: logger.WithName("gitea-token")}); err != nil {
+			return err
+		}
+	}
+
+	clusters := gitops.NewClusterSet(gitops.NewCluster(o.report.ClusterName, "", mgr))
+	if err := mgr.Add(&gitops.Reporters{Clusters: clusters, New: func(c *gitops.Cluster) *gitops.Reporter {
+		return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout}
+	}}); err != nil {
+		return err
+	}
+	if err := mgr.Add(&server.Server{
+		Addr:      o.hook.Listen,
+		Auth:      tokens,
+		Requester: &gitops.Requester{Clusters: clusters},
+		Log:       logger.WithName("hook"),
+	}); err != nil {
+		return err
+	}
+
+	synced := &cacheSynced{cache: mgr.GetCache()}
+	if err := mgr.Add(synced); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("caches", synced.Check); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("token", func(*http.Request) error { return tokenWatch.Ready() }); err != nil {
+		return err
+	}
+	logger.Info("starting", "cluster", o.report.ClusterName, "gitea", o.gitea.URL, "tokenSecret", tokenRef.String())
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
+
+// cacheSynced reports readiness once the manager's caches have synced.
+type cacheSynced struct {
+	cache cache.Cache
+	ok    atomic.Bool
+}
+
+func (c *cacheSynced) NeedLeaderElection() bool { return false }
+
+func (c *cacheSynced) Start(ctx context.Context) error {
+	if c.cache.WaitForCacheSync(ctx) {
+		c.ok.Store(true)
+	}
+	return nil
+}
+
+func (c *cacheSynced) Check(*http.Request) error {
+	if !c.ok.Load() {
+		return errors.New("caches not synced")
+	}
+	return nil
+}
+
+// logPoster "posts" statuses to the log when no Gitea is configured.
+type logPoster struct{ log logr.Logger }
+
+func (p logPoster) PostStatus(_ context.Context, s gitops.CommitStatus) error {
+	p.log.Info("result", "repository", s.Repository, "commit", s.SHA, "context", s.Context, "state", s.State, "description", s.Description)
+	return nil
+}

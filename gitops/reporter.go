@@ -1,0 +1,486 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// CommitStatus is one status on one commit.
+type CommitStatus struct {
+	Repository string // "owner/name"
+	SHA        string
+	Context    string
+	Status
+}
+
+// StatusPoster posts a commit status.
+type StatusPoster interface {
+	PostStatus(ctx context.Context, s CommitStatus) error
+}
+
+// StatusLookup returns the latest status of a commit under one context, nil if there is
+// none. A reporter that takes over uses it to tell whether a status it meant to post was.
+type StatusLookup interface {
+	LatestStatus(ctx context.Context, repository, sha, context string) (*Status, error)
+}
+
+// ResultNotifier is told after a final status was posted for a commit.
+type ResultNotifier interface {
+	FinalPosted(ctx context.Context, repository, sha string) error
+}
+
+var (
+	_ reconcile.TypedReconciler[Target] = (*Reporter)(nil)
+	// errMoved: the request being reported left the record (a newer push or another
+	// reporter changed it); the pass starts again from the object.
+	errMoved = errors.New("request no longer in the record")
+)
+
+// reporterConcurrency is the number of targets one cluster's reporter handles at once:
+// each pass is a few API and Gitea calls, bounded so Gitea sees a steady trickle.
+const reporterConcurrency = 4
+
+// Reporter watches the Flux objects of one cluster that carry a request record and posts,
+// for each request, a pending status and then exactly one final status to Gitea. Run it
+// on the leader only.
+type Reporter struct {
+	Cluster *Cluster
+	Poster  StatusPoster
+	// Lookup and Notifier are optional.
+	Lookup   StatusLookup
+	Notifier ResultNotifier
+	// ResultTimeout is how long Flux has to answer a request before it is reported as error.
+	ResultTimeout time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	mu         sync.Mutex
+	tombstones map[Target]Record
+}
+
+func (r *Reporter) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Controller returns the reporter's controller, not yet started: Start it with a context
+// that ends when this replica stops leading or the cluster is removed.
+func (r *Reporter) Controller() (controller.TypedController[Target], error) {
+	yes := true
+	c, err := controller.NewTypedUnmanaged("reporter-"+r.Cluster.Name, controller.TypedOptions[Target]{
+		Reconciler:              r,
+		MaxConcurrentReconciles: reporterConcurrency,
+		SkipNameValidation:      &yes,
+		NeedLeaderElection:      &yes,
+		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[Target](250*time.Millisecond, time.Minute),
+		LogConstructor: func(t *Target) logr.Logger {
+			l := log.Log.WithValues("controller", "reporter", "cluster", r.Cluster.Name)
+			if t != nil {
+				l = l.WithValues("kind", t.Kind, "namespace", t.Namespace, "name", t.Name)
+			}
+			return l
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ca := r.Cluster.GetCache()
+	for _, s := range []source.TypedSource[Target]{
+		source.TypedKind(ca, &sourcev1.GitRepository{}, enqueue[*sourcev1.GitRepository](r, KindGitRepository,
+			&kustomizev1.KustomizationList{}, &sourcev1.HelmChartList{}, &helmv2.HelmReleaseList{})),
+		source.TypedKind(ca, &sourcev1.HelmChart{}, enqueue[*sourcev1.HelmChart](r, KindHelmChart, &helmv2.HelmReleaseList{})),
+		source.TypedKind(ca, &kustomizev1.Kustomization{}, enqueue[*kustomizev1.Kustomization](r, KindKustomization)),
+		source.TypedKind(ca, &helmv2.HelmRelease{}, enqueue[*helmv2.HelmRelease](r, KindHelmRelease)),
+	} {
+		if err := c.Watch(s); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// enqueue maps an event on an object of kind to the targets to look at: the object when it
+// carries a record, and, for a source, the objects built from it that carry one (their
+// verdict depends on the source).
+func enqueue[T client.Object](r *Reporter, kind string, dependents ...client.ObjectList) handler.TypedEventHandler[T, Target] {
+	targets := func(ctx context.Context, o T) []Target {
+		var out []Target
+		if _, ok := o.GetAnnotations()[RecordAnnotation]; ok {
+			out = append(out, Target{Cluster: r.Cluster.Name, Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()})
+		}
+		key := SourceKey(kind, o.GetNamespace(), o.GetName())
+		for _, list := range dependents {
+			if err := r.Cluster.GetCache().List(ctx, list, client.MatchingFields{IndexSource: key}); err != nil {
+				log.FromContext(ctx).Error(err, "list dependents", "source", key)
+				continue
+			}
+			objs, _ := meta.ExtractList(list)
+			for _, d := range objs {
+				d := d.(client.Object)
+				if _, ok := d.GetAnnotations()[RecordAnnotation]; ok {
+					out = append(out, Target{Cluster: r.Cluster.Name, Kind: kindOf(d), Namespace: d.GetNamespace(), Name: d.GetName()})
+				}
+			}
+		}
+		return out
+	}
+	add := func(ctx context.Context, o T, q workqueue.TypedRateLimitingInterface[Target]) {
+		for _, t := range targets(ctx, o) {
+			q.Add(t)
+		}
+	}
+	return handler.TypedFuncs[T, Target]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[T], q workqueue.TypedRateLimitingInterface[Target]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[T], q workqueue.TypedRateLimitingInterface[Target]) {
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[T], q workqueue.TypedRateLimitingInterface[Target]) {
+			// The record goes with the object: keep it so the pass can still report.
+			if rec, err := ParseRecord(e.Object.GetAnnotations()); err == nil && rec.Pending() {
+				t := Target{Cluster: r.Cluster.Name, Kind: kind, Namespace: e.Object.GetNamespace(), Name: e.Object.GetName()}
+				r.mu.Lock()
+				if r.tombstones == nil {
+					r.tombstones = map[Target]Record{}
+				}
+				r.tombstones[t] = rec
+				r.mu.Unlock()
+			}
+			add(ctx, e.Object, q)
+		},
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[T], q workqueue.TypedRateLimitingInterface[Target]) {
+			add(ctx, e.Object, q)
+		},
+	}
+}
+
+// Reconcile reports on one target: superseded requests first, then the current one.
+func (r *Reporter) Reconcile(ctx context.Context, t Target) (reconcile.Result, error) {
+	res, err := r.report(ctx, t)
+	if errors.Is(err, errMoved) {
+		// Someone changed the record under us: look again at once.
+		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
+	}
+	return res, err
+}
+
+func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, error) {
+	obj := newObject(t.Kind)
+	if obj == nil {
+		return reconcile.Result{}, nil
+	}
+	key := types.NamespacedName{Namespace: t.Namespace, Name: t.Name}
+	if err := r.Cluster.GetCache().Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return reconcile.Result{}, r.reportDeleted(ctx, t)
+		}
+		return reconcile.Result{}, err
+	}
+	rec, err := ParseRecord(obj.GetAnnotations())
+	if err != nil {
+		log.FromContext(ctx).Error(err, "ignoring object with a malformed record")
+		return reconcile.Result{}, nil
+	}
+	for _, s := range rec.Superseded {
+		st := Status{State: StateWarning, Description: "superseded by " + shortSHA(s.By)}
+		if s.Final {
+			st = Status{} // its final status went out before the newer push: only drop it
+		}
+		if err := r.deliver(ctx, t, obj, s.Request, st, true); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	rec, _ = ParseRecord(obj.GetAnnotations())
+	cur := rec.Current
+	if cur == nil || cur.Final {
+		return reconcile.Result{}, nil
+	}
+	if cur.Intent != nil && final(cur.Intent.State) {
+		// A final status was on its way when the last reporter stopped: finish that one.
+		return reconcile.Result{}, r.deliver(ctx, t, obj, *cur, *cur.Intent, false)
+	}
+	if cur.Posted == "" {
+		st := Status{State: StatePending, Description: "reconcile requested for " + shortSHA(cur.SHA)}
+		if err := r.deliver(ctx, t, obj, *cur, st, false); err != nil {
+			return reconcile.Result{}, err
+		}
+		if rec, _ = ParseRecord(obj.GetAnnotations()); rec.Current == nil || rec.Current.Token != cur.Token {
+			return reconcile.Result{}, errMoved
+		}
+		cur = rec.Current
+	}
+	v, err := r.verdict(ctx, obj, *cur)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	deadline := cur.RequestedAt.Add(r.ResultTimeout)
+	if v.State == "" {
+		wait := deadline.Sub(r.now())
+		if wait > 0 {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+		msg := readinessOf(obj).message
+		if msg == "" {
+			msg = "no status"
+		}
+		v = Verdict{StateError, fmt.Sprintf("no answer from Flux within %s: %s", r.ResultTimeout, msg)}
+	}
+	if err := r.deliver(ctx, t, obj, *cur, Status{State: v.State, Description: v.Description}, false); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+// verdict evaluates the current request against the object and the objects it builds from.
+func (r *Reporter) verdict(ctx context.Context, obj client.Object, req Request) (Verdict, error) {
+	if suspended(obj) {
+		return Verdict{StateWarning, "not applied: suspended in Flux"}, nil
+	}
+	var rel related
+	get := func(kind, ns, name string, into client.Object) (bool, error) {
+		err := r.Cluster.GetCache().Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, into)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	sourceOf := func(ns, name string) error {
+		src := &sourcev1.GitRepository{}
+		ok, err := get(KindGitRepository, ns, name, src)
+		if ok {
+			rel.source = src
+		}
+		return err
+	}
+	switch o := obj.(type) {
+	case *sourcev1.HelmChart:
+		if o.Spec.SourceRef.Kind == KindGitRepository {
+			if err := sourceOf(o.Namespace, o.Spec.SourceRef.Name); err != nil {
+				return Verdict{}, err
+			}
+		}
+	case *kustomizev1.Kustomization:
+		ns := o.Spec.SourceRef.Namespace
+		if ns == "" {
+			ns = o.Namespace
+		}
+		if err := sourceOf(ns, o.Spec.SourceRef.Name); err != nil {
+			return Verdict{}, err
+		}
+	case *helmv2.HelmRelease:
+		ref := o.Status.GetHelmChartReference()
+		if ref == nil {
+			ref = o.GetHelmChartTemplateReference()
+		}
+		if ref == nil {
+			ref = o.GetHelmChartReference()
+		}
+		if ref != nil && ref.Kind == KindHelmChart {
+			hc := &sourcev1.HelmChart{}
+			ok, err := get(KindHelmChart, ref.Namespace, ref.Name, hc)
+			if err != nil {
+				return Verdict{}, err
+			}
+			if ok {
+				rel.chart = hc
+				if hc.Spec.SourceRef.Kind == KindGitRepository {
+					if err := sourceOf(hc.Namespace, hc.Spec.SourceRef.Name); err != nil {
+						return Verdict{}, err
+					}
+				}
+			}
+		}
+	}
+	return evaluate(obj, req, rel), nil
+}
+
+// deliver posts st for req once. It records the intent on the object, posts, then records
+// the result, so that a reporter taking over after a crash neither loses nor repeats a
+// status. For a superseded request the result removes it from the record; an empty st
+// only removes it.
+func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req Request, st Status, superseded bool) error {
+	logger := log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery)
+	if st.State != "" && req.Posted != st.State {
+		post := true
+		if req.Intent == nil || *req.Intent != st {
+			err := r.updateRecord(ctx, obj, func(rec *Record) error {
+				q := rec.find(req.Token)
+				if q == nil || q.Final {
+					return errMoved
+				}
+				q.Intent = &st
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		} else if r.Lookup != nil {
+			// The intent was recorded by a reporter that stopped: ask Gitea whether it posted.
+			latest, err := r.Lookup.LatestStatus(ctx, req.Repository, req.SHA, t.Context())
+			if err != nil {
+				return fmt.Errorf("look up status %s: %w", t.Context(), err)
+			}
+			post = latest == nil || *latest != st
+		}
+		if post {
+			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
+			if err := r.Poster.PostStatus(ctx, cs); err != nil {
+				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
+				return fmt.Errorf("post status %s: %w", t.Context(), err)
+			}
+			statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
+		}
+		logger.Info("status posted", "context", t.Context(), "state", st.State, "description", st.Description, "repeat", !post)
+	}
+	err := r.updateRecord(ctx, obj, func(rec *Record) error {
+		if superseded {
+			i := slices.IndexFunc(rec.Superseded, func(s Superseded) bool { return s.Token == req.Token })
+			if i < 0 {
+				return errMoved
+			}
+			rec.Superseded = slices.Delete(rec.Superseded, i, i+1)
+			return nil
+		}
+		q := rec.find(req.Token)
+		if q == nil {
+			return errMoved
+		}
+		q.Posted, q.Intent, q.Final = st.State, nil, final(st.State)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if st.State != "" && final(st.State) {
+		r.finished(ctx, t, obj, req, st)
+	}
+	return nil
+}
+
+// finished records a final status: a metric, a Kubernetes Event on the object, and a
+// notice to the notifier (which may summarise the commit on its pull request).
+func (r *Reporter) finished(ctx context.Context, t Target, obj client.Object, req Request, st Status) {
+	resultSeconds.WithLabelValues(t.Kind, st.State).Observe(r.now().Sub(req.RequestedAt).Seconds())
+	kind := corev1.EventTypeNormal
+	if st.State != StateSuccess {
+		kind = corev1.EventTypeWarning
+	}
+	if obj != nil {
+		r.Cluster.events.Eventf(obj, nil, kind, "ResultReported", "ReportResult",
+			"%s for %s of %s: %s", st.State, req.SHA, req.Repository, st.Description)
+	}
+	if r.Notifier != nil {
+		if err := r.Notifier.FinalPosted(ctx, req.Repository, req.SHA); err != nil {
+			log.FromContext(ctx).Error(err, "notify final status", "repository", req.Repository, "commit", req.SHA)
+		}
+	}
+}
+
+// reportDeleted posts the final statuses of an object deleted while requests were pending.
+func (r *Reporter) reportDeleted(ctx context.Context, t Target) error {
+	r.mu.Lock()
+	rec, ok := r.tombstones[t]
+	delete(r.tombstones, t)
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	var pending []Superseded
+	for _, s := range rec.Superseded {
+		if !s.Final {
+			pending = append(pending, s)
+		}
+	}
+	if c := rec.Current; c != nil && !c.Final {
+		pending = append(pending, Superseded{Request: *c})
+	}
+	for i, p := range pending {
+		st := Status{State: StateError, Description: "deleted before Flux answered"}
+		if p.By != "" {
+			st = Status{State: StateWarning, Description: "superseded by " + shortSHA(p.By)}
+		}
+		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
+		if err := r.Poster.PostStatus(ctx, cs); err != nil {
+			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
+			r.mu.Lock()
+			r.tombstones[t] = Record{Superseded: pending[i:]}
+			r.mu.Unlock()
+			return fmt.Errorf("post status %s: %w", t.Context(), err)
+		}
+		statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
+		r.finished(ctx, t, nil, p.Request, st)
+	}
+	return nil
+}
+
+// updateRecord changes the record on obj's metadata with an optimistic lock, re-reading the
+// metadata from the API server on conflict, and leaves obj with the new annotations.
+func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change func(*Record) error) error {
+	gvk, err := apiutil.GVKForObject(obj, r.Cluster.GetScheme())
+	if err != nil {
+		return err
+	}
+	m := metadataOf(obj, gvk)
+	key := client.ObjectKeyFromObject(obj)
+	first := true
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := r.Cluster.GetAPIReader().Get(ctx, key, m); err != nil {
+				return err
+			}
+		}
+		first = false
+		rec, err := ParseRecord(m.GetAnnotations())
+		if err != nil {
+			return err
+		}
+		if err := change(&rec); err != nil {
+			return err
+		}
+		base := m.DeepCopy()
+		ann := maps.Clone(m.GetAnnotations())
+		ann[RecordAnnotation] = rec.Encode()
+		m.SetAnnotations(ann)
+		return r.Cluster.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+	})
+	if err != nil {
+		return fmt.Errorf("update record of %s %s: %w", gvk.Kind, key, err)
+	}
+	obj.SetAnnotations(m.GetAnnotations())
+	obj.SetResourceVersion(m.GetResourceVersion())
+	return nil
+}
+
+func shortSHA(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

@@ -1,0 +1,203 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// FieldOwner is the field manager of flux-webhook's patches.
+const FieldOwner = "flux-webhook"
+
+// requestBudget bounds the request phase of one cluster (match and patch): Gitea gives a
+// webhook delivery 5 s, and the answer must come after the patches.
+const requestBudget = 4 * time.Second
+
+// Request outcomes of one target.
+const (
+	// ResultRequested: requestedAt and the record were patched.
+	ResultRequested = "requested"
+	// ResultAlreadyRequested: the same commit is already pending on the object (a
+	// redelivery, or the Actions step and the native webhook for one push).
+	ResultAlreadyRequested = "already-requested"
+	// ResultSuspended: Flux is told to leave the object alone; it was not touched.
+	ResultSuspended = "suspended"
+	// ResultError: the object could not be patched; Error says why.
+	ResultError = "error"
+)
+
+// Outcome is what a push did to one target.
+type Outcome struct {
+	Target
+	Result string `json:"result"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Requester turns a push into reconcile requests on the Flux objects it feeds.
+type Requester struct {
+	Clusters interface{ Clusters() []*Cluster }
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	mu        sync.Mutex
+	lastToken time.Time
+}
+
+// token returns a requestedAt value unique to this push: an RFC 3339 time, as the flux CLI
+// writes, strictly increasing within the process.
+func (r *Requester) token() (string, time.Time) {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := now().UTC()
+	if !t.After(r.lastToken) {
+		t = r.lastToken.Add(time.Nanosecond)
+	}
+	r.lastToken = t
+	return t.Format(time.RFC3339Nano), t
+}
+
+// Request patches reconcile.fluxcd.io/requestedAt, source first, on every object the push
+// feeds in every cluster, records the request for the reporter, and returns one outcome per
+// object found. It returns an error wrapping ErrUnavailable when a cluster could not be
+// reached, so the sender retries; a retry does not patch what was patched already.
+func (r *Requester) Request(ctx context.Context, push Push) ([]Outcome, error) {
+	tok, at := r.token()
+	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Delivery: push.Delivery, RequestedAt: at}
+	var (
+		out      []Outcome
+		failures []error
+	)
+	for _, c := range r.Clusters.Clusters() {
+		res, err := c.request(ctx, push, req)
+		out = append(out, res...)
+		if err != nil {
+			failures = append(failures, err)
+		}
+	}
+	return out, errors.Join(failures...)
+}
+
+// request matches and patches in one cluster.
+func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestBudget)
+	defer cancel()
+	logger := log.FromContext(ctx).WithValues("cluster", c.Name)
+	objs, err := match(ctx, c.GetCache(), push)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
+	}
+	out := make([]Outcome, 0, len(objs))
+	var failed error
+	for _, o := range objs {
+		t := Target{Cluster: c.Name, Kind: kindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}
+		res := Outcome{Target: t, Result: ResultRequested}
+		switch {
+		case suspended(o):
+			res.Result = ResultSuspended
+		case failed != nil:
+			// The API server stopped answering: do not wait out the budget once per object.
+			res.Result, res.Error = ResultError, failed.Error()
+		default:
+			patched, err := c.requestReconcile(ctx, o, req)
+			switch {
+			case err != nil && apierrors.IsNotFound(err):
+				continue // deleted since the cache saw it
+			case err != nil:
+				res.Result, res.Error = ResultError, err.Error()
+				if unavailable(err) || ctx.Err() != nil {
+					failed = fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
+				}
+			case !patched:
+				res.Result = ResultAlreadyRequested
+			default:
+				c.events.Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
+					"push of %s to %s %s (delivery %s)", req.SHA, req.Repository, req.Ref, req.Delivery)
+			}
+		}
+		targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
+		logger.Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "error", res.Error)
+		out = append(out, res)
+	}
+	// Whatever was patched stays recorded, and a retry of the push skips it: the sender
+	// is told to retry so that the rest is not lost.
+	return out, failed
+}
+
+// metadataOf returns the metadata of o that a patch needs, as PartialObjectMetadata.
+func metadataOf(o client.Object, gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	m.SetNamespace(o.GetNamespace())
+	m.SetName(o.GetName())
+	m.SetResourceVersion(o.GetResourceVersion())
+	m.SetAnnotations(maps.Clone(o.GetAnnotations()))
+	return m
+}
+
+// requestReconcile merge-patches requestedAt and the record on o's metadata only, with an
+// optimistic lock, retrying on conflict from a fresh read. It returns false when the same
+// commit is already pending on o.
+func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (bool, error) {
+	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
+	if err != nil {
+		return false, err
+	}
+	obj := metadataOf(o, gvk)
+	key := client.ObjectKeyFromObject(o)
+	patched, first := false, true
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := c.GetAPIReader().Get(ctx, key, obj); err != nil {
+				return err
+			}
+		}
+		first = false
+		rec, err := ParseRecord(obj.GetAnnotations())
+		if err != nil {
+			log.FromContext(ctx).Info("replacing malformed record", "kind", gvk.Kind, "namespace", key.Namespace, "name", key.Name, "error", err.Error())
+		}
+		next, dropped, ok := rec.Supersede(req)
+		if !ok {
+			patched = false
+			return nil
+		}
+		for _, d := range dropped {
+			statusesLost.WithLabelValues(c.Name).Inc()
+			log.FromContext(ctx).Info("superseded request dropped unreported", "kind", gvk.Kind, "namespace", key.Namespace, "name", key.Name, "sha", d.SHA, "by", d.By)
+		}
+		base := obj.DeepCopy()
+		ann := obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[meta.ReconcileRequestAnnotation] = req.Token
+		ann[RecordAnnotation] = next.Encode()
+		obj.SetAnnotations(ann)
+		if err := c.GetClient().Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
+			return err
+		}
+		patched = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
+	}
+	return patched, nil
+}

@@ -1,0 +1,88 @@
+package gitops
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// ErrInvalidURL is returned for a repository URL that cannot name a Git repository.
+var ErrInvalidURL = errors.New("invalid repository url")
+
+// maxURLLength bounds what NormalizeURL parses: Git hosts, Kubernetes and Gitea all reject
+// far shorter URLs, and the value comes from an untrusted payload.
+const maxURLLength = 2048
+
+// defaultPorts are dropped during normalization, so "https://host:443/o/r" and
+// "https://host/o/r" name the same repository.
+var defaultPorts = map[string]string{"http": "80", "https": "443", "ssh": "22", "git": "9418"}
+
+// NormalizeURL reduces a Git repository URL to "host[:port]/path", the form under which
+// GitRepositories are indexed and push payloads are looked up. It drops the scheme, user
+// info, default ports, a trailing ".git" and "/", and lower-cases everything: Gitea resolves
+// owner and repository names case-insensitively. It accepts the forms Flux accepts
+// (http, https, ssh, git) and the scp-like "git@host:owner/repo.git".
+func NormalizeURL(raw string) (string, error) {
+	if raw == "" || len(raw) > maxURLLength {
+		return "", ErrInvalidURL
+	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", ErrInvalidURL
+	}
+	var host, port, path string
+	if scpLike(raw) {
+		at := strings.LastIndex(raw[:strings.Index(raw, ":")], "@")
+		hostPath := raw[at+1:]
+		i := strings.Index(hostPath, ":")
+		host, path = hostPath[:i], hostPath[i+1:]
+	} else {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", ErrInvalidURL
+		}
+		scheme := strings.ToLower(u.Scheme)
+		if _, ok := defaultPorts[scheme]; !ok {
+			return "", ErrInvalidURL
+		}
+		if u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" {
+			return "", ErrInvalidURL
+		}
+		host, port, path = u.Hostname(), u.Port(), u.Path
+		if port == defaultPorts[scheme] {
+			port = ""
+		}
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || strings.ContainsAny(host, "/@") {
+		return "", ErrInvalidURL
+	}
+	path = strings.ToLower(strings.Trim(path, "/"))
+	path = strings.TrimSuffix(path, ".git")
+	path = strings.TrimRight(path, "/")
+	if path == "" {
+		return "", ErrInvalidURL
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", ErrInvalidURL
+		}
+	}
+	if port != "" {
+		host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6 literal without a port
+	}
+	return host + "/" + path, nil
+}
+
+// scpLike reports whether raw is Git's scp-like syntax "[user@]host:path": no scheme
+// separator, and a colon before any slash.
+func scpLike(raw string) bool {
+	if strings.Contains(raw, "://") {
+		return false
+	}
+	colon := strings.Index(raw, ":")
+	slash := strings.Index(raw, "/")
+	return colon > 0 && (slash < 0 || colon < slash)
+}

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# hack/testbin.sh — provision the real parts the tests and the demo run against.
+#
+#   hack/testbin.sh [COMPONENT...]    build what is missing, then print KEY=VALUE lines
+#   hack/testbin.sh --print           print the KEY=VALUE lines only (no build)
+#
+# COMPONENT is any of: envtest crds gitea runner flux tools (default: envtest crds gitea runner flux).
+# Everything is built from the Go module proxy at pinned versions (nothing else is reachable
+# on our machines) into a cache outside the work tree, one directory per component and
+# version, so a second run costs about a second:
+#
+#   $FLUX_WEBHOOK_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/flux-webhook)
+#
+# Printed lines (the Makefile exports them; the test helpers in internal/testenv read them):
+#   KUBEBUILDER_ASSETS        kube-apiserver + etcd (+ kubectl) for controller-runtime envtest
+#   FLUX_WEBHOOK_CRDS         Flux (source, kustomize, helm) and External Secrets CRDs
+#   FLUX_WEBHOOK_GITEA        gitea binary; its templates/options/public sit in ../static
+#   FLUX_WEBHOOK_GITEA_RUNNER gitea act runner (host mode)
+#   FLUX_WEBHOOK_FLUX_BIN     source-controller + kustomize-controller
+#   FLUX_WEBHOOK_TOOLS        helm, kustomize (for rendering the deploy manifests)
+#
+# Cold cost on 2 cores: ~30-40 min in all (kube-apiserver and the Flux controllers dominate);
+# with the cache present: about a second. Logs of each build: $CACHE/build/*.log.
+set -euo pipefail
+shopt -s inherit_errexit
+
+K8S_VERSION=1.37.2            # k8s.io/kubernetes; staging modules at v0.37.2
+ETCD_VERSION=3.7.3            # go.etcd.io/etcd/server/v3 (k8s 1.37 pins 3.7.x)
+FLUX_VERSION=1.9.6            # source-/kustomize-controller (v1.10+ declare go 1.27)
+HELM_API_VERSION=1.7.1        # helm-controller/api, as go.mod (its root module is not served)
+CONTROLLER_TOOLS_VERSION=0.23.0
+GO_TOOLCHAIN=go1.27.3         # the project's Go; helm-controller/api v1.7 declares go 1.27
+ESO_VERSION=0.16.2            # external-secrets root module (carries config/crds)
+GITEA_VERSION=1.26.0          # v1.27+ moved to gitea.dev, whose dependencies are not served
+RUNNER_VERSION=1.0.8          # gitea.com/gitea/runner
+HELM_VERSION=3.22.0
+KUSTOMIZE_VERSION=5.8.2
+
+CACHE=${FLUX_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flux-webhook}
+ENVTEST_DIR=$CACHE/envtest-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION
+CRD_DIR=$CACHE/crds-flux-v$FLUX_VERSION-helm-v$HELM_API_VERSION-eso-v$ESO_VERSION
+GITEA_DIR=$CACHE/gitea-v$GITEA_VERSION
+RUNNER_DIR=$CACHE/gitea-runner-v$RUNNER_VERSION
+FLUX_DIR=$CACHE/flux-v$FLUX_VERSION
+TOOLS_DIR=$CACHE/tools-helm-v$HELM_VERSION-kustomize-v$KUSTOMIZE_VERSION
+BUILD=$CACHE/build
+
+print_env() {
+	cat <<EOT
+KUBEBUILDER_ASSETS=$ENVTEST_DIR
+FLUX_WEBHOOK_CRDS=$CRD_DIR
+FLUX_WEBHOOK_GITEA=$GITEA_DIR/gitea
+FLUX_WEBHOOK_GITEA_RUNNER=$RUNNER_DIR/gitea-runner
+FLUX_WEBHOOK_FLUX_BIN=$FLUX_DIR
+FLUX_WEBHOOK_TOOLS=$TOOLS_DIR
+EOT
+}
+
+if [ "${1:-}" = --print ]; then
+	print_env
+	exit 0
+fi
+
+# The module proxy alone: its `direct` fallback would try source hosts and hang here.
+GOPROXY=$(go env GOPROXY | sed 's/,direct$//')
+export GOPROXY
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS="-mod=mod -buildvcs=false"
+export GONOSUMDB= GOFLAGS
+unset GOOS GOARCH
+
+log() { printf '[testbin %s] %s\n' "$(date +%T)" "$*" >&2; }
+mkdir -p "$CACHE" "$BUILD"
+
+# moddir MODULE@VERSION: the extracted module directory in the module cache.
+moddir() { (cd "$BUILD" && go mod download -json "$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'; }
+modfile() { (cd "$BUILD" && go mod download -json "$1") | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'; }
+
+# gobuild DIR OUT PKG [go build args...]: build into OUT atomically, timing into $BUILD/NAME.log.
+gobuild() {
+	local dir=$1 out=$2 pkg=$3 t0=$SECONDS
+	shift 3
+	log "building $(basename "$out") from $pkg (cold: minutes)"
+	(cd "$dir" && go build -trimpath "$@" -o "$out.tmp" "$pkg")
+	mv -f "$out.tmp" "$out"
+	log "built $(basename "$out") in $((SECONDS - t0))s"
+	echo "$(basename "$out") $((SECONDS - t0))s" >>"$BUILD/timings.log"
+}
+
+# replaces_of GOMOD NEWVERSION: turn each local-path replace (staging/sibling modules) that
+# GOMOD also requires into a replace with the published NEWVERSION.
+replaces_of() {
+	local gomod=$1 ver=$2 m
+	sed -n -E 's/^(replace[[:space:]]+)?[[:space:]]*([^[:space:]]+)[[:space:]]+=>[[:space:]]+\.\.?\/.*$/\2/p' "$gomod" |
+		while read -r m; do
+			if grep -qE "^[[:space:]]*(require[[:space:]]+)?${m//./\\.}[[:space:]]+v" "$gomod"; then
+				printf '\t%s => %s v%s\n' "$m" "$m" "$ver"
+			fi
+		done
+}
+
+# wrapper NAME: a fresh module directory for one build.
+wrapper() { rm -rf "${BUILD:?}/$1"; mkdir -p "$BUILD/$1"; echo "$BUILD/$1"; }
+
+build_envtest() {
+	[ -x "$ENVTEST_DIR/kube-apiserver" ] && [ -x "$ENVTEST_DIR/etcd" ] && return 0
+	mkdir -p "$ENVTEST_DIR"
+	local gomod d minor ld p
+	# k8s.io/kubernetes cannot be `go install`ed (replace lines to ./staging): a wrapper
+	# module requires it and replaces every staging module with its published version.
+	gomod=$(modfile "k8s.io/kubernetes@v$K8S_VERSION")
+	d=$(wrapper k8s)
+	{
+		printf 'module testbin/k8s\n\n'
+		grep -E '^go [0-9.]+$' "$gomod"
+		grep -E '^godebug ' "$gomod" || true
+		printf '\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$K8S_VERSION"
+		replaces_of "$gomod" "0.${K8S_VERSION#*.}"
+		printf ')\n'
+	} >"$d/go.mod"
+	minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+	ld="-s -w"
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld="$ld -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+	done
+	[ -x "$ENVTEST_DIR/kube-apiserver" ] || gobuild "$d" "$ENVTEST_DIR/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$ld"
+	[ -x "$ENVTEST_DIR/kubectl" ] || gobuild "$d" "$ENVTEST_DIR/kubectl" k8s.io/kubernetes/cmd/kubectl -ldflags "$ld"
+
+	gomod=$(modfile "go.etcd.io/etcd/server/v3@v$ETCD_VERSION")
+	d=$(wrapper etcd)
+	{
+		printf 'module testbin/etcd\n\n'
+		grep -E '^go [0-9.]+$' "$gomod"
+		printf '\nrequire go.etcd.io/etcd/server/v3 v%s\n\nreplace (\n' "$ETCD_VERSION"
+		replaces_of "$gomod" "$ETCD_VERSION"
+		printf ')\n'
+	} >"$d/go.mod"
+	gobuild "$d" "$ENVTEST_DIR/etcd" go.etcd.io/etcd/server/v3 -ldflags "-s -w"
+}
+
+build_crds() {
+	[ -f "$CRD_DIR/.complete" ] && return 0
+	local tmp=$CRD_DIR.tmp d g
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	# Flux: straight out of the controllers' module zips (config/crd/bases). kustomize-controller
+	# watches every source kind, so all of source-controller's CRDs are installed.
+	d=$(moddir "github.com/fluxcd/source-controller@v$FLUX_VERSION")
+	cp "$d"/config/crd/bases/*.yaml "$tmp/"
+	d=$(moddir "github.com/fluxcd/kustomize-controller@v$FLUX_VERSION")
+	cp "$d"/config/crd/bases/*.yaml "$tmp/"
+	# helm-controller's root module (with config/crd) is not served: generate the HelmRelease
+	# CRD from its api module with controller-gen, as helm-controller's own Makefile does, at
+	# the api version the code compiles against (v1.7 reshaped spec.chart).
+	g=$(wrapper crdgen)
+	printf 'module testbin/crdgen\n\ngo %s\n' "${GO_TOOLCHAIN#go}" >"$g/go.mod"
+	printf '//go:build tools\n\npackage crdgen\n\nimport (\n\t_ "github.com/fluxcd/helm-controller/api/v2"\n\t_ "sigs.k8s.io/controller-tools/cmd/controller-gen"\n)\n' >"$g/tools.go"
+	(cd "$g" && export GOTOOLCHAIN=$GO_TOOLCHAIN &&
+		go get "github.com/fluxcd/helm-controller/api@v$HELM_API_VERSION" "sigs.k8s.io/controller-tools@v$CONTROLLER_TOOLS_VERSION" &&
+		go mod tidy &&
+		go build -o controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen &&
+		./controller-gen crd:crdVersions=v1 paths=github.com/fluxcd/helm-controller/api/v2 output:crd:dir="$tmp")
+	# External Secrets: the CRDs from the root module's zip (the split apis module is not served).
+	d=$(moddir "github.com/external-secrets/external-secrets@v$ESO_VERSION")
+	for k in externalsecrets secretstores clustersecretstores; do
+		cp "$d/config/crds/bases/external-secrets.io_$k.yaml" "$tmp/"
+	done
+	chmod 0644 "$tmp"/*.yaml
+	touch "$tmp/.complete"
+	rm -rf "$CRD_DIR"
+	mv "$tmp" "$CRD_DIR"
+	log "CRDs: $(cd "$CRD_DIR" && ls -- *.yaml | tr '\n' ' ')"
+}
+
+build_gitea() {
+	[ -x "$GITEA_DIR/gitea" ] && [ -d "$GITEA_DIR/static/templates" ] && return 0
+	mkdir -p "$GITEA_DIR"
+	local gomod src d tags="sqlite sqlite_unlock_notify"
+	gomod=$(modfile "code.gitea.io/gitea@v$GITEA_VERSION")
+	# `go install` refuses Gitea (replace lines): a wrapper with Gitea's own go, godebug and
+	# replace lines. cgo for sqlite.
+	d=$(wrapper gitea)
+	{
+		printf 'module testbin/gitea\n\n'
+		grep -m1 -E '^go ' "$gomod"
+		echo
+		awk '/^(godebug|replace) *\($/{blk=1} blk{print; if($0 ~ /^\)/){blk=0; print ""}; next} /^(godebug|replace) /{print}' "$gomod"
+		printf '\nrequire code.gitea.io/gitea v%s\n' "$GITEA_VERSION"
+	} >"$d/go.mod"
+	(cd "$d" && go get "code.gitea.io/gitea@v$GITEA_VERSION")
+	if [ ! -x "$GITEA_DIR/gitea" ]; then
+		# main.Version must be a release, or the Gitea SDK refuses the server as "development".
+		CGO_ENABLED=1 gobuild "$d" "$GITEA_DIR/gitea" code.gitea.io/gitea -tags "$tags" \
+			-ldflags "-s -w -X main.Version=$GITEA_VERSION -X 'main.Tags=$tags'"
+	fi
+	# Without the bindata tag Gitea reads templates/, options/ and public/ from disk.
+	src=$(moddir "code.gitea.io/gitea@v$GITEA_VERSION")
+	rm -rf "$GITEA_DIR/static.tmp"
+	mkdir -p "$GITEA_DIR/static.tmp"
+	cp -r "$src/templates" "$src/options" "$src/public" "$GITEA_DIR/static.tmp/"
+	chmod -R u+w "$GITEA_DIR/static.tmp"
+	rm -rf "$GITEA_DIR/static"
+	mv "$GITEA_DIR/static.tmp" "$GITEA_DIR/static"
+}
+
+build_runner() {
+	[ -x "$RUNNER_DIR/gitea-runner" ] && return 0
+	mkdir -p "$RUNNER_DIR"
+	local src d
+	# Served by exact version only (its version list is refused, so `go install` fails):
+	# build inside a copy of the module.
+	src=$(moddir "gitea.com/gitea/runner@v$RUNNER_VERSION")
+	d=$(wrapper runner)
+	cp -r "$src/." "$d/"
+	chmod -R u+w "$d"
+	CGO_ENABLED=0 gobuild "$d" "$RUNNER_DIR/gitea-runner" . \
+		-ldflags "-s -w -X gitea.com/gitea/runner/internal/pkg/ver.version=v$RUNNER_VERSION"
+}
+
+# flux_wrapper NAME MODULE: a wrapper requiring MODULE@FLUX_VERSION with its own non-local
+# replace lines (the `./api` ones are dropped: the root requires the published api module).
+flux_wrapper() {
+	local name=$1 mod=$2 gomod d
+	gomod=$(modfile "$mod@v$FLUX_VERSION")
+	d=$(wrapper "$name")
+	{
+		printf 'module testbin/%s\n\n' "$name"
+		grep -m1 -E '^go ' "$gomod"
+		printf '\nrequire %s v%s\n\n' "$mod" "$FLUX_VERSION"
+		awk '/^replace *\($/{blk=1; next} blk{ if($0 ~ /^\)/){blk=0; next}; if($0 ~ /^[[:space:]]*(\/\/.*)?$/) next; print "replace " $0; next} /^replace /{print}' "$gomod" |
+			grep -vE '=>[[:space:]]+\.' || true
+	} >"$d/go.mod"
+	echo "$d"
+}
+
+build_flux() {
+	[ -x "$FLUX_DIR/source-controller" ] && [ -x "$FLUX_DIR/kustomize-controller" ] && return 0
+	mkdir -p "$FLUX_DIR"
+	local d
+	if [ ! -x "$FLUX_DIR/source-controller" ]; then
+		d=$(flux_wrapper source-controller github.com/fluxcd/source-controller)
+		# The proxy refuses the zip of github.com/fluxcd/pkg/artifact v0.18.2/v0.18.3, which
+		# source-controller v1.9.6 wants; v0.18.1 differs only by dependency bumps.
+		printf 'replace github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.1\n' >>"$d/go.mod"
+		CGO_ENABLED=0 gobuild "$d" "$FLUX_DIR/source-controller" github.com/fluxcd/source-controller -ldflags "-s -w"
+	fi
+	if [ ! -x "$FLUX_DIR/kustomize-controller" ]; then
+		d=$(flux_wrapper kustomize-controller github.com/fluxcd/kustomize-controller)
+		CGO_ENABLED=0 gobuild "$d" "$FLUX_DIR/kustomize-controller" github.com/fluxcd/kustomize-controller -ldflags "-s -w"
+	fi
+}
+
+build_tools() {
+	[ -x "$TOOLS_DIR/helm" ] && [ -x "$TOOLS_DIR/kustomize" ] && return 0
+	mkdir -p "$TOOLS_DIR"
+	CGO_ENABLED=0 GOBIN="$TOOLS_DIR" go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+	CGO_ENABLED=0 GOBIN="$TOOLS_DIR" go install "sigs.k8s.io/kustomize/kustomize/v5@v$KUSTOMIZE_VERSION"
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux)
+export CGO_ENABLED=0
+for c in "${components[@]}"; do
+	case $c in
+	envtest | crds | gitea | runner | flux | tools)
+		# one lock per component: two runs (two test packages, CI and a shell) build it once
+		(
+			flock 9
+			"build_$c" >&2
+		) 9>"$CACHE/.lock.$c"
+		;;
+	*)
+		echo "testbin: unknown component $c (want envtest crds gitea runner flux tools)" >&2
+		exit 2
+		;;
+	esac
+done
+print_env

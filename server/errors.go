@@ -1,0 +1,58 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// handleError is the one place errors become status codes. Client mistakes get a 4xx with
+// a message that never echoes credentials; anything unexpected is logged and answered 500
+// without detail.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	switch {
+	case errors.Is(err, webhook.ErrUnauthorized):
+		code, msg = http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, errBodyTooLarge):
+		code, msg = http.StatusRequestEntityTooLarge, "request body over 3 MiB"
+	case errors.Is(err, webhook.ErrUnsupportedMediaType):
+		code, msg = http.StatusUnsupportedMediaType, err.Error()
+	case errors.Is(err, webhook.ErrBadPayload):
+		code, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, gitops.ErrUnavailable):
+		code, msg = http.StatusServiceUnavailable, "kubernetes api unavailable, retry later"
+		c.Response().Header().Set("Retry-After", retryAfterSeconds)
+	case errors.As(err, &he):
+		code = he.Code
+		msg = http.StatusText(code)
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		}
+	}
+	logger := log.FromContext(c.Request().Context())
+	if code >= 500 {
+		logger.Error(err, "request failed", "status", code)
+	} else if code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+		logger.Info("request refused", "status", code, "reason", msg)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(code)
+		return
+	}
+	_ = c.JSON(code, ErrorResponse{Error: msg})
+}

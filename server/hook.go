@@ -1,0 +1,100 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+// HookResponse is the answer to a push.
+type HookResponse struct {
+	Delivery   string `json:"delivery"`
+	Repository string `json:"repository,omitempty"`
+	Ref        string `json:"ref,omitempty"`
+	SHA        string `json:"sha,omitempty"`
+	// Result says what happened: "accepted" (202: reconciles requested, statuses follow),
+	// or, with 200, why nothing was done: "ignored" or "no-match".
+	Result  string           `json:"result"`
+	Reason  string           `json:"reason,omitempty"`
+	Targets []gitops.Outcome `json:"targets,omitempty"`
+}
+
+// Event headers: Gitea sends all three.
+var eventHeaders = []string{"X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event"}
+
+// hook handles POST /hook: authenticate the raw body, decode the push, request the
+// reconciles, answer. Waiting for Flux happens after the answer, in the reporter.
+func (s *Server) hook(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	r := c.Request()
+	if err := s.Auth.Authenticate(r.Header, body); err != nil {
+		return err
+	}
+	res := HookResponse{Delivery: c.Get(deliveryKey).(string)}
+	for _, h := range eventHeaders {
+		if ev := r.Header.Get(h); ev != "" && ev != "push" {
+			res.Result, res.Reason = "ignored", fmt.Sprintf("%s event, not a push", sanitize(ev))
+			return c.JSON(http.StatusOK, res)
+		}
+	}
+	ev, err := webhook.DecodePush(r.Header.Get(echo.HeaderContentType), body)
+	if err != nil {
+		return err
+	}
+	res.Repository, res.Ref, res.SHA = ev.Repository.FullName, ev.Ref, ev.After
+	ctx := log.IntoContext(r.Context(), log.FromContext(r.Context()).WithValues(
+		"repository", ev.Repository.FullName, "ref", ev.Ref, "commit", ev.After))
+	if ev.Deleted() {
+		res.Result, res.Reason = "ignored", "the push deleted "+ev.Ref
+		return c.JSON(http.StatusOK, res)
+	}
+	out, err := s.Requester.Request(ctx, gitops.Push{
+		Delivery:   res.Delivery,
+		Repository: ev.Repository.FullName,
+		URLs:       ev.URLs(),
+		Ref:        ev.Ref,
+		SHA:        ev.After,
+	})
+	if err != nil {
+		return err
+	}
+	res.Targets = out
+	requested := 0
+	for _, o := range out {
+		if o.Result == gitops.ResultRequested || o.Result == gitops.ResultAlreadyRequested {
+			requested++
+		}
+	}
+	switch {
+	case len(out) == 0:
+		res.Result, res.Reason = "no-match", fmt.Sprintf("no GitRepository in any cluster follows %s of %s", ev.Ref, ev.Repository.FullName)
+		return c.JSON(http.StatusOK, res)
+	case requested == 0:
+		res.Result, res.Reason = "no-match", "every Flux object fed by this push is suspended"
+		return c.JSON(http.StatusOK, res)
+	}
+	res.Result = "accepted"
+	return c.JSON(http.StatusAccepted, res)
+}
+
+// sanitize keeps a header value fit for a JSON answer and a log line.
+func sanitize(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, s)
+}

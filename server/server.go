@@ -1,0 +1,189 @@
+// Package server is flux-webhook's HTTP surface: POST /hook. Handlers decode, authenticate,
+// call a domain function and encode; one error handler maps the domain's sentinel errors
+// to status codes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+var (
+	_ manager.LeaderElectionRunnable = (*Server)(nil)
+	_ manager.Runnable               = (*Server)(nil)
+
+	errBodyTooLarge = errors.New("request body too large")
+
+	httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flux_webhook_http_requests_total",
+		Help: "HTTP requests served, by route and status code.",
+	}, []string{"route", "code"})
+	httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "flux_webhook_http_request_duration_seconds",
+		Help:    "Time to answer HTTP requests, by route.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+)
+
+func init() { metrics.Registry.MustRegister(httpRequests, httpDuration) }
+
+// Requester is the domain call behind /hook.
+type Requester interface {
+	Request(ctx context.Context, push gitops.Push) ([]gitops.Outcome, error)
+}
+
+// Authenticator checks a request's credentials against its raw body.
+type Authenticator interface {
+	Authenticate(h http.Header, body []byte) error
+}
+
+// Server serves /hook. It is a controller-runtime Runnable that serves on every replica
+// and stops with the manager.
+type Server struct {
+	// Addr is the listen address, e.g. ":8080".
+	Addr string
+	// Listener, when set, is used instead of listening on Addr (tests).
+	Listener  net.Listener
+	Auth      Authenticator
+	Requester Requester
+	Log       logr.Logger
+
+	e *echo.Echo
+}
+
+// NeedLeaderElection is false: every replica serves /hook.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Handler returns the HTTP handler (built once).
+func (s *Server) Handler() http.Handler {
+	if s.e != nil {
+		return s.e
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	// Only the peer address identifies a client: X-Forwarded-For and X-Real-IP are set by
+	// whoever sends them (GO-2026-6872, GO-2026-6875).
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observe)
+	e.POST("/hook", s.hook)
+	e.POST("/hook/*", s.hook)
+	s.e = e
+	return e
+}
+
+// Start serves until ctx ends, then gives in-flight requests shutdownTimeout to finish.
+func (s *Server) Start(ctx context.Context) error {
+	srv := &http.Server{
+		Addr:              s.Addr,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		BaseContext:       func(net.Listener) context.Context { return log.IntoContext(context.Background(), s.Log) },
+	}
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.Addr); err != nil {
+			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+	}
+	s.Log.Info("serving hooks", "addr", ln.Addr().String())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve %s: %w", s.Addr, err)
+	case <-ctx.Done():
+	}
+	s.Log.Info("shutting down hook server")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down %s: %w", s.Addr, err)
+	}
+	return nil
+}
+
+// observe attaches a logger with the request's values to its context, then logs and counts
+// the answer.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		r := c.Request()
+		delivery := r.Header.Get("X-Gitea-Delivery")
+		if !validDelivery(delivery) {
+			delivery = uuid.NewString()
+		}
+		c.Set(deliveryKey, delivery)
+		logger := log.FromContext(r.Context()).WithValues("delivery", delivery)
+		c.SetRequest(r.WithContext(log.IntoContext(r.Context(), logger)))
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		code := c.Response().Status
+		httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		log.FromContext(c.Request().Context()).Info("request", "method", r.Method, "path", r.URL.Path,
+			"status", code, "duration", time.Since(start).String(), "remote", c.RealIP())
+		return nil
+	}
+}
+
+const deliveryKey = "delivery"
+
+// validDelivery accepts the delivery ids senders use (Gitea's are UUIDs): short, printable,
+// no spaces, so they are safe in logs and Events.
+func validDelivery(d string) bool {
+	if d == "" || len(d) > 128 {
+		return false
+	}
+	for _, r := range d {
+		if r <= ' ' || r > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// readBody reads the whole body up to maxBodyBytes.
+func readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > maxBodyBytes {
+		return nil, errBodyTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, maxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, errBodyTooLarge
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading body: %v", webhook.ErrBadPayload, err)
+	}
+	return body, nil
+}

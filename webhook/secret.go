@@ -1,0 +1,113 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// SecretKey is the key of the token in each Secret flux-webhook reads.
+const SecretKey = "token"
+
+var secretChanged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "flux_webhook_secret_last_change_timestamp_seconds",
+	Help: "When a watched Secret's token last changed, in Unix seconds.",
+}, []string{"secret"})
+
+func init() { metrics.Registry.MustRegister(secretChanged) }
+
+var _ manager.LeaderElectionRunnable = (*SecretWatcher)(nil)
+
+// SecretWatcher follows one named Secret (synced by External Secrets from OpenBao) and
+// hands the value of its "token" key to Set on every change, "" when the Secret or the key
+// is gone. It watches that one Secret only, by a field selector: Secrets stay out of the
+// manager's cache, and RBAC can grant it by resourceNames.
+type SecretWatcher struct {
+	Client kubernetes.Interface
+	Secret types.NamespacedName
+	Set    func(value string)
+	Log    logr.Logger
+
+	mu      sync.Mutex
+	synced  bool
+	present bool
+}
+
+// ParseSecretRef parses "NAMESPACE/NAME".
+func ParseSecretRef(s string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" {
+		return types.NamespacedName{}, fmt.Errorf("secret %q: want NAMESPACE/NAME", s)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// NeedLeaderElection is false: every replica authenticates requests.
+func (w *SecretWatcher) NeedLeaderElection() bool { return false }
+
+// Start watches the Secret until ctx ends.
+func (w *SecretWatcher) Start(ctx context.Context) error {
+	lw := toolscache.NewListWatchFromClient(w.Client.CoreV1().RESTClient(), "secrets", w.Secret.Namespace,
+		fields.OneTermEqualSelector("metadata.name", w.Secret.Name))
+	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	update := func(obj any) {
+		s, ok := obj.(*corev1.Secret)
+		value := ""
+		if ok {
+			value = string(s.Data[SecretKey])
+		}
+		w.mu.Lock()
+		changed := w.present != (value != "")
+		w.present = value != ""
+		w.mu.Unlock()
+		w.Set(value)
+		secretChanged.WithLabelValues(w.Secret.String()).SetToCurrentTime()
+		if value == "" {
+			w.Log.Info("secret has no token: refusing every request", "secret", w.Secret.String(), "key", SecretKey)
+		} else if changed {
+			w.Log.Info("secret token loaded", "secret", w.Secret.String())
+		} else {
+			w.Log.Info("secret token changed", "secret", w.Secret.String())
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    update,
+		UpdateFunc: func(_, obj any) { update(obj) },
+		DeleteFunc: func(any) { update(nil) },
+	}); err != nil {
+		return fmt.Errorf("watch secret %s: %w", w.Secret, err)
+	}
+	go inf.Run(ctx.Done())
+	if !toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return nil // stopped before the first list
+	}
+	w.mu.Lock()
+	w.synced = true
+	w.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// Ready reports why the Secret cannot be used yet, nil once its token is present.
+func (w *SecretWatcher) Ready() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case !w.synced:
+		return fmt.Errorf("secret %s not read yet", w.Secret)
+	case !w.present:
+		return fmt.Errorf("secret %s has no %q key", w.Secret, SecretKey)
+	}
+	return nil
+}
