@@ -157,14 +157,14 @@ func evaluateKustomization(o *kustomizev1.Kustomization, req Request, rel relate
 	r := readinessOf(o)
 	switch {
 	case !r.current:
-		return Verdict{}
 	case r.ready && revisionHas(o.Status.LastAppliedRevision, req.SHA):
 		return Verdict{StateSuccess, "applied " + shortRevision(o.Status.LastAppliedRevision)}
 	case r.failed && revisionHas(o.Status.LastAttemptedRevision, req.SHA):
 		return Verdict{StateFailure, r.message}
 	}
 	// Not at the commit yet. A Kustomization that reconciled before its source moved is
-	// reconciled again by kustomize-controller when the source's revision changes.
+	// reconciled again by kustomize-controller when the source's revision changes; one
+	// whose source failed on the commit never will be.
 	return viaSource(rel.source, req)
 }
 
@@ -172,7 +172,6 @@ func evaluateHelmChart(o *sourcev1.HelmChart, req Request, rel related) Verdict 
 	r := readinessOf(o)
 	switch {
 	case !r.current:
-		return Verdict{}
 	case r.ready && revisionHas(o.Status.ObservedSourceArtifactRevision, req.SHA) && o.Status.Artifact != nil:
 		return Verdict{StateSuccess, fmt.Sprintf("packaged chart %s from %s", o.Status.Artifact.Revision, shortRevision(o.Status.ObservedSourceArtifactRevision))}
 	case r.failed && handled(o, req) && rel.source != nil && rel.source.Status.Artifact != nil &&
@@ -185,10 +184,7 @@ func evaluateHelmChart(o *sourcev1.HelmChart, req Request, rel related) Verdict 
 func evaluateHelmRelease(o *helmv2.HelmRelease, req Request, rel related) Verdict {
 	r := readinessOf(o)
 	chart := rel.chart
-	if !r.current {
-		return Verdict{}
-	}
-	if chart != nil && chart.Status.Artifact != nil && revisionHas(chart.Status.ObservedSourceArtifactRevision, req.SHA) && handled(o, req) {
+	if r.current && chart != nil && chart.Status.Artifact != nil && revisionHas(chart.Status.ObservedSourceArtifactRevision, req.SHA) && handled(o, req) {
 		switch {
 		case r.ready && o.Status.LastAttemptedRevision == chart.Status.Artifact.Revision:
 			return Verdict{StateSuccess, fmt.Sprintf("released chart %s from %s", chart.Status.Artifact.Revision, shortRevision(chart.Status.ObservedSourceArtifactRevision))}

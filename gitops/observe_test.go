@@ -109,6 +109,16 @@ func TestEvaluateKustomization(t *testing.T) {
 		{"source failed to fetch", kustomization(rev(oldSHA), rev(oldSHA), token, ready("")), gitRepo(rev(oldSHA), token, notReady("GitOperationFailed", "auth failed")), StateFailure, "source GitRepository flux-system/app: fetch failed: auth failed"},
 		{"source settled elsewhere", kustomization(rev(oldSHA), rev(oldSHA), token, ready("")), gitRepo(rev(newSHA), token, ready("")), StateWarning, "source GitRepository flux-system/app: not applied: Flux fetched main@sha1:111111111111"},
 		{"source not found yet", kustomization(rev(oldSHA), rev(oldSHA), token, ready("")), nil, "", ""},
+		{"never reconciled, source failed", func() *kustomizev1.Kustomization {
+			k := kustomization("", "", "", nil)
+			k.Status.ObservedGeneration = 0
+			return k
+		}(), gitRepo(rev(oldSHA), token, notReady("GitOperationFailed", "auth failed")), StateFailure, ""},
+		{"status of an older generation is not a success", func() *kustomizev1.Kustomization {
+			k := kustomization(rev(sha), rev(sha), token, ready(""))
+			k.Generation = 3
+			return k
+		}(), srcAt(sha), "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,20 +11,17 @@ import (
 	"testing"
 	"time"
 
-	helmv2 "github.com/fluxcd/helm-controller/api/v2"
-	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
-	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/openova-io/flux-webhook/gitops"
 )
 
 // KubeOptions configures StartKube.
@@ -53,14 +50,7 @@ type Kube struct {
 
 // Scheme returns a scheme with the Kubernetes built-in types and Flux's GitRepository,
 // HelmChart (source v1), Kustomization (kustomize v1) and HelmRelease (helm v2).
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(sourcev1.AddToScheme(s))
-	utilruntime.Must(kustomizev1.AddToScheme(s))
-	utilruntime.Must(helmv2.AddToScheme(s))
-	return s
-}
+func Scheme() *runtime.Scheme { return gitops.NewScheme() }
 
 // StartKube starts etcd and kube-apiserver from $KUBEBUILDER_ASSETS, installs the CRDs if
 // asked, and writes an admin kubeconfig to Dir/kubeconfig. It costs 3-5 s with the CRDs

@@ -1,0 +1,135 @@
+package gitops_test
+
+import (
+	"crypto/rand"
+	"errors"
+	"encoding/hex"
+	"fmt"
+	"testing"
+	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/gitops"
+)
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newSHA() string { return randomHex(20) }
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t-" + randomHex(4)}}
+	if err := kube.Client.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// create creates objects and waits until the package's cache has them, as /hook would
+// see them.
+func create(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := kube.Client.Create(t.Context(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+	for _, o := range objs {
+		waitFor(t, fmt.Sprintf("cache has %T %s", o, o.GetName()), func() bool {
+			fresh := o.DeepCopyObject().(client.Object)
+			return local.GetCache().Get(t.Context(), client.ObjectKeyFromObject(o), fresh) == nil
+		})
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func gitRepository(ns, name, url string, ref *sourcev1.GitRepositoryRef) *sourcev1.GitRepository {
+	return &sourcev1.GitRepository{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: sourcev1.GitRepositorySpec{URL: url, Interval: metav1.Duration{Duration: time.Hour}, Reference: ref},
+	}
+}
+
+func kustomization(ns, name, sourceNS, source string) *kustomizev1.Kustomization {
+	return &kustomizev1.Kustomization{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: kustomizev1.KustomizationSpec{
+			Interval:  metav1.Duration{Duration: time.Hour},
+			Path:      "./",
+			Prune:     true,
+			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: gitops.KindGitRepository, Name: source, Namespace: sourceNS},
+		},
+	}
+}
+
+// helmReleaseFromGit is a HelmRelease whose chart template comes from a GitRepository:
+// helm-controller generates the HelmChart <namespace>-<name> in the source's namespace.
+func helmReleaseFromGit(ns, name, sourceNS, source string) *helmv2.HelmRelease {
+	return &helmv2.HelmRelease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: helmv2.HelmReleaseSpec{
+			Interval: metav1.Duration{Duration: time.Hour},
+			Chart: &helmv2.HelmChartTemplate{Spec: helmv2.HelmChartTemplateSpec{
+				Chart:     "./charts/" + name,
+				SourceRef: &helmv2.CrossNamespaceObjectReference{Kind: gitops.KindGitRepository, Name: source, Namespace: sourceNS},
+			}},
+		},
+	}
+}
+
+func helmChart(ns, name, source string) *sourcev1.HelmChart {
+	return &sourcev1.HelmChart{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: sourcev1.HelmChartSpec{
+			Chart:     "./charts/" + name,
+			Interval:  metav1.Duration{Duration: time.Hour},
+			SourceRef: sourcev1.LocalHelmChartSourceReference{Kind: gitops.KindGitRepository, Name: source},
+		},
+	}
+}
+
+func helmReleaseFromChart(ns, name, chartNS, chart string) *helmv2.HelmRelease {
+	return &helmv2.HelmRelease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: helmv2.HelmReleaseSpec{
+			Interval: metav1.Duration{Duration: time.Hour},
+			ChartRef: &helmv2.CrossNamespaceSourceReference{Kind: gitops.KindHelmChart, Name: chart, Namespace: chartNS},
+		},
+	}
+}
+
+// targets renders outcomes as "kind/namespace/name=result" in order.
+func targets(out []gitops.Outcome) []string {
+	var s []string
+	for _, o := range out {
+		s = append(s, fmt.Sprintf("%s/%s/%s=%s", o.Kind, o.Namespace, o.Name, o.Result))
+	}
+	return s
+}
+
+var errFlaky = errors.New("gitea: 502 bad gateway")
+
+func metaOf(key client.ObjectKey) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}
+}

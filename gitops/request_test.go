@@ -1,0 +1,264 @@
+package gitops_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/gitops"
+)
+
+const giteaHost = "gitea.example.com"
+
+func pushOf(repo, ref, sha string) gitops.Push {
+	return gitops.Push{
+		Delivery:   "delivery-" + sha[:8],
+		Repository: repo,
+		URLs: []string{
+			"http://" + giteaHost + "/" + repo + ".git",
+			"git@" + giteaHost + ":" + repo + ".git",
+			"http://" + giteaHost + "/" + repo,
+		},
+		Ref: ref,
+		SHA: sha,
+	}
+}
+
+func TestRequestMatchesEachURLForm(t *testing.T) {
+	integration(t)
+	ns := newNamespace(t)
+	repo := "org/app-" + randomHex(3)
+	main := &sourcev1.GitRepositoryRef{Branch: "main"}
+	// Flux accepts http, https and ssh URLs (its CRD refuses scp-like ones, which only the
+	// push's ssh_url uses: pushOf sends one).
+	forms := map[string]string{
+		"https":         "https://" + giteaHost + "/" + repo + ".git",
+		"http":          "http://" + giteaHost + "/" + repo,
+		"credentials":   "https://flux:token@" + giteaHost + "/" + repo + ".git",
+		"upper-case":    "https://" + strings.ToUpper(giteaHost+"/"+repo),
+		"trailing":      "https://" + giteaHost + "/" + repo + "/",
+		"ssh":           "ssh://git@" + giteaHost + "/" + repo,
+		"ssh-port-22":   "ssh://git@" + giteaHost + ":22/" + repo + ".git",
+		"default-https": "https://" + giteaHost + ":443/" + repo,
+	}
+	var objs []client.Object
+	for name, url := range forms {
+		objs = append(objs, gitRepository(ns, name, url, main))
+	}
+	// Not this repository: another name, a prefix of it, another host, another port.
+	objs = append(objs,
+		gitRepository(ns, "other-repo", "https://"+giteaHost+"/"+repo+"-2", main),
+		gitRepository(ns, "other-host", "https://gitea.other.com/"+repo, main),
+		gitRepository(ns, "other-port", "ssh://git@"+giteaHost+":2222/"+repo, main),
+	)
+	create(t, objs...)
+	out, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", newSHA()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range out {
+		got = append(got, o.Name)
+	}
+	var want []string
+	for name := range forms {
+		want = append(want, name)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("matched %v, want %v", got, want)
+	}
+}
+
+func TestRequestMatchesEachRefKind(t *testing.T) {
+	integration(t)
+	ns := newNamespace(t)
+	repo := "org/refs-" + randomHex(3)
+	url := "http://" + giteaHost + "/" + repo + ".git"
+	refs := map[string]*sourcev1.GitRepositoryRef{
+		"none":      nil,
+		"main":      {Branch: "main"},
+		"dev":       {Branch: "dev"},
+		"tag-v1":    {Tag: "v1.0.0"},
+		"semver-1x": {SemVer: "1.x"},
+		"semver-2x": {SemVer: ">=2.0.0"},
+		"name-main": {Name: "refs/heads/main"},
+		"commit":    {Commit: "0123456789abcdef0123456789abcdef01234567"},
+	}
+	var objs []client.Object
+	for name, ref := range refs {
+		objs = append(objs, gitRepository(ns, name, url, ref))
+	}
+	create(t, objs...)
+	tests := []struct {
+		ref  string
+		want []string
+	}{
+		{"refs/heads/main", []string{"main", "name-main"}},
+		{"refs/heads/master", []string{"none"}},
+		{"refs/heads/dev", []string{"dev"}},
+		{"refs/heads/feature", nil},
+		{"refs/tags/v1.0.0", []string{"semver-1x", "tag-v1"}},
+		{"refs/tags/v2.1.0", []string{"semver-2x"}},
+	}
+	r := &gitops.Requester{Clusters: gitops.NewClusterSet(local)}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			out, err := r.Request(t.Context(), pushOf(repo, tt.ref, newSHA()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range out {
+				got = append(got, o.Name)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("push to %s matched %v, want %v", tt.ref, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRequestFanOut(t *testing.T) {
+	integration(t)
+	src, apps := newNamespace(t), newNamespace(t)
+	repo := "org/fanout-" + randomHex(3)
+	url := "https://" + giteaHost + "/" + repo + ".git"
+	suspended := kustomization(apps, "suspended", src, "app")
+	suspended.Spec.Suspend = true
+	create(t,
+		gitRepository(src, "app", url, &sourcev1.GitRepositoryRef{Branch: "main"}),
+		kustomization(src, "infra", "", "app"),
+		kustomization(apps, "apps", src, "app"),
+		suspended,
+		kustomization(apps, "elsewhere", src, "not-app"),
+		helmReleaseFromGit(apps, "podinfo", src, "app"),
+		// What helm-controller generates for the HelmRelease above.
+		helmChart(src, apps+"-podinfo", "app"),
+		helmChart(src, "shared", "app"),
+		helmReleaseFromChart(apps, "from-chart", src, "shared"),
+	)
+	sha := newSHA()
+	out, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", sha))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sources first, then by namespace and name within a kind.
+	want := slices.Concat(
+		[]string{"GitRepository/" + src + "/app=requested"},
+		sorted("HelmChart/"+src+"/"+apps+"-podinfo=requested", "HelmChart/"+src+"/shared=requested"),
+		sorted("Kustomization/"+apps+"/apps=requested", "Kustomization/"+apps+"/suspended=suspended",
+			"Kustomization/"+src+"/infra=requested"),
+		sorted("HelmRelease/"+apps+"/from-chart=requested", "HelmRelease/"+apps+"/podinfo=requested"),
+	)
+	if got := targets(out); !slices.Equal(got, want) {
+		t.Fatalf("targets\n got %v\nwant %v", got, want)
+	}
+	// Every requested object carries the same requestedAt and a record naming the push;
+	// the suspended one is untouched.
+	var token string
+	for _, o := range out {
+		obj := newObject(t, o.Kind)
+		if err := kube.Client.Get(t.Context(), client.ObjectKey{Namespace: o.Namespace, Name: o.Name}, obj); err != nil {
+			t.Fatal(err)
+		}
+		ann := obj.GetAnnotations()
+		if o.Result == gitops.ResultSuspended {
+			if len(ann) != 0 {
+				t.Fatalf("suspended %s touched: %v", o.Name, ann)
+			}
+			continue
+		}
+		if token == "" {
+			token = ann[meta.ReconcileRequestAnnotation]
+		}
+		if tok := ann[meta.ReconcileRequestAnnotation]; tok == "" || tok != token {
+			t.Fatalf("%s %s: requestedAt %q, want one token %q per push", o.Kind, o.Name, tok, token)
+		}
+		rec, err := gitops.ParseRecord(ann)
+		if err != nil || rec.Current == nil || rec.Current.SHA != sha || rec.Current.Repository != repo || rec.Current.Token != token {
+			t.Fatalf("%s %s: record %+v, %v", o.Kind, o.Name, rec.Current, err)
+		}
+	}
+	// An Event on each patched object names repository, sha and delivery.
+	waitFor(t, "ReconcileRequested events", func() bool {
+		var evs eventsv1.EventList
+		if err := kube.Client.List(t.Context(), &evs, client.InNamespace(apps)); err != nil {
+			return false
+		}
+		n := 0
+		for _, e := range evs.Items {
+			if e.Reason == "ReconcileRequested" && strings.Contains(e.Note, sha) && strings.Contains(e.Note, repo) &&
+				strings.Contains(e.Note, "delivery-"+sha[:8]) {
+				n++
+			}
+		}
+		return n == 3 // apps, from-chart, podinfo
+	})
+}
+
+func TestRequestIsIdempotent(t *testing.T) {
+	integration(t)
+	ns := newNamespace(t)
+	repo := "org/idem-" + randomHex(3)
+	gr := gitRepository(ns, "app", "http://"+giteaHost+"/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"})
+	create(t, gr, kustomization(ns, "app", "", "app"))
+	r := &gitops.Requester{Clusters: gitops.NewClusterSet(local)}
+	push := pushOf(repo, "refs/heads/main", newSHA())
+	if _, err := r.Request(t.Context(), push); err != nil {
+		t.Fatal(err)
+	}
+	before := &sourcev1.GitRepository{}
+	if err := kube.Client.Get(t.Context(), client.ObjectKeyFromObject(gr), before); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cache sees the patch", func() bool {
+		c := &sourcev1.GitRepository{}
+		return local.GetCache().Get(t.Context(), client.ObjectKeyFromObject(gr), c) == nil && c.ResourceVersion == before.ResourceVersion
+	})
+	push.Delivery = "redelivered"
+	out, err := r.Request(t.Context(), push)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range out {
+		if o.Result != gitops.ResultAlreadyRequested {
+			t.Fatalf("redelivery: %s %s = %s", o.Kind, o.Name, o.Result)
+		}
+	}
+	after := &sourcev1.GitRepository{}
+	if err := kube.Client.Get(t.Context(), client.ObjectKeyFromObject(gr), after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Fatal("redelivery patched the GitRepository again")
+	}
+}
+
+func newObject(t *testing.T, kind string) client.Object {
+	t.Helper()
+	switch kind {
+	case gitops.KindGitRepository:
+		return &sourcev1.GitRepository{}
+	case gitops.KindHelmChart:
+		return &sourcev1.HelmChart{}
+	case gitops.KindKustomization:
+		return &kustomizev1.Kustomization{}
+	case gitops.KindHelmRelease:
+		return &helmv2.HelmRelease{}
+	}
+	t.Fatalf("unknown kind %s", kind)
+	return nil
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
+}
