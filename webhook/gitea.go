@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -173,16 +174,39 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 	return apiError("create comment", resp, err)
 }
 
-// pullRequestOf returns the index of the pull request sha belongs to, 0 if none. The SDK
-// has no call for GET /repos/{owner}/{repo}/commits/{sha}/pull.
+// maxPullPages bounds the search for the open pull request of a commit: repositories with
+// more than maxPullPages*statusPageSize open pull requests get no summary comment.
+const maxPullPages = 4
+
+// pullRequestOf returns the index of the pull request sha belongs to, 0 if none: an open
+// pull request whose head is sha, else the pull request sha was merged by (Gitea's
+// GET /repos/{owner}/{repo}/commits/{sha}/pull knows merged ones only; the SDK lacks it).
 func (g *Gitea) pullRequestOf(ctx context.Context, repository, sha string) (int64, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	owner, repo, _ := strings.Cut(repository, "/")
+	for page := 1; page <= maxPullPages; page++ {
+		prs, resp, err := c.ListRepoPullRequests(owner, repo, gitea.ListPullRequestsOptions{
+			ListOptions: gitea.ListOptions{Page: page, PageSize: statusPageSize},
+			State:       gitea.StateOpen,
+		})
+		if err := apiError("list pull requests", resp, err); err != nil {
+			return 0, err
+		}
+		for _, pr := range prs {
+			if pr.Head != nil && pr.Head.Sha == sha {
+				return pr.Index, nil
+			}
+		}
+		if len(prs) < statusPageSize {
+			break
+		}
+	}
 	g.mu.RLock()
 	tok := g.token
 	g.mu.RUnlock()
-	if tok == "" {
-		return 0, ErrNoToken
-	}
-	owner, repo, _ := strings.Cut(repository, "/")
 	u := fmt.Sprintf("%s/api/v1/repos/%s/%s/commits/%s/pull", strings.TrimSuffix(g.URL, "/"),
 		url.PathEscape(owner), url.PathEscape(repo), url.PathEscape(sha))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -193,20 +217,20 @@ func (g *Gitea) pullRequestOf(ctx context.Context, repository, sha string) (int6
 	req.Header.Set("Accept", "application/json")
 	resp, err := g.HTTP.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("get commit pull request: %w", err)
+		return 0, fmt.Errorf("get merged pull request: %w", err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return 0, nil
 	case resp.StatusCode != http.StatusOK:
-		return 0, &StatusError{Op: "get commit pull request", Code: resp.StatusCode}
+		return 0, &StatusError{Op: "get merged pull request", Code: resp.StatusCode}
 	}
 	var pr struct {
 		Index int64 `json:"number"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&pr); err != nil {
-		return 0, fmt.Errorf("get commit pull request: %w", err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&pr); err != nil {
+		return 0, fmt.Errorf("get merged pull request: %w", err)
 	}
 	return pr.Index, nil
 }

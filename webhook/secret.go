@@ -67,13 +67,14 @@ func (w *SecretWatcher) Start(ctx context.Context) error {
 		if ok {
 			value = string(s.Data[SecretKey])
 		}
+		present := strings.TrimSpace(value) != ""
 		w.mu.Lock()
-		changed := w.present != (value != "")
-		w.present = value != ""
+		changed := w.present != present
+		w.present = present
 		w.mu.Unlock()
 		w.Set(value)
 		secretChanged.WithLabelValues(w.Secret.String()).SetToCurrentTime()
-		if value == "" {
+		if !present {
 			w.Log.Info("secret has no token: refusing every request", "secret", w.Secret.String(), "key", SecretKey)
 		} else if changed {
 			w.Log.Info("secret token loaded", "secret", w.Secret.String())

@@ -100,7 +100,7 @@ type giteaOptions struct {
 
 func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "gitea-url", "", "Gitea base URL commit statuses are posted to, e.g. https://gitea.example.com (without it, results are only logged and recorded as Events)")
-	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (needs write:repository; watched)")
+	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses, write:issue for pull request summaries; watched)")
 	fs.DurationVar(&o.Timeout, "gitea-timeout", 10*time.Second, "timeout of each Gitea API call")
 }
 

@@ -1,0 +1,112 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+func TestSecretRotation(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	cs, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hook-token"}, Data: map[string][]byte{"token": []byte("first\n")}}
+	// Another Secret beside it: the watcher must not see it.
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hook-token-2"}, Data: map[string][]byte{"token": []byte("other")}}
+	for _, s := range []*corev1.Secret{secret, other} {
+		if _, err := cs.CoreV1().Secrets("default").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokens := &webhook.Tokens{Grace: 2 * time.Second}
+	w := &webhook.SecretWatcher{Client: cs, Secret: types.NamespacedName{Namespace: "default", Name: "hook-token"}, Set: tokens.Set, Log: logr.Discard()}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Start(wctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	accepts := func(tok string) bool {
+		return tokens.Authenticate(http.Header{"Authorization": {"Bearer " + tok}}, nil) == nil
+	}
+	eventually(t, "first token", func() bool { return w.Ready() == nil && accepts("first") })
+	if accepts("other") {
+		t.Fatal("token of another Secret accepted")
+	}
+
+	rotated := time.Now()
+	secret.Data["token"] = []byte("second")
+	if _, err := cs.CoreV1().Secrets("default").Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "second token", func() bool { return accepts("second") })
+	t.Logf("rotation took effect %s after the update", time.Since(rotated).Round(time.Millisecond))
+	if !accepts("first") {
+		t.Fatal("previous token refused within the grace period")
+	}
+	eventually(t, "grace over", func() bool { return !accepts("first") })
+	if !accepts("second") {
+		t.Fatal("current token refused")
+	}
+
+	secret.Data["token"] = []byte("  ")
+	if _, err := cs.CoreV1().Secrets("default").Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "blank token refuses everything", func() bool { return w.Ready() != nil && !accepts("second") && !accepts("") })
+
+	if err := cs.CoreV1().Secrets("default").Delete(ctx, "hook-token", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted Secret: not ready", func() bool { return w.Ready() != nil })
+	secret.ResourceVersion = ""
+	secret.Data["token"] = []byte("third")
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "recreated Secret", func() bool { return w.Ready() == nil && accepts("third") })
+}
+
+func TestSecretMissing(t *testing.T) {
+	integration(t)
+	cs, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := &webhook.Tokens{}
+	w := &webhook.SecretWatcher{Client: cs, Secret: types.NamespacedName{Namespace: "default", Name: "absent"}, Set: tokens.Set, Log: logr.Discard()}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(time.Second)
+	if err := w.Ready(); err == nil {
+		t.Fatal("ready without the Secret")
+	}
+	if err := tokens.Authenticate(http.Header{"Authorization": {"Bearer "}}, nil); !errors.Is(err, webhook.ErrUnauthorized) {
+		t.Fatalf("no token: %v", err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
