@@ -17,6 +17,11 @@ const RecordAnnotation = "flux-webhook.openova.io/request"
 // counted as lost (the Kubernetes annotation budget is 256 KiB for all annotations).
 const maxSuperseded = 32
 
+// repeatWindow is how long a finished request still absorbs a repeat of the same push: the
+// Actions step and the native webhook for one push, or a redelivery, arrive within seconds.
+// After it, the same commit pushed again (a re-run workflow) requests a new reconcile.
+const repeatWindow = time.Minute
+
 // Commit status states, as Gitea names them.
 const (
 	StatePending = "pending"
@@ -110,11 +115,13 @@ func (r Record) Pending() bool {
 
 // Supersede returns the record after a newer push asked for req: an unfinished request for
 // another commit is kept to be reported as superseded by req.SHA, and dropped holds what
-// fell off beyond maxSuperseded. ok is false when req repeats the unfinished request for the
-// same commit (a redelivery): there is nothing to patch.
+// fell off beyond maxSuperseded. ok is false when req repeats the request for the same
+// commit while it is unfinished or finished less than repeatWindow ago: there is nothing to
+// patch.
 func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok bool) {
 	cur := r.Current
-	if cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository {
+	if cur != nil && cur.SHA == req.SHA && cur.Repository == req.Repository &&
+		(!cur.Final || req.RequestedAt.Sub(cur.RequestedAt) < repeatWindow) {
 		return r, nil, false
 	}
 	out.Superseded = append([]Superseded(nil), r.Superseded...)

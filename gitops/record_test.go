@@ -56,11 +56,27 @@ func TestRecordSupersede(t *testing.T) {
 			t.Fatalf("got %+v", out)
 		}
 	})
+	t.Run("a finished request absorbs a repeat within the window", func(t *testing.T) {
+		first := req("a")
+		first.RequestedAt = time.Now()
+		r, _, _ := Record{}.Supersede(first)
+		r.Current.Final, r.Current.Posted = true, StateSuccess
+		again := req("a")
+		again.RequestedAt = first.RequestedAt.Add(repeatWindow - time.Second)
+		if _, _, ok := r.Supersede(again); ok {
+			t.Fatal("repeat within the window patched again")
+		}
+		again.RequestedAt = first.RequestedAt.Add(repeatWindow)
+		out, _, ok := r.Supersede(again)
+		if !ok || len(out.Superseded) != 0 || out.Current.Final {
+			t.Fatalf("re-run after the window: %+v %v", out, ok)
+		}
+	})
 	t.Run("a finished request is replaced, not superseded", func(t *testing.T) {
 		r, _, _ := Record{}.Supersede(req("a"))
 		r.Current.Final, r.Current.Posted = true, StateSuccess
-		out, _, ok := r.Supersede(req("a"))
-		if !ok || len(out.Superseded) != 0 || out.Current.Final {
+		out, _, ok := r.Supersede(req("b"))
+		if !ok || len(out.Superseded) != 0 || out.Current.SHA != "b" {
 			t.Fatalf("got %+v %v", out, ok)
 		}
 	})

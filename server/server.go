@@ -99,7 +99,6 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		BaseContext:       func(net.Listener) context.Context { return log.IntoContext(context.Background(), s.Log) },
 	}
 	ln := s.Listener
 	if ln == nil {
@@ -136,7 +135,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			delivery = uuid.NewString()
 		}
 		c.Set(deliveryKey, delivery)
-		logger := log.FromContext(r.Context()).WithValues("delivery", delivery)
+		logger := s.Log.WithValues("delivery", delivery)
 		c.SetRequest(r.WithContext(log.IntoContext(r.Context(), logger)))
 		err := next(c)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -85,8 +85,7 @@ func startKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A fixed certificate directory (not a temporary one) keeps the serving certificate and
-	// port across StopAPIServer/StartAPIServer, so clients and kubeconfigs stay valid.
+	// The API server's certificates live under Dir, not in a temporary directory.
 	certDir := filepath.Join(dir, "apiserver")
 	if err := os.MkdirAll(certDir, 0o755); err != nil {
 		return nil, err
@@ -175,6 +174,15 @@ func (k *Kube) closeLogs() {
 	}
 }
 
+// APIAddr returns the API server's host:port, e.g. for a Proxy.
+func (k *Kube) APIAddr() string {
+	u, err := url.Parse(k.Config.Host)
+	if err != nil {
+		return k.Config.Host
+	}
+	return u.Host
+}
+
 // NewKube starts a control plane for the test (see StartKube) and stops it in t.Cleanup.
 // An empty opts.Dir means t.TempDir().
 func NewKube(t testing.TB, opts KubeOptions) *Kube {
@@ -207,38 +215,6 @@ func (k *Kube) Stop() error {
 		k.closeLogs()
 	})
 	return k.stopErr
-}
-
-// StopAPIServer stops kube-apiserver and leaves etcd running, as a fault: clients get
-// "connection refused" until StartAPIServer.
-func (k *Kube) StopAPIServer() error {
-	if err := k.Env.ControlPlane.APIServer.Stop(); err != nil {
-		return fmt.Errorf("stop kube-apiserver: %w", err)
-	}
-	return nil
-}
-
-// StartAPIServer starts kube-apiserver again after StopAPIServer, on the same port with
-// the same certificates and data, and waits until it serves requests (~2 s).
-// Config, Client and Kubeconfig stay valid.
-func (k *Kube) StartAPIServer(ctx context.Context) error {
-	if err := k.Env.ControlPlane.APIServer.Start(); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w\nlast lines of kube-apiserver.log:\n%s",
-			err, tail(filepath.Join(k.Dir, "kube-apiserver.log"), tailLines))
-	}
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	for {
-		err := k.Client.Get(ctx, client.ObjectKey{Name: "default"}, &corev1.Namespace{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("start kube-apiserver: %w (last error: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // SetLogger gives controller-runtime a logger, so it does not print a stack trace after

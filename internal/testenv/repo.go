@@ -311,3 +311,16 @@ func (r *Repo) IssueComments(ctx context.Context, index int64) ([]*gitea.Comment
 	}
 	return cs, nil
 }
+
+// SetActionVariable sets a repository Actions variable, read by workflows as
+// ${{ vars.NAME }}.
+func (r *Repo) SetActionVariable(ctx context.Context, name, value string) error {
+	c, err := r.g.Client(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := c.CreateRepoActionVariable(r.Owner, r.Name, name, value); err != nil {
+		return fmt.Errorf("set actions variable %s on %s: %w", name, r.FullName, err)
+	}
+	return nil
+}

@@ -55,7 +55,7 @@ runner:
   capacity: 1
   fetch_interval: 1s
   fetch_interval_max: 2s
-  labels: ["linux:host"]
+  labels: ["ubuntu-latest:host", "linux:host"]
 cache:
   enabled: false
 host:

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openova-io/flux-webhook/internal/testenv"
+)
+
+// The end-to-end tests run the real flux-webhook binary against a real API server with the
+// Flux CRDs, the real source-controller and kustomize-controller, a real Gitea and its
+// Actions runner, all on loopback, started once for the package.
+var e2e struct {
+	kube    *testenv.Kube
+	proxy   *testenv.Proxy // the service reaches the API server through it
+	gitea   *testenv.Gitea
+	runner  *testenv.Runner
+	flux    *testenv.Flux
+	bin     string
+	dir     string
+	hookURL string // http://127.0.0.1:PORT
+	ready   string // readiness URL
+	service *testenv.Service
+	token   string // current hook token
+}
+
+const (
+	fluxNS       = "flux-system"
+	appsNS       = "e2e-apps"
+	tokenSecret  = "flux-webhook-token"
+	giteaSecret  = "flux-webhook-gitea"
+	repoAuth     = "gitea-auth"
+	clusterName  = "e2e"
+	hookToken    = "e2e-hook-token-0123456789abcdef"
+	resultWindow = 3 * time.Minute
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runE2E(m))
+}
+
+func runE2E(m *testing.M) int {
+	if testing.Short() {
+		return m.Run()
+	}
+	testenv.SetLogger()
+	ctx := context.Background()
+	var err error
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "e2e setup:", err); return 1 }
+	if e2e.dir, err = os.MkdirTemp("", "flux-webhook-e2e-"); err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(e2e.dir)
+	if e2e.bin, err = testenv.BuildFlux(ctx, e2e.dir); err != nil {
+		return fail(err)
+	}
+	if e2e.kube, err = testenv.StartKube(ctx, testenv.KubeOptions{Dir: filepath.Join(e2e.dir, "kube"), CRDs: true}); err != nil {
+		return fail(err)
+	}
+	defer e2e.kube.Stop()
+	if e2e.gitea, err = testenv.StartGitea(ctx, filepath.Join(e2e.dir, "gitea")); err != nil {
+		return fail(err)
+	}
+	defer e2e.gitea.Stop()
+	if e2e.flux, err = testenv.StartFlux(ctx, e2e.kube.Kubeconfig, filepath.Join(e2e.dir, "flux")); err != nil {
+		return fail(err)
+	}
+	defer e2e.flux.Stop()
+	if e2e.runner, err = testenv.StartRunner(ctx, e2e.gitea, filepath.Join(e2e.dir, "runner")); err != nil {
+		return fail(err)
+	}
+	defer e2e.runner.Stop()
+	if e2e.proxy, err = testenv.StartProxy(e2e.kube.APIAddr()); err != nil {
+		return fail(err)
+	}
+	defer e2e.proxy.Cut()
+	if err := setupCluster(ctx); err != nil {
+		return fail(err)
+	}
+	if err := startService(ctx); err != nil {
+		return fail(err)
+	}
+	defer e2e.service.Stop()
+	return m.Run()
+}
+
+// setupCluster creates the namespaces and the Secrets External Secrets would sync.
+func setupCluster(ctx context.Context) error {
+	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue")
+	if err != nil {
+		return err
+	}
+	c := e2e.kube.Client
+	for _, ns := range []string{fluxNS, appsNS} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	e2e.token = hookToken
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: tokenSecret}, Data: map[string][]byte{"token": []byte(hookToken)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: giteaSecret}, Data: map[string][]byte{"token": []byte(giteaToken)}},
+		// What source-controller authenticates to the private repositories with.
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: repoAuth}, Data: map[string][]byte{
+			"username": []byte(e2e.gitea.AdminUser), "password": []byte(e2e.gitea.Token)}},
+	} {
+		if err := c.Create(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string) []string {
+	return append([]string{"serve",
+		"--kubeconfig", kubeconfig,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", listen),
+		"--health-listen", fmt.Sprintf("127.0.0.1:%d", health),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--token-secret", fluxNS + "/" + tokenSecret,
+		"--token-grace", "3s",
+		"--gitea-url", e2e.gitea.URL,
+		"--gitea-token-secret", fluxNS + "/" + giteaSecret,
+		"--cluster-name", clusterName,
+		"--result-timeout", resultWindow.String(),
+	}, extra...)
+}
+
+func startService(ctx context.Context) error {
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := testenv.FreePort()
+		if err != nil {
+			return err
+		}
+		ports[i] = p
+	}
+	kubeconfig, err := e2e.proxy.KubeconfigVia(ctx, e2e.kube.Kubeconfig, e2e.dir, "kubeconfig-via-proxy")
+	if err != nil {
+		return err
+	}
+	e2e.hookURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	e2e.ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1])
+	s, err := testenv.StartService(ctx, "flux-webhook", e2e.dir, e2e.bin, e2e.ready, serviceArgs(kubeconfig, ports[0], ports[1], ports[2])...)
+	if err != nil {
+		return err
+	}
+	e2e.service = s
+	return nil
+}
+
+func integration(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: needs the real parts (run without -short)")
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(e2e.service.Log)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("flux-webhook log (tail):\n%s", b)
+		}
+	})
+}
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}

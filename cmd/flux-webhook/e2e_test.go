@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"code.gitea.io/sdk/gitea"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/internal/testenv"
+)
+
+// app is a Gitea repository with a ConfigMap under deploy/, and the GitRepository and
+// Kustomization that apply it, both polling only hourly: a reconcile within seconds can
+// only come from flux-webhook.
+type app struct {
+	name, branch string
+	repo         *testenv.Repo
+}
+
+func configMap(name, value string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\ndata:\n  value: %q\n", name, value)
+}
+
+func newApp(t *testing.T, name, branch string) *app {
+	t.Helper()
+	ctx := t.Context()
+	repo, err := e2e.gitea.CreateRepo(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{name: name, branch: branch, repo: repo}
+	a.branch = "main"
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(name, "v1"), "v1")
+	if branch != "main" {
+		// A branch one commit ahead of main, as a pull request's would be.
+		if err := repo.Branch(ctx, branch); err != nil {
+			t.Fatal(err)
+		}
+		a.branch = branch
+		sha = a.commit(t, "deploy/configmap.yaml", configMap(name, branch), branch)
+	}
+	c := e2e.kube.Client
+	if err := c.Create(ctx, &sourcev1.GitRepository{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: name},
+		Spec: sourcev1.GitRepositorySpec{
+			URL:       repo.CloneURL,
+			Interval:  metav1.Duration{Duration: time.Hour},
+			Reference: &sourcev1.GitRepositoryRef{Branch: branch},
+			SecretRef: &meta.LocalObjectReference{Name: repoAuth},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, &kustomizev1.Kustomization{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: name},
+		Spec: kustomizev1.KustomizationSpec{
+			Interval:        metav1.Duration{Duration: time.Hour},
+			RetryInterval:   &metav1.Duration{Duration: time.Hour},
+			Path:            "./deploy",
+			Prune:           true,
+			TargetNamespace: appsNS,
+			SourceRef:       kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Flux's first apply happens on creation, without flux-webhook.
+	waitFor(t, 2*time.Minute, "first apply of "+name, func() bool { return a.applied(t) == branch+"@sha1:"+sha })
+	return a
+}
+
+// commit writes one file (or removes it when content is empty), commits and pushes.
+func (a *app) commit(t *testing.T, path, content, msg string) string {
+	t.Helper()
+	ctx := t.Context()
+	var err error
+	if content == "" {
+		err = a.repo.Remove(path)
+	} else {
+		err = a.repo.WriteFile(path, content)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha, err := a.repo.Commit(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.Push(ctx, "HEAD:refs/heads/"+a.branch); err != nil {
+		t.Fatal(err)
+	}
+	return sha
+}
+
+func (a *app) applied(t *testing.T) string {
+	ks := &kustomizev1.Kustomization{}
+	if err := e2e.kube.Client.Get(t.Context(), client.ObjectKey{Namespace: fluxNS, Name: a.name}, ks); err != nil {
+		return ""
+	}
+	if !apimeta.IsStatusConditionTrue(ks.Status.Conditions, meta.ReadyCondition) {
+		return ""
+	}
+	return ks.Status.LastAppliedRevision
+}
+
+func (a *app) context(kind string) string {
+	return fmt.Sprintf("flux/%s/%s/%s/%s", clusterName, strings.ToLower(kind), fluxNS, a.name)
+}
+
+// states returns the states posted under one context of a commit, oldest first.
+func (a *app) states(t *testing.T, sha, context string) ([]string, *gitea.Status) {
+	t.Helper()
+	all, err := a.repo.Statuses(t.Context(), sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	var out []string
+	var last *gitea.Status
+	for _, s := range all {
+		if s.Context == context {
+			out = append(out, string(s.State))
+			last = s
+		}
+	}
+	return out, last
+}
+
+// waitFinal waits for the final status of a context and checks it is the only one after a
+// single pending.
+func (a *app) waitFinal(t *testing.T, sha, kind, want string) *gitea.Status {
+	t.Helper()
+	ctx := a.context(kind)
+	var last *gitea.Status
+	var states []string
+	waitFor(t, resultWindow, fmt.Sprintf("%s status of %s", want, ctx), func() bool {
+		states, last = a.states(t, sha, ctx)
+		return len(states) > 0 && states[len(states)-1] != "pending"
+	})
+	if !slices.Equal(states, []string{"pending", want}) {
+		t.Fatalf("%s on %s: states %v (%q), want [pending %s]", ctx, sha[:12], states, last.Description, want)
+	}
+	return last
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func configMapValue(t *testing.T, name string) string {
+	cm := &corev1.ConfigMap{}
+	if err := e2e.kube.Client.Get(t.Context(), client.ObjectKey{Namespace: appsNS, Name: name}, cm); err != nil {
+		return ""
+	}
+	return cm.Data["value"]
+}
+
+// A push delivered by a native Gitea webhook (HMAC signature) is applied by the real Flux
+// controllers within seconds, and the commit gets one pending then one final status per Flux
+// object: success, then failure with Flux's own message for a broken manifest, then success
+// again for the fix.
+func TestNativeWebhookPushIsAppliedAndReported(t *testing.T) {
+	integration(t)
+	a := newApp(t, "native-"+randomSuffix(), "main")
+	if _, err := a.repo.AddHook(t.Context(), testenv.Hook{URL: e2e.hookURL + "/hook", Secret: e2e.token}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "v2"), "v2")
+	a.waitFinal(t, sha, "GitRepository", "success")
+	ks := a.waitFinal(t, sha, "Kustomization", "success")
+	t.Logf("push → success status: %s", time.Since(start).Round(10*time.Millisecond))
+	if want := "applied main@sha1:" + sha[:12]; ks.Description != want {
+		t.Fatalf("description %q, want %q", ks.Description, want)
+	}
+	if v := configMapValue(t, a.name); v != "v2" {
+		t.Fatalf("ConfigMap value %q, want v2", v)
+	}
+
+	broken := a.commit(t, "deploy/broken.yaml", configMap("Bad_Name", "x"), "broken")
+	a.waitFinal(t, broken, "GitRepository", "success")
+	fail := a.waitFinal(t, broken, "Kustomization", "failure")
+	if !strings.Contains(fail.Description, "Bad_Name") {
+		t.Fatalf("failure description lacks Flux's message: %q", fail.Description)
+	}
+
+	fixed := a.commit(t, "deploy/broken.yaml", "", "fix")
+	a.waitFinal(t, fixed, "Kustomization", "success")
+
+	// The audit trail in Kubernetes: Events on the Kustomization for each push (recorded
+	// asynchronously, after the status).
+	seen := map[string]bool{}
+	waitFor(t, 10*time.Second, "Events for each push", func() bool {
+		var evs eventsv1.EventList
+		if err := e2e.kube.Client.List(t.Context(), &evs, client.InNamespace(fluxNS)); err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == a.name && e.Regarding.Kind == "Kustomization" {
+				for _, s := range []string{sha, broken, fixed} {
+					if strings.Contains(e.Note, s) {
+						seen[e.Reason+" "+s[:7]] = true
+					}
+				}
+			}
+		}
+		return len(seen) == 6
+	})
+}
+
+// The README's example workflow, run by the real Gitea Actions runner, posts the push event
+// to /hook with the bearer token.
+func TestActionsWorkflowFromReadme(t *testing.T) {
+	integration(t)
+	a := newApp(t, "actions-"+randomSuffix(), "main")
+	ctx := t.Context()
+	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", e2e.token); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL+"/"); err != nil {
+		t.Fatal(err)
+	}
+	workflow, err := os.ReadFile("../../examples/.gitea/workflows/notify-flux.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.WriteFile(".gitea/workflows/notify-flux.yaml", string(workflow)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "from-actions"), "via actions")
+	a.waitFinal(t, sha, "Kustomization", "success")
+	t.Logf("push → Actions job → success status: %s", time.Since(start).Round(10*time.Millisecond))
+	if v := configMapValue(t, a.name); v != "from-actions" {
+		t.Fatalf("ConfigMap value %q", v)
+	}
+	// The delivery id the workflow sends is in the service's log, with the commit.
+	waitFor(t, 10*time.Second, "log line with the Actions delivery", func() bool {
+		b, _ := os.ReadFile(e2e.service.Log)
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if bytes.Contains(line, []byte(`"delivery":"actions-`)) && bytes.Contains(line, []byte(sha)) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A push to a pull request's branch gets a summary comment on the pull request once every
+// Flux object has answered.
+func TestPullRequestSummaryComment(t *testing.T) {
+	integration(t)
+	a := newApp(t, "preview-"+randomSuffix(), "preview")
+	ctx := t.Context()
+	if _, err := a.repo.AddHook(ctx, testenv.Hook{URL: e2e.hookURL + "/hook", Authorization: "Bearer " + e2e.token}); err != nil {
+		t.Fatal(err)
+	}
+	var pr *gitea.PullRequest
+	var err error
+	waitFor(t, 10*time.Second, "pull request created", func() bool {
+		pr, err = a.repo.CreatePullRequest(ctx, "preview", "main", "Preview environment")
+		return err == nil
+	})
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "preview-2"), "preview change")
+	a.waitFinal(t, sha, "GitRepository", "success")
+	a.waitFinal(t, sha, "Kustomization", "success")
+	var bodies []string
+	waitFor(t, 30*time.Second, "summary comment", func() bool {
+		cs, err := a.repo.IssueComments(ctx, pr.Index)
+		if err != nil {
+			return false
+		}
+		bodies = bodies[:0]
+		for _, c := range cs {
+			bodies = append(bodies, c.Body)
+		}
+		return len(bodies) > 0
+	})
+	time.Sleep(time.Second)
+	cs, _ := a.repo.IssueComments(ctx, pr.Index)
+	if len(cs) != 1 || !strings.Contains(cs[0].Body, sha) || !strings.Contains(cs[0].Body, "kustomization/"+fluxNS+"/"+a.name) {
+		t.Fatalf("want one summary naming the commit and the Kustomization, got %d: %q", len(cs), bodies)
+	}
+}
+
+// hookPost posts a push event to /hook the way the Actions workflow does.
+func hookPost(t *testing.T, body []byte, token string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e2e.hookURL+"/hook", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("answer %d is not JSON: %s", resp.StatusCode, b)
+	}
+	return resp, out
+}
+
+// pushEvent renders the push event Gitea would send for sha on the app's branch.
+func (a *app) pushEvent(sha string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"ref": "refs/heads/" + a.branch, "after": sha, "before": strings.Repeat("0", 40),
+		"repository": map[string]any{"full_name": a.repo.FullName, "clone_url": a.repo.CloneURL,
+			"html_url": strings.TrimSuffix(a.repo.CloneURL, ".git")},
+	})
+	return b
+}
+
+// While the API server cannot be reached, /hook answers 503 with Retry-After; the retry
+// after it is back is accepted and reported.
+func TestKubernetesUnavailable(t *testing.T) {
+	integration(t)
+	a := newApp(t, "outage-"+randomSuffix(), "main")
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "after-outage"), "during outage")
+	e2e.proxy.Cut()
+	resp, body := hookPost(t, a.pushEvent(sha), e2e.token)
+	if err := e2e.proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("with the API server down: %d %v (Retry-After %q)", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	var accepted bool
+	waitFor(t, time.Minute, "hook accepted after the outage", func() bool {
+		resp, body = hookPost(t, a.pushEvent(sha), e2e.token)
+		accepted = resp.StatusCode == http.StatusAccepted
+		return accepted
+	})
+	a.waitFinal(t, sha, "Kustomization", "success")
+}
+
+// A rotated token is accepted within seconds, without a restart; the previous one keeps
+// working for --token-grace, then stops.
+func TestTokenRotation(t *testing.T) {
+	integration(t)
+	a := newApp(t, "rotate-"+randomSuffix(), "main")
+	ctx := t.Context()
+	s := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: fluxNS, Name: tokenSecret}
+	if err := e2e.kube.Client.Get(ctx, key, s); err != nil {
+		t.Fatal(err)
+	}
+	old, next := e2e.token, "e2e-rotated-"+randomSuffix()
+	s.Data["token"] = []byte(next)
+	if err := e2e.kube.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e2e.token = next
+	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "rotated"), "rotation")
+	rotated := time.Now()
+	waitFor(t, 10*time.Second, "new token accepted", func() bool {
+		resp, _ := hookPost(t, a.pushEvent(sha), next)
+		return resp.StatusCode == http.StatusAccepted
+	})
+	t.Logf("new token accepted %s after the Secret update", time.Since(rotated).Round(10*time.Millisecond))
+	if resp, body := hookPost(t, a.pushEvent(sha), old); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("old token within grace: %d %v", resp.StatusCode, body)
+	}
+	waitFor(t, 10*time.Second, "old token refused after the grace period", func() bool {
+		resp, _ := hookPost(t, a.pushEvent(sha), old)
+		return resp.StatusCode == http.StatusUnauthorized
+	})
+	a.waitFinal(t, sha, "Kustomization", "success")
+}
+
+func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff) }

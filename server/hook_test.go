@@ -1,0 +1,209 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+const secret = "hook-s3cret-value"
+
+// stubRequester stands in for the Flux side: this package only maps HTTP to a domain call
+// and back (gitops and cmd/flux-webhook prove the domain on a real API server).
+type stubRequester struct {
+	mu    sync.Mutex
+	calls []gitops.Push
+	out   []gitops.Outcome
+	err   error
+}
+
+func (s *stubRequester) Request(_ context.Context, p gitops.Push) ([]gitops.Outcome, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, p)
+	return s.out, s.err
+}
+
+func sign(body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func payload(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../webhook/testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type request struct {
+	method, path, ct string
+	body             []byte
+	headers          map[string]string
+}
+
+func newServer(req *stubRequester, logs *bytes.Buffer) *Server {
+	tokens := &webhook.Tokens{}
+	tokens.Set(secret)
+	return &Server{Auth: tokens, Requester: req, Log: funcr.New(func(prefix, args string) {
+		fmt.Fprintln(logs, prefix, args)
+	}, funcr.Options{})}
+}
+
+func TestHook(t *testing.T) {
+	push := payload(t, "gitea-push-branch.json")
+	form := payload(t, "gitea-push-branch.form")
+	requested := []gitops.Outcome{{Target: gitops.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: gitops.ResultRequested}}
+	bearer := map[string]string{"Authorization": "Bearer " + secret}
+	tests := []struct {
+		name    string
+		req     request
+		out     []gitops.Outcome
+		err     error
+		code    int
+		result  string // HookResponse.Result, or the error text for error answers
+		calls   int
+		headers map[string]string
+	}{
+		{"bearer json", request{ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
+		{"gitea signature", request{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(push), "X-Gitea-Event": "push"}}, requested, nil, 202, "accepted", 1, nil},
+		{"hub signature", request{ct: "application/json", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=" + sign(push)}}, requested, nil, 202, "accepted", 1, nil},
+		{"form body", request{ct: "application/x-www-form-urlencoded", body: form, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, requested, nil, 202, "accepted", 1, nil},
+		{"path suffix", request{path: "/hook/org/app", ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
+		{"no match", request{ct: "application/json", body: push, headers: bearer}, nil, nil, 200, "no-match", 1, nil},
+		{"all suspended", request{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultSuspended}}, nil, 200, "no-match", 1, nil},
+		{"redelivery", request{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultAlreadyRequested}}, nil, 202, "accepted", 1, nil},
+		{"delete event", request{ct: "application/json", body: payload(t, "gitea-delete.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "delete"}}, nil, nil, 200, "ignored", 0, nil},
+		{"create event", request{ct: "application/json", body: payload(t, "gitea-create.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "create"}}, nil, nil, 200, "ignored", 0, nil},
+		{"branch deletion as a push", request{ct: "application/json", body: bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "0000000000000000000000000000000000000000"`), 1), headers: bearer}, nil, nil, 200, "ignored", 0, nil},
+		{"no credentials", request{ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
+		{"wrong bearer", request{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer nope"}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"token in the query string", request{path: "/hook?token=" + secret, ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
+		{"signature of another body", request{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"unauthenticated bad payload", request{ct: "application/json", body: []byte("{"), headers: nil}, nil, nil, 401, "unauthorized", 0, nil},
+		{"malformed json", request{ct: "application/json", body: []byte(`{"ref":`), headers: bearer}, nil, nil, 400, "malformed payload: truncated JSON", 0, nil},
+		{"missing repository", request{ct: "application/json", body: []byte(`{"ref":"refs/heads/main","after":"0d81d02ec37935798c915e905529535b4a9c82f5"}`), headers: bearer}, nil, nil, 400, "malformed payload: repository is missing", 0, nil},
+		{"wrong type", request{ct: "application/json", body: []byte(`{"ref":["refs/heads/main"]}`), headers: bearer}, nil, nil, 400, "malformed payload: ref must be string, not array", 0, nil},
+		{"text/plain", request{ct: "text/plain", body: push, headers: bearer}, nil, nil, 415, "", 0, nil},
+		{"too large", request{ct: "application/json", body: bytes.Repeat([]byte(" "), maxBodyBytes+1), headers: bearer}, nil, nil, 413, "request body over 3 MiB", 0, nil},
+		{"GET", request{method: http.MethodGet, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
+		{"PUT", request{method: http.MethodPut, ct: "application/json", body: push, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
+		{"unknown path", request{path: "/hooks", ct: "application/json", body: push, headers: bearer}, nil, nil, 404, "Not Found", 0, nil},
+		{"kubernetes unavailable", request{ct: "application/json", body: push, headers: bearer}, nil, fmt.Errorf("%w: cluster local: connection refused", gitops.ErrUnavailable), 503, "kubernetes api unavailable, retry later", 1, map[string]string{"Retry-After": "10"}},
+		{"unexpected error", request{ct: "application/json", body: push, headers: bearer}, nil, errors.New("boom with detail"), 500, "internal error", 1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			stub := &stubRequester{out: tt.out, err: tt.err}
+			srv := httptest.NewServer(newServer(stub, &logs).Handler())
+			defer srv.Close()
+			method, path := tt.req.method, tt.req.path
+			if method == "" {
+				method = http.MethodPost
+			}
+			if path == "" {
+				path = "/hook"
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), method, srv.URL+path, bytes.NewReader(tt.req.body))
+			if tt.req.ct != "" {
+				req.Header.Set("Content-Type", tt.req.ct)
+			}
+			req.Header.Set("X-Gitea-Delivery", "delivery-1")
+			for k, v := range tt.req.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("answer is not JSON: %v", err)
+			}
+			if resp.StatusCode != tt.code {
+				t.Fatalf("status %d, want %d: %v", resp.StatusCode, tt.code, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Fatalf("content type %q", ct)
+			}
+			got, _ := body["result"].(string)
+			if tt.code >= 400 {
+				got, _ = body["error"].(string)
+			}
+			if tt.result != "" && got != tt.result {
+				t.Fatalf("answer %v, want %q", body, tt.result)
+			}
+			for k, v := range tt.headers {
+				if resp.Header.Get(k) != v {
+					t.Fatalf("header %s = %q, want %q", k, resp.Header.Get(k), v)
+				}
+			}
+			if len(stub.calls) != tt.calls {
+				t.Fatalf("domain called %d times, want %d", len(stub.calls), tt.calls)
+			}
+			if tt.calls > 0 && tt.code != 500 {
+				p := stub.calls[0]
+				if p.Repository != "gitea-admin/payloads" || p.Delivery != "delivery-1" || len(p.URLs) != 3 || p.SHA != "0d81d02ec37935798c915e905529535b4a9c82f5" {
+					t.Fatalf("push %+v", p)
+				}
+			}
+			if tt.code == 202 && body["delivery"] != "delivery-1" {
+				t.Fatalf("answer without delivery: %v", body)
+			}
+			for _, leak := range []string{secret, "boom with detail"} {
+				if strings.Contains(logs.String(), secret) || (leak == secret && strings.Contains(fmt.Sprint(body), leak)) ||
+					(leak != secret && strings.Contains(fmt.Sprint(body), leak)) {
+					t.Fatalf("%q leaked: logs %s body %v", leak, logs.String(), body)
+				}
+			}
+			if !strings.Contains(logs.String(), `"delivery"="delivery-1"`) {
+				t.Fatalf("log lines lack the delivery:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+func TestHookFormWithBearer(t *testing.T) {
+	// Actions may post Gitea's form encoding too; the bearer covers it.
+	var logs bytes.Buffer
+	stub := &stubRequester{out: []gitops.Outcome{{Result: gitops.ResultRequested}}}
+	srv := httptest.NewServer(newServer(stub, &logs).Handler())
+	defer srv.Close()
+	form := url.Values{"payload": {string(payload(t, "gitea-push-tag.json"))}}.Encode()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/hook", strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 || len(stub.calls) != 1 || stub.calls[0].Ref != "refs/tags/v1.0.0" {
+		t.Fatalf("status %d, calls %+v", resp.StatusCode, stub.calls)
+	}
+	if !validDelivery(stub.calls[0].Delivery) {
+		t.Fatalf("no delivery id generated: %q", stub.calls[0].Delivery)
+	}
+}
