@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	flag.Parse()
-	if testing.Short() {
+	if testenv.Light() {
 		return m.Run() // the integration tests skip themselves
 	}
 	testenv.SetLogger()

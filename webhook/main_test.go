@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	if testing.Short() {
+	if testenv.Light() {
 		return m.Run()
 	}
 	testenv.SetLogger()

@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 }
 
 func runE2E(m *testing.M) int {
-	if testing.Short() {
+	if testenv.Light() {
 		return m.Run()
 	}
 	testenv.SetLogger()

@@ -38,7 +38,7 @@ func configMap(name, value string) string {
 	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\ndata:\n  value: %q\n", name, value)
 }
 
-func newApp(t *testing.T, name, branch string) *app {
+func newApp(t testing.TB, name, branch string) *app {
 	t.Helper()
 	ctx := t.Context()
 	repo, err := e2e.gitea.CreateRepo(ctx, name)
@@ -87,7 +87,7 @@ func newApp(t *testing.T, name, branch string) *app {
 }
 
 // commit writes one file (or removes it when content is empty), commits and pushes.
-func (a *app) commit(t *testing.T, path, content, msg string) string {
+func (a *app) commit(t testing.TB, path, content, msg string) string {
 	t.Helper()
 	ctx := t.Context()
 	var err error
@@ -109,7 +109,7 @@ func (a *app) commit(t *testing.T, path, content, msg string) string {
 	return sha
 }
 
-func (a *app) applied(t *testing.T) string {
+func (a *app) applied(t testing.TB) string {
 	ks := &kustomizev1.Kustomization{}
 	if err := e2e.kube.Client.Get(t.Context(), client.ObjectKey{Namespace: fluxNS, Name: a.name}, ks); err != nil {
 		return ""
@@ -125,7 +125,7 @@ func (a *app) context(kind string) string {
 }
 
 // states returns the states posted under one context of a commit, oldest first.
-func (a *app) states(t *testing.T, sha, context string) ([]string, *gitea.Status) {
+func (a *app) states(t testing.TB, sha, context string) ([]string, *gitea.Status) {
 	t.Helper()
 	all, err := a.repo.Statuses(t.Context(), sha)
 	if err != nil {
@@ -145,7 +145,7 @@ func (a *app) states(t *testing.T, sha, context string) ([]string, *gitea.Status
 
 // waitFinal waits for the final status of a context and checks it is the only one after a
 // single pending.
-func (a *app) waitFinal(t *testing.T, sha, kind, want string) *gitea.Status {
+func (a *app) waitFinal(t testing.TB, sha, kind, want string) *gitea.Status {
 	t.Helper()
 	ctx := a.context(kind)
 	var last *gitea.Status
@@ -160,7 +160,7 @@ func (a *app) waitFinal(t *testing.T, sha, kind, want string) *gitea.Status {
 	return last
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -171,7 +171,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func configMapValue(t *testing.T, name string) string {
+func configMapValue(t testing.TB, name string) string {
 	cm := &corev1.ConfigMap{}
 	if err := e2e.kube.Client.Get(t.Context(), client.ObjectKey{Namespace: appsNS, Name: name}, cm); err != nil {
 		return ""
@@ -395,3 +395,60 @@ func TestTokenRotation(t *testing.T) {
 }
 
 func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff) }
+
+// A replica is alive at once but ready only once its caches are synced and its token Secret
+// is read; it serves /hook while another replica leads.
+func TestReadinessAndSecondReplica(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := testenv.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	health := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	args := serviceArgs(e2e.kube.Kubeconfig, ports[0], ports[1], ports[2])
+	for i, a := range args {
+		if a == fluxNS+"/"+tokenSecret {
+			args[i] = fluxNS + "/replica-token"
+		}
+	}
+	testenv.NewService(t, "replica", e2e.bin, health+"/healthz", args...)
+	get := func(path string) (int, string) {
+		resp, err := httpClient.Get(health + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	time.Sleep(time.Second)
+	if code, body := get("/readyz?verbose"); code == http.StatusOK || !strings.Contains(body, "token") {
+		t.Fatalf("ready without its token Secret: %d %s", code, body)
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "replica-token"}, Data: map[string][]byte{"token": []byte("replica-secret")}}
+	if err := e2e.kube.Client.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e2e.kube.Client.Delete(ctx, s) })
+	waitFor(t, 10*time.Second, "replica ready", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
+
+	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": strings.Repeat("a", 40),
+		"repository": map[string]any{"full_name": "nobody/nothing", "clone_url": e2e.gitea.URL + "/nobody/nothing.git"}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0]), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer replica-secret")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"result":"no-match"`) {
+		t.Fatalf("replica /hook: %d %s", resp.StatusCode, b)
+	}
+}

@@ -30,6 +30,9 @@ var errUsage = errors.New("usage")
 // error, 1 for anything else. It prints one line per error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
+	if args == nil {
+		args = []string{} // cobra would read os.Args instead
+	}
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	switch {
@@ -66,6 +69,7 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 			return cmd.Help()
 		},
 	}
+	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })

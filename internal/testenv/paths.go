@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // Environment variables that point at the binaries built by hack/testbin.sh.
@@ -98,4 +100,19 @@ func joinAll(dir string, names []string) []string {
 		out[i] = filepath.Join(dir, n)
 	}
 	return out
+}
+
+// Light reports whether this test binary runs without the real parts: under -short, or
+// only to list tests or to fuzz (a TestMain then skips starting them; call it after
+// flag.Parse).
+func Light() bool {
+	if testing.Short() {
+		return true
+	}
+	for _, name := range []string{"test.list", "test.fuzz"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return true
+		}
+	}
+	return false
 }

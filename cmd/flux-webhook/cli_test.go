@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// The command line is an interface people script against: its help, errors and exit codes
+// are kept in golden files (go test ./cmd/flux-webhook -run TestCLI -update rewrites them).
+func TestCLI(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+	}{
+		{"help", []string{"--help"}, nil, 0},
+		{"no-args", nil, nil, 0},
+		{"serve-help", []string{"serve", "--help"}, nil, 0},
+		{"version", []string{"version"}, nil, 0},
+		{"unknown-command", []string{"deploy"}, nil, 2},
+		{"unknown-flag", []string{"serve", "--bogus"}, nil, 2},
+		{"missing-token-secret", []string{"serve"}, nil, 2},
+		{"bad-token-secret", []string{"serve", "--token-secret", "just-a-name"}, nil, 2},
+		{"bad-duration", []string{"serve", "--token-secret", "ns/name", "--result-timeout", "soon"}, nil, 2},
+		{"negative-duration", []string{"serve", "--token-secret", "ns/name", "--result-timeout", "-1m"}, nil, 2},
+		{"bad-cluster-name", []string{"serve", "--token-secret", "ns/name", "--cluster-name", "EU_1"}, nil, 2},
+		{"gitea-url-without-token", []string{"serve", "--token-secret", "ns/name", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"bad-gitea-url", []string{"serve", "--token-secret", "ns/name", "--gitea-url", "gitea.example.com", "--gitea-token-secret", "ns/g"}, nil, 2},
+		{"bad-listen", []string{"serve", "--token-secret", "ns/name", "--listen", "8080"}, nil, 2},
+		{"bad-log-level", []string{"serve", "--token-secret", "ns/name", "--log-level", "loud"}, nil, 2},
+		{"env-invalid", []string{"serve"}, map[string]string{"FLUX_WEBHOOK_TOKEN_GRACE": "forever"}, 2},
+		{"env-sets-flag", []string{"serve", "--cluster-name", "Bad"}, map[string]string{"FLUX_WEBHOOK_TOKEN_SECRET": "ns/name"}, 2},
+		{"no-kubeconfig", []string{"serve", "--token-secret", "ns/name", "--kubeconfig", "/nonexistent/kubeconfig"}, nil, 1},
+		{"version-extra-arg", []string{"version", "now"}, nil, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), tt.args, &stdout, &stderr)
+			got := fmt.Sprintf("$ flux-webhook %s\nexit %d\n--- stdout\n%s--- stderr\n%s", strings.Join(tt.args, " "), code,
+				stdout.String(), stderr.String())
+			got = strings.ReplaceAll(got, runtime.Version(), "GOVERSION")
+			golden := filepath.Join("testdata", tt.name+".golden")
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Fatalf("output differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
+			}
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d", code, tt.code)
+			}
+			if code != 0 && strings.Count(stderr.String(), "\n") != 1 {
+				t.Fatalf("an error is one line on stderr, got:\n%s", stderr.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The README's promises that code can check: the workflow it shows is the one the
+// end-to-end test runs, its two commands exist, and CI runs its test command.
+func TestReadme(t *testing.T) {
+	read := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	readme := read("../../README.md")
+	workflow := read("../../examples/.gitea/workflows/notify-flux.yaml")
+	if !strings.Contains(readme, "```yaml\n"+workflow+"```") {
+		t.Error("README.md does not show examples/.gitea/workflows/notify-flux.yaml verbatim")
+	}
+	firstScreen := strings.Join(strings.SplitN(readme, "\n", 25)[:24], "\n")
+	for _, cmd := range []string{"make demo", "make test"} {
+		if !strings.Contains(firstScreen, cmd) {
+			t.Errorf("README's first screen lacks %q", cmd)
+		}
+	}
+	makefile := read("../../Makefile")
+	for _, target := range []string{"\ndemo:", "\ntest:"} {
+		if !strings.Contains(makefile, target) {
+			t.Errorf("Makefile has no %s target", strings.TrimSpace(target))
+		}
+	}
+	if ci := read("../../.ci/run"); !strings.Contains(ci, "make test") {
+		t.Error(".ci/run does not run make test")
+	}
+	for _, flag := range []string{"--listen", "--health-listen", "--metrics-listen", "--token-secret", "--token-grace",
+		"--gitea-url", "--gitea-token-secret", "--cluster-name", "--result-timeout", "--kubeconfig"} {
+		if !strings.Contains(readme, "`"+flag+"`") {
+			t.Errorf("README does not document %s", flag)
+		}
+	}
+}
