@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -54,7 +55,7 @@ func NormalizeURL(raw string) (string, error) {
 		}
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" || strings.ContainsAny(host, "/@") {
+	if !validHost(host) {
 		return "", ErrInvalidURL
 	}
 	path = strings.ToLower(strings.Trim(path, "/"))
@@ -64,7 +65,7 @@ func NormalizeURL(raw string) (string, error) {
 		return "", ErrInvalidURL
 	}
 	for _, seg := range strings.Split(path, "/") {
-		if seg == "" || seg == "." || seg == ".." {
+		if seg == "" || seg == "." || seg == ".." || !segmentPattern.MatchString(seg) {
 			return "", ErrInvalidURL
 		}
 	}
@@ -74,6 +75,23 @@ func NormalizeURL(raw string) (string, error) {
 		host = "[" + host + "]" // IPv6 literal without a port
 	}
 	return host + "/" + path, nil
+}
+
+// segmentPattern is what a path segment may hold once decoded: Gitea's owner and repository
+// names are [A-Za-z0-9_.-]; '~' and '+' appear on other hosts. Anything else (spaces, '@',
+// control characters, '%', '?', '#', non-ASCII) never names a repository a push comes from.
+var segmentPattern = regexp.MustCompile(`^[a-z0-9._~+-]+$`)
+
+// hostPattern is a DNS name (or IPv4 address): labels of letters, digits and '-'.
+var hostPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+
+// validHost accepts a DNS name, an IPv4 address or an IPv6 literal (without brackets).
+func validHost(h string) bool {
+	if strings.Contains(h, ":") {
+		ip := net.ParseIP(h)
+		return ip != nil && ip.To4() == nil
+	}
+	return hostPattern.MatchString(h)
 }
 
 // scpLike reports whether raw is Git's scp-like syntax "[user@]host:path": no scheme

@@ -55,6 +55,15 @@ func TestNormalizeURLRejects(t *testing.T) {
 		"/local/path/repo",
 		"file:///srv/git/repo.git",
 		"https://" + strings.Repeat("a", maxURLLength) + "/o/r",
+		"#:00",
+		"git@#host:org/repo",
+		"git@host:org/repo?x",
+		"host_name:org/repo",
+		"https://-host/org/repo",
+		"https://[zz::1]/org/repo",
+		"0:0aa%0000",
+		"https://host/org/re%00po",
+		"https://host/org/répo",
 	} {
 		if got, err := NormalizeURL(in); !errors.Is(err, ErrInvalidURL) {
 			t.Errorf("NormalizeURL(%q) = %q, %v; want ErrInvalidURL", in, got, err)
