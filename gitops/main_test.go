@@ -63,6 +63,10 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	local = gitops.NewCluster("local", "", c)
+	go local.Watch(ctx)
+	for !local.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return m.Run()
 }
 

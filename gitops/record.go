@@ -47,8 +47,9 @@ type Request struct {
 	Intent *Status `json:"intent,omitempty"`
 	// Posted is the last state posted to Gitea for this request ("" before the first).
 	Posted string `json:"posted,omitempty"`
-	// Final is set once the one final status has been posted.
-	Final bool `json:"final,omitempty"`
+	// Final is set once the one final status has been posted; Description is its text.
+	Final       bool   `json:"final,omitempty"`
+	Description string `json:"description,omitempty"`
 }
 
 // Status is a commit status state and its description.

@@ -236,7 +236,7 @@ func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, erro
 		}
 		cur = rec.Current
 	}
-	v, err := r.verdict(ctx, obj, *cur)
+	v, err := r.Cluster.verdict(ctx, obj, *cur)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -258,14 +258,15 @@ func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, erro
 	return reconcile.Result{}, nil
 }
 
-// verdict evaluates the current request against the object and the objects it builds from.
-func (r *Reporter) verdict(ctx context.Context, obj client.Object, req Request) (Verdict, error) {
+// verdict evaluates a request against the object and the objects it builds from, as the
+// cluster's cache has them.
+func (c *Cluster) verdict(ctx context.Context, obj client.Object, req Request) (Verdict, error) {
 	if suspended(obj) {
 		return Verdict{StateWarning, "not applied: suspended in Flux"}, nil
 	}
 	var rel related
 	get := func(kind, ns, name string, into client.Object) (bool, error) {
-		err := r.Cluster.GetCache().Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, into)
+		err := c.GetCache().Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, into)
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -373,6 +374,9 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 			return errMoved
 		}
 		q.Posted, q.Intent, q.Final = st.State, nil, final(st.State)
+		if q.Final {
+			q.Description = st.Description
+		}
 		return nil
 	})
 	if err != nil {

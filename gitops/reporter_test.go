@@ -48,7 +48,8 @@ func newPipeline(t *testing.T) *pipeline {
 func (p *pipeline) push(t *testing.T) string {
 	t.Helper()
 	p.sha = newSHA()
-	out, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(p.repo, "refs/heads/main", p.sha))
+	res, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(p.repo, "refs/heads/main", p.sha))
+	out := res.Targets
 	if err != nil || len(out) != 2 {
 		t.Fatalf("request: %v %v", targets(out), err)
 	}

@@ -46,59 +46,130 @@ type Outcome struct {
 	Error  string `json:"error,omitempty"`
 }
 
+// maxClusterConcurrency bounds how many clusters one push is requested in at once: each
+// is a few lists from the cache and a patch per object, so a region of dozens of clusters
+// is done in a few rounds, within requestBudget.
+const maxClusterConcurrency = 8
+
+// Result is what a push did in every cluster.
+type Result struct {
+	// Token is the requestedAt value of the push.
+	Token   string    `json:"-"`
+	Targets []Outcome `json:"targets"`
+	// Unreachable lists the clusters that could not be asked at all: their caches never
+	// synced, so which of their objects the push feeds is unknown.
+	Unreachable []ClusterError `json:"unreachable,omitempty"`
+}
+
+// ClusterError says why a cluster was left out.
+type ClusterError struct {
+	Cluster string `json:"cluster"`
+	Error   string `json:"error"`
+}
+
 // Requester turns a push into reconcile requests on the Flux objects it feeds.
 type Requester struct {
 	Clusters interface{ Clusters() []*Cluster }
+	// Errors, when set, gets an error status for each target that could not be patched in
+	// a request that is otherwise accepted (a cluster went down): the record that would
+	// carry it to the reporter lives on the object itself.
+	Errors StatusPoster
+	// ErrorDeadline bounds the retries of those posts.
+	ErrorDeadline time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-
-	mu        sync.Mutex
-	lastToken time.Time
 }
 
-// token returns a requestedAt value unique to this push: an RFC 3339 time, as the flux CLI
-// writes, strictly increasing within the process.
-func (r *Requester) token() (string, time.Time) {
-	now := time.Now
-	if r.Now != nil {
-		now = r.Now
+var tokens struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// nextToken returns a requestedAt value unique to one request: an RFC 3339 time, as the
+// flux CLI writes, strictly increasing within the process.
+func nextToken(now func() time.Time) (string, time.Time) {
+	if now == nil {
+		now = time.Now
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	tokens.mu.Lock()
+	defer tokens.mu.Unlock()
 	t := now().UTC()
-	if !t.After(r.lastToken) {
-		t = r.lastToken.Add(time.Nanosecond)
+	if !t.After(tokens.last) {
+		t = tokens.last.Add(time.Nanosecond)
 	}
-	r.lastToken = t
+	tokens.last = t
 	return t.Format(time.RFC3339Nano), t
 }
 
 // Request patches reconcile.fluxcd.io/requestedAt, source first, on every object the push
-// feeds in every cluster, records the request for the reporter, and returns one outcome per
-// object found. It returns an error wrapping ErrUnavailable when a cluster could not be
-// reached, so the sender retries; a retry does not patch what was patched already.
-func (r *Requester) Request(ctx context.Context, push Push) ([]Outcome, error) {
-	tok, at := r.token()
+// feeds in every cluster (clusters concurrently), records the request for the reporter, and
+// returns one outcome per object found. A cluster that cannot be reached does not hold the
+// others up: its objects get an error outcome. Only when nothing at all could be requested
+// and something failed does it return an error wrapping ErrUnavailable, so the sender
+// retries; a retry does not patch what was patched already.
+func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
+	tok, at := nextToken(r.Now)
 	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Delivery: push.Delivery, RequestedAt: at}
-	var (
-		out      []Outcome
-		failures []error
-	)
-	for _, c := range r.Clusters.Clusters() {
-		res, err := c.request(ctx, push, req)
-		out = append(out, res...)
-		if err != nil {
-			failures = append(failures, err)
+	clusters := r.Clusters.Clusters()
+	outs := make([][]Outcome, len(clusters))
+	errs := make([]error, len(clusters))
+	sem := make(chan struct{}, maxClusterConcurrency)
+	var wg sync.WaitGroup
+	for i, c := range clusters {
+		if !c.Ready() {
+			errs[i] = fmt.Errorf("%w: cluster %s: never reached (caches not synced)", ErrUnavailable, c.Name)
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			outs[i], errs[i] = c.request(log.IntoContext(ctx, log.FromContext(ctx).WithValues("cluster", c.Name)), push, req)
+		})
+	}
+	wg.Wait()
+	res := Result{Token: tok}
+	requested := false
+	var failures []error
+	for i, c := range clusters {
+		res.Targets = append(res.Targets, outs[i]...)
+		for _, o := range outs[i] {
+			requested = requested || o.Result != ResultError
+		}
+		if errs[i] != nil {
+			failures = append(failures, errs[i])
+			if len(outs[i]) == 0 {
+				res.Unreachable = append(res.Unreachable, ClusterError{Cluster: c.Name, Error: errs[i].Error()})
+			}
 		}
 	}
-	return out, errors.Join(failures...)
+	if len(failures) > 0 && !requested {
+		return res, errors.Join(failures...)
+	}
+	r.reportErrors(push, res.Targets)
+	return res, nil
+}
+
+// reportErrors posts an error status, in the background, for each target that could not be
+// patched.
+func (r *Requester) reportErrors(push Push, out []Outcome) {
+	if r.Errors == nil {
+		return
+	}
+	for _, o := range out {
+		if o.Result != ResultError {
+			continue
+		}
+		cs := CommitStatus{Repository: push.Repository, SHA: push.SHA, Context: o.Context(),
+			Status: Status{State: StateError, Description: "not requested: " + o.Error}}
+		go postWithRetry(context.Background(), r.Errors, cs, r.ErrorDeadline, o.Cluster, o.Kind)
+	}
 }
 
 // request matches and patches in one cluster.
 func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestBudget)
 	defer cancel()
-	logger := log.FromContext(ctx).WithValues("cluster", c.Name)
+	logger := log.FromContext(ctx)
 	objs, err := match(ctx, c.GetCache(), push)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
@@ -135,8 +206,6 @@ func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcom
 		logger.Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "error", res.Error)
 		out = append(out, res)
 	}
-	// Whatever was patched stays recorded, and a retry of the push skips it: the sender
-	// is told to retry so that the rest is not lost.
 	return out, failed
 }
 

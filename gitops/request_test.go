@@ -59,12 +59,12 @@ func TestRequestMatchesEachURLForm(t *testing.T) {
 		gitRepository(ns, "other-port", "ssh://git@"+giteaHost+":2222/"+repo, main),
 	)
 	create(t, objs...)
-	out, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", newSHA()))
+	res, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", newSHA()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, o := range out {
+	for _, o := range res.Targets {
 		got = append(got, o.Name)
 	}
 	var want []string
@@ -111,12 +111,12 @@ func TestRequestMatchesEachRefKind(t *testing.T) {
 	r := &gitops.Requester{Clusters: gitops.NewClusterSet(local)}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
-			out, err := r.Request(t.Context(), pushOf(repo, tt.ref, newSHA()))
+			res, err := r.Request(t.Context(), pushOf(repo, tt.ref, newSHA()))
 			if err != nil {
 				t.Fatal(err)
 			}
 			var got []string
-			for _, o := range out {
+			for _, o := range res.Targets {
 				got = append(got, o.Name)
 			}
 			if !slices.Equal(got, tt.want) {
@@ -146,7 +146,8 @@ func TestRequestFanOut(t *testing.T) {
 		helmReleaseFromChart(apps, "from-chart", src, "shared"),
 	)
 	sha := newSHA()
-	out, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", sha))
+	res, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), pushOf(repo, "refs/heads/main", sha))
+	out := res.Targets
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,8 @@ func TestRequestIsIdempotent(t *testing.T) {
 		return local.GetCache().Get(t.Context(), client.ObjectKeyFromObject(gr), c) == nil && c.ResourceVersion == before.ResourceVersion
 	})
 	push.Delivery = "redelivered"
-	out, err := r.Request(t.Context(), push)
+	res, err := r.Request(t.Context(), push)
+	out := res.Targets
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,16 +2,20 @@ package gitops
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
 var _ manager.LeaderElectionRunnable = (*Reporters)(nil)
 
-// Reporters runs one Reporter per cluster of a set, on the leader only: every replica
-// requests reconciles, one posts the results.
+// reporterRestart is how long a cluster's reporter waits before starting again after it
+// stopped on an error (typically: its caches did not sync because the cluster is down).
+const reporterRestart = 10 * time.Second
+
+// Reporters runs one Reporter per cluster of a set, on the leader only (every replica
+// requests reconciles, one posts the results), following the set as clusters come and go.
 type Reporters struct {
 	Clusters *ClusterSet
 	// New builds the reporter of a cluster.
@@ -21,31 +25,66 @@ type Reporters struct {
 // NeedLeaderElection is true: statuses are posted once.
 func (r *Reporters) NeedLeaderElection() bool { return true }
 
-// Start runs the reporters until ctx ends or one fails.
+// Start runs the reporters until ctx ends.
 func (r *Reporters) Start(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	clusters := r.Clusters.Clusters()
-	errs := make(chan error, len(clusters))
-	for _, c := range clusters {
-		ctrl, err := r.New(c).Controller()
-		if err != nil {
-			return fmt.Errorf("reporter of cluster %s: %w", c.Name, err)
-		}
-		go func() {
-			if err := ctrl.Start(ctx); err != nil {
-				errs <- fmt.Errorf("reporter of cluster %s: %w", c.Name, err)
-				return
+	type running struct {
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	all := map[*Cluster]running{}
+	stop := func(c *Cluster) {
+		all[c].stop()
+		<-all[c].done
+		delete(all, c)
+	}
+	for {
+		changed := r.Clusters.Changed()
+		want := map[*Cluster]bool{}
+		for _, c := range r.Clusters.Clusters() {
+			want[c] = true
+			if _, ok := all[c]; ok {
+				continue
 			}
-			errs <- nil
-		}()
-	}
-	var all []error
-	for range clusters {
-		if err := <-errs; err != nil {
-			all = append(all, err)
-			cancel()
+			cctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			all[c] = running{cancel, done}
+			go func() {
+				defer close(done)
+				r.run(cctx, c)
+			}()
+		}
+		for c := range all {
+			if !want[c] {
+				stop(c) // removed, or replaced by a new Cluster of the same name
+			}
+		}
+		select {
+		case <-ctx.Done():
+			for c := range all {
+				stop(c)
+			}
+			return nil
+		case <-changed:
 		}
 	}
-	return errors.Join(all...)
+}
+
+// run runs one cluster's reporter until ctx ends, starting it again after an error.
+func (r *Reporters) run(ctx context.Context, c *Cluster) {
+	logger := log.FromContext(ctx).WithValues("cluster", c.Name)
+	for {
+		ctrl, err := r.New(c).Controller()
+		if err == nil {
+			err = ctrl.Start(ctx)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Error(err, "reporter stopped; starting again", "after", reporterRestart.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reporterRestart):
+		}
+	}
 }

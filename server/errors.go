@@ -2,7 +2,9 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -25,6 +27,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	code, msg := http.StatusInternalServerError, "internal error"
 	var he *echo.HTTPError
+	var limited *gitops.RateLimitedError
 	switch {
 	case errors.Is(err, webhook.ErrUnauthorized):
 		code, msg = http.StatusUnauthorized, "unauthorized"
@@ -34,6 +37,15 @@ func (s *Server) handleError(err error, c echo.Context) {
 		code, msg = http.StatusUnsupportedMediaType, err.Error()
 	case errors.Is(err, webhook.ErrBadPayload):
 		code, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, errBadQuery), errors.Is(err, gitops.ErrBadSelector), errors.Is(err, gitops.ErrEmptySelector):
+		code, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, gitops.ErrJobNotFound):
+		code, msg = http.StatusNotFound, err.Error()
+	case errors.Is(err, gitops.ErrTooManyTargets):
+		code, msg = http.StatusUnprocessableEntity, err.Error()
+	case errors.As(err, &limited):
+		code, msg = http.StatusTooManyRequests, err.Error()
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
 	case errors.Is(err, gitops.ErrUnavailable):
 		code, msg = http.StatusServiceUnavailable, "kubernetes api unavailable, retry later"
 		c.Response().Header().Set("Retry-After", retryAfterSeconds)

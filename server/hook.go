@@ -23,6 +23,9 @@ type HookResponse struct {
 	Result  string           `json:"result"`
 	Reason  string           `json:"reason,omitempty"`
 	Targets []gitops.Outcome `json:"targets,omitempty"`
+	// Unreachable lists clusters that could not be asked: what the push feeds there is
+	// unknown.
+	Unreachable []gitops.ClusterError `json:"unreachable,omitempty"`
 }
 
 // Event headers: Gitea sends all three.
@@ -31,6 +34,10 @@ var eventHeaders = []string{"X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event"}
 // hook handles POST /hook: authenticate the raw body, decode the push, request the
 // reconciles, answer. Waiting for Flux happens after the answer, in the reporter.
 func (s *Server) hook(c echo.Context) error {
+	wait, timeout, err := waitParams(c)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(c)
 	if err != nil {
 		return err
@@ -57,25 +64,26 @@ func (s *Server) hook(c echo.Context) error {
 		res.Result, res.Reason = "ignored", "the push deleted "+ev.Ref
 		return c.JSON(http.StatusOK, res)
 	}
-	out, err := s.Requester.Request(ctx, gitops.Push{
+	push := gitops.Push{
 		Delivery:   res.Delivery,
 		Repository: ev.Repository.FullName,
 		URLs:       ev.URLs(),
 		Ref:        ev.Ref,
 		SHA:        ev.After,
-	})
+	}
+	result, err := s.Requester.Request(ctx, push)
 	if err != nil {
 		return err
 	}
-	res.Targets = out
+	res.Targets, res.Unreachable = result.Targets, result.Unreachable
 	requested := 0
-	for _, o := range out {
+	for _, o := range result.Targets {
 		if o.Result == gitops.ResultRequested || o.Result == gitops.ResultAlreadyRequested {
 			requested++
 		}
 	}
 	switch {
-	case len(out) == 0:
+	case len(result.Targets) == 0:
 		res.Result, res.Reason = "no-match", fmt.Sprintf("no GitRepository in any cluster follows %s of %s", ev.Ref, ev.Repository.FullName)
 		return c.JSON(http.StatusOK, res)
 	case requested == 0:
@@ -83,6 +91,9 @@ func (s *Server) hook(c echo.Context) error {
 		return c.JSON(http.StatusOK, res)
 	}
 	res.Result = "accepted"
+	if wait {
+		return s.stream(c, res, push, result, timeout)
+	}
 	return c.JSON(http.StatusAccepted, res)
 }
 

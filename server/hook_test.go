@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/funcr"
 
@@ -34,11 +35,17 @@ type stubRequester struct {
 	err   error
 }
 
-func (s *stubRequester) Request(_ context.Context, p gitops.Push) ([]gitops.Outcome, error) {
+func (s *stubRequester) Await(context.Context, gitops.Push, gitops.Result, time.Duration) <-chan gitops.TargetResult {
+	ch := make(chan gitops.TargetResult)
+	close(ch)
+	return ch
+}
+
+func (s *stubRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, p)
-	return s.out, s.err
+	return gitops.Result{Targets: s.out}, s.err
 }
 
 func sign(body []byte) string {

@@ -29,4 +29,12 @@ const (
 
 	// retryAfterSeconds is what a 503 tells the sender to wait before retrying.
 	retryAfterSeconds = "10"
+
+	// maxAPIBodyBytes caps a platform API request: a selector is a few hundred bytes.
+	maxAPIBodyBytes = 64 << 10
+
+	// defaultWait and maxWait bound /hook?wait=true: a workflow step waits for Flux at most
+	// this long (the commit statuses follow anyway).
+	defaultWait = 5 * time.Minute
+	maxWait     = 30 * time.Minute
 )

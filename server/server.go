@@ -46,7 +46,15 @@ func init() { metrics.Registry.MustRegister(httpRequests, httpDuration) }
 
 // Requester is the domain call behind /hook.
 type Requester interface {
-	Request(ctx context.Context, push gitops.Push) ([]gitops.Outcome, error)
+	Request(ctx context.Context, push gitops.Push) (gitops.Result, error)
+	// Await streams the targets' final answers, for /hook?wait=true.
+	Await(ctx context.Context, push gitops.Push, res gitops.Result, timeout time.Duration) <-chan gitops.TargetResult
+}
+
+// Platform is the domain behind /api/v1/reconcile.
+type Platform interface {
+	Reconcile(ctx context.Context, sel gitops.Selector) (*gitops.JobStatus, error)
+	Status(ctx context.Context, id string) (*gitops.JobStatus, error)
 }
 
 // Authenticator checks a request's credentials against its raw body.
@@ -63,7 +71,11 @@ type Server struct {
 	Listener  net.Listener
 	Auth      Authenticator
 	Requester Requester
-	Log       logr.Logger
+	// PlatformAuth and Platform serve /api/v1/reconcile; without them it is not served.
+	// The platform token is not the hook token: one does not open the other.
+	PlatformAuth Authenticator
+	Platform     Platform
+	Log          logr.Logger
 
 	e *echo.Echo
 }
@@ -85,6 +97,10 @@ func (s *Server) Handler() http.Handler {
 	e.Use(s.observe)
 	e.POST("/hook", s.hook)
 	e.POST("/hook/*", s.hook)
+	if s.Platform != nil {
+		e.POST("/api/v1/reconcile", s.reconcile)
+		e.GET("/api/v1/reconcile/:id", s.reconcileStatus)
+	}
 	s.e = e
 	return e
 }

@@ -41,6 +41,14 @@ func TestCLI(t *testing.T) {
 		{"env-sets-flag", []string{"serve", "--cluster-name", "Bad"}, map[string]string{"FLUX_WEBHOOK_TOKEN_SECRET": "ns/name"}, 2},
 		{"no-kubeconfig", []string{"serve", "--token-secret", "ns/name", "--kubeconfig", "/nonexistent/kubeconfig"}, nil, 1},
 		{"version-extra-arg", []string{"version", "now"}, nil, 2},
+		{"bad-region", []string{"serve", "--token-secret", "ns/name", "--region", "EU Central"}, nil, 2},
+		{"platform-token-is-hook-token", []string{"serve", "--token-secret", "ns/name", "--platform-token-secret", "ns/name"}, nil, 2},
+		{"reconcile-help", []string{"reconcile", "--help"}, nil, 0},
+		{"reconcile-no-server", []string{"reconcile", "--token-file", "/dev/null"}, nil, 2},
+		{"reconcile-no-token", []string{"reconcile", "--server", "https://fw.example.com"}, nil, 2},
+		{"reconcile-bad-server", []string{"reconcile", "--server", "fw.example.com", "--token-file", "/dev/null"}, nil, 2},
+		{"reconcile-bad-output", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/dev/null", "-o", "yaml"}, nil, 2},
+		{"reconcile-missing-token-file", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/nonexistent"}, nil, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -34,14 +34,17 @@ var e2e struct {
 }
 
 const (
-	fluxNS       = "flux-system"
-	appsNS       = "e2e-apps"
-	tokenSecret  = "flux-webhook-token"
-	giteaSecret  = "flux-webhook-gitea"
-	repoAuth     = "gitea-auth"
-	clusterName  = "e2e"
-	hookToken    = "e2e-hook-token-0123456789abcdef"
-	resultWindow = 3 * time.Minute
+	fluxNS         = "flux-system"
+	appsNS         = "e2e-apps"
+	tokenSecret    = "flux-webhook-token"
+	giteaSecret    = "flux-webhook-gitea"
+	platformSecret = "flux-webhook-platform"
+	platformToken  = "e2e-platform-token-fedcba9876543210"
+	region         = "eu-central"
+	repoAuth       = "gitea-auth"
+	clusterName    = "e2e"
+	hookToken      = "e2e-hook-token-0123456789abcdef"
+	resultWindow   = 3 * time.Minute
 )
 
 func TestMain(m *testing.M) {
@@ -110,6 +113,7 @@ func setupCluster(ctx context.Context) error {
 	for _, s := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: tokenSecret}, Data: map[string][]byte{"token": []byte(hookToken)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: giteaSecret}, Data: map[string][]byte{"token": []byte(giteaToken)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: platformSecret}, Data: map[string][]byte{"token": []byte(platformToken)}},
 		// What source-controller authenticates to the private repositories with.
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: repoAuth}, Data: map[string][]byte{
 			"username": []byte(e2e.gitea.AdminUser), "password": []byte(e2e.gitea.Token)}},
@@ -132,6 +136,8 @@ func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string
 		"--gitea-url", e2e.gitea.URL,
 		"--gitea-token-secret", fluxNS + "/" + giteaSecret,
 		"--cluster-name", clusterName,
+		"--region", region,
+		"--platform-token-secret", fluxNS + "/" + platformSecret,
 		"--result-timeout", resultWindow.String(),
 	}, extra...)
 }

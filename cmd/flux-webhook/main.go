@@ -38,6 +38,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errFailed):
+		return 1 // the command's own output said what failed
 	case strings.HasPrefix(err.Error(), "unknown command"): // cobra's own, for a bad subcommand
 		err = fmt.Errorf("%w: %v", errUsage, err)
 		fallthrough
@@ -73,7 +75,7 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
-	root.AddCommand(newServeCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newReconcileCmd(), newVersionCmd())
 	for _, c := range root.Commands() {
 		c.PreRunE = envFlags
 	}

@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/webhook"
 )
 
@@ -78,17 +79,19 @@ func (o *kubeOptions) Config() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// hookOptions configures /hook and the token senders authenticate with.
+// hookOptions configures /hook, the platform API, and the tokens they authenticate with.
 type hookOptions struct {
-	Listen      string
-	TokenSecret string
-	TokenGrace  time.Duration
+	Listen              string
+	TokenSecret         string
+	TokenGrace          time.Duration
+	PlatformTokenSecret string
 }
 
 func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook")
 	fs.StringVar(&o.TokenSecret, "token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates /hook, as a Bearer token or as the HMAC key of X-Gitea-Signature / X-Hub-Signature-256 (required; watched: a new value applies within seconds)")
 	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long the previous token stays valid after the Secret changes")
+	fs.StringVar(&o.PlatformTokenSecret, "platform-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates the platform API, POST /api/v1/reconcile (not served without it; the hook token does not open it; watched)")
 }
 
 // giteaOptions configures where commit statuses go.
@@ -106,13 +109,29 @@ func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 
 // reportOptions configures how Flux's answer is awaited and reported.
 type reportOptions struct {
-	ClusterName   string
 	ResultTimeout time.Duration
 }
 
 func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.ClusterName, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
 	fs.DurationVar(&o.ResultTimeout, "result-timeout", 10*time.Minute, "how long Flux has to answer before a target is reported as error")
+}
+
+// clusterOptions configures the clusters flux-webhook requests and watches: its own, and
+// those registered by kubeconfig Secrets.
+type clusterOptions struct {
+	Name             string
+	Region           string
+	SecretsNamespace string
+	QPS              float32
+	Burst            int
+}
+
+func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Name, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
+	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
+	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+gitops.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+gitops.RegionLabel+" label (default: the token Secret's namespace)")
+	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
+	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
 }
 
 // probeOptions configures health, metrics and leader election.
@@ -133,39 +152,53 @@ func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // validate checks the options of serve and returns the parsed Secret references.
-func (o *serveOptions) validate() (token, giteaToken types.NamespacedName, err error) {
+func (o *serveOptions) validate() (token, giteaToken, platformToken types.NamespacedName, err error) {
 	if o.hook.TokenSecret == "" {
-		return token, giteaToken, fmt.Errorf("%w: --token-secret is required", errUsage)
+		return token, giteaToken, platformToken, fmt.Errorf("%w: --token-secret is required", errUsage)
 	}
 	if token, err = webhook.ParseSecretRef(o.hook.TokenSecret); err != nil {
-		return token, giteaToken, fmt.Errorf("%w: --token-secret: %v", errUsage, err)
+		return token, giteaToken, platformToken, fmt.Errorf("%w: --token-secret: %v", errUsage, err)
 	}
 	if o.gitea.URL != "" {
 		u, err := url.Parse(o.gitea.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return token, giteaToken, fmt.Errorf("%w: --gitea-url %q: want http(s)://host[/path]", errUsage, o.gitea.URL)
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-url %q: want http(s)://host[/path]", errUsage, o.gitea.URL)
 		}
 		if o.gitea.TokenSecret == "" {
-			return token, giteaToken, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
 		}
 	}
 	if o.gitea.TokenSecret != "" {
 		if giteaToken, err = webhook.ParseSecretRef(o.gitea.TokenSecret); err != nil {
-			return token, giteaToken, fmt.Errorf("%w: --gitea-token-secret: %v", errUsage, err)
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-token-secret: %v", errUsage, err)
 		}
 	}
-	if !dnsLabel.MatchString(o.report.ClusterName) {
-		return token, giteaToken, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.report.ClusterName)
+	if !dnsLabel.MatchString(o.cluster.Name) {
+		return token, giteaToken, platformToken, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Name)
+	}
+	if o.cluster.Region != "" && !dnsLabel.MatchString(o.cluster.Region) {
+		return token, giteaToken, platformToken, fmt.Errorf("%w: --region %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Region)
+	}
+	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
+		return token, giteaToken, platformToken, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)
 	}
 	for name, d := range map[string]time.Duration{"--token-grace": o.hook.TokenGrace, "--result-timeout": o.report.ResultTimeout, "--gitea-timeout": o.gitea.Timeout} {
 		if d <= 0 && !(name == "--token-grace" && d == 0) {
-			return token, giteaToken, fmt.Errorf("%w: %s must be positive", errUsage, name)
+			return token, giteaToken, platformToken, fmt.Errorf("%w: %s must be positive", errUsage, name)
 		}
 	}
 	for name, addr := range map[string]string{"--listen": o.hook.Listen, "--health-listen": o.probe.HealthListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return token, giteaToken, fmt.Errorf("%w: %s %q: want [host]:port", errUsage, name, addr)
+			return token, giteaToken, platformToken, fmt.Errorf("%w: %s %q: want [host]:port", errUsage, name, addr)
 		}
 	}
-	return token, giteaToken, nil
+	if o.hook.PlatformTokenSecret != "" {
+		if platformToken, err = webhook.ParseSecretRef(o.hook.PlatformTokenSecret); err != nil {
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --platform-token-secret: %v", errUsage, err)
+		}
+		if platformToken == token {
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --platform-token-secret must not be the hook's --token-secret", errUsage)
+		}
+	}
+	return token, giteaToken, platformToken, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -24,12 +23,13 @@ import (
 )
 
 type serveOptions struct {
-	log    logOptions
-	kube   kubeOptions
-	hook   hookOptions
-	gitea  giteaOptions
-	report reportOptions
-	probe  probeOptions
+	log     logOptions
+	kube    kubeOptions
+	hook    hookOptions
+	gitea   giteaOptions
+	cluster clusterOptions
+	report  reportOptions
+	probe   probeOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -53,6 +53,7 @@ warning (superseded by a newer push, or suspended).`,
 	fs := cmd.Flags()
 	o.hook.BindFlags(fs)
 	o.gitea.BindFlags(fs)
+	o.cluster.BindFlags(fs)
 	o.report.BindFlags(fs)
 	o.probe.BindFlags(fs)
 	o.kube.BindFlags(fs)
@@ -62,7 +63,7 @@ warning (superseded by a newer push, or suspended).`,
 }
 
 func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
-	tokenRef, giteaRef, err := o.validate()
+	tokenRef, giteaRef, platformRef, err := o.validate()
 	if err != nil {
 		return err
 	}
@@ -89,9 +90,12 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		LeaderElectionNamespace: leNamespace,
 		// A replica that stops hands leadership over at once instead of after the lease.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
-		// Secrets are read by name through their own watches, never cached wholesale.
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		// Only the Flux kinds are cached (their informers are made by the index set-up); a read
+		// of anything else through the cache is an error, not a new cluster-wide watch.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true},
+		// Secrets are read by name through their own watches; reconcile jobs (ConfigMaps) by
+		// name or label through the API reader.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
@@ -120,59 +124,61 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		}
 	}
 
-	clusters := gitops.NewClusterSet(gitops.NewCluster(o.report.ClusterName, "", mgr))
-	if err := mgr.Add(&gitops.Reporters{Clusters: clusters, New: func(c *gitops.Cluster) *gitops.Reporter {
-		return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout}
-	}}); err != nil {
-		return err
+	local := gitops.NewCluster(o.cluster.Name, o.cluster.Region, mgr)
+	clusters := gitops.NewClusterSet(local)
+	secretsNS := o.cluster.SecretsNamespace
+	if secretsNS == "" {
+		secretsNS = tokenRef.Namespace
 	}
-	if err := mgr.Add(&server.Server{
+	srv := &server.Server{
 		Addr:      o.hook.Listen,
 		Auth:      tokens,
-		Requester: &gitops.Requester{Clusters: clusters},
+		Requester: &gitops.Requester{Clusters: clusters, Errors: poster, ErrorDeadline: o.report.ResultTimeout},
 		Log:       logger.WithName("hook"),
-	}); err != nil {
-		return err
 	}
-
-	synced := &cacheSynced{cache: mgr.GetCache()}
-	if err := mgr.Add(synced); err != nil {
-		return err
+	runnables := []manager.Runnable{srv}
+	if o.hook.PlatformTokenSecret != "" {
+		platformTokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
+		runnables = append(runnables, &webhook.SecretWatcher{Client: clientset, Secret: platformRef, Set: platformTokens.Set, Log: logger.WithName("platform-token")})
+		srv.PlatformAuth = platformTokens
+		srv.Platform = &gitops.Platform{
+			Clusters:      clusters,
+			Jobs:          &gitops.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: secretsNS},
+			ResultTimeout: o.report.ResultTimeout,
+		}
+	}
+	for _, r := range append(runnables,
+		gitops.LocalWatch{Cluster: local},
+		&gitops.ClusterSecrets{Client: clientset, Namespace: secretsNS, Clusters: clusters,
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Log: logger.WithName("clusters")},
+		&gitops.Reporters{Clusters: clusters, New: func(c *gitops.Cluster) *gitops.Reporter {
+			return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout}
+		}},
+	) {
+		if err := mgr.Add(r); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("caches", synced.Check); err != nil {
+	// Ready means this cluster's caches are synced; a registered cluster that is down keeps
+	// no replica out of service (flux_webhook_cluster_up and the log say which).
+	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
+		if !local.Ready() {
+			return errors.New("caches not synced")
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("token", func(*http.Request) error { return tokenWatch.Ready() }); err != nil {
 		return err
 	}
-	logger.Info("starting", "cluster", o.report.ClusterName, "gitea", o.gitea.URL, "tokenSecret", tokenRef.String())
+	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
+		"tokenSecret", tokenRef.String(), "clusterSecretsNamespace", secretsNS)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run: %w", err)
-	}
-	return nil
-}
-
-// cacheSynced reports readiness once the manager's caches have synced.
-type cacheSynced struct {
-	cache cache.Cache
-	ok    atomic.Bool
-}
-
-func (c *cacheSynced) NeedLeaderElection() bool { return false }
-
-func (c *cacheSynced) Start(ctx context.Context) error {
-	if c.cache.WaitForCacheSync(ctx) {
-		c.ok.Store(true)
-	}
-	return nil
-}
-
-func (c *cacheSynced) Check(*http.Request) error {
-	if !c.ok.Load() {
-		return errors.New("caches not synced")
 	}
 	return nil
 }

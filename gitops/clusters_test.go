@@ -1,0 +1,190 @@
+package gitops_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/testenv"
+)
+
+// Three real API servers: this package's, and two more registered through kubeconfig
+// Secrets (one as vcluster writes it, under key "config", reached through a proxy that the
+// test cuts to stop the cluster mid-test).
+func TestClusters(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	east := testenv.NewKube(t, testenv.KubeOptions{CRDs: true})
+	west := testenv.NewKube(t, testenv.KubeOptions{CRDs: true})
+	westProxy := testenv.NewProxy(t, west.APIAddr())
+	westKubeconfig, err := westProxy.KubeconfigVia(ctx, west.Kubeconfig, t.TempDir(), "kubeconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t)
+	secret := func(name, cluster, region, key, kubeconfig string) *corev1.Secret {
+		b, err := os.ReadFile(kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+				Labels: map[string]string{gitops.ClusterLabel: cluster, gitops.RegionLabel: region}},
+			Data: map[string][]byte{key: b},
+		}
+	}
+	eastSecret := secret("cluster-east", "east", "eu-central", "kubeconfig", east.Kubeconfig)
+	if err := kube.Client.Create(ctx, eastSecret); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Client.Create(ctx, secret("vc-west", "west", "eu-west", "config", westKubeconfig)); err != nil {
+		t.Fatal(err)
+	}
+	// Not clusters: no label, and a label without a kubeconfig.
+	if err := kube.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unlabelled"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "empty",
+		Labels: map[string]string{gitops.ClusterLabel: "empty"}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	set := gitops.NewClusterSet(local)
+	cs, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() {
+		_ = (&gitops.ClusterSecrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Log: logr.Discard()}).Start(runCtx)
+		done <- struct{}{}
+	}()
+	go func() {
+		_ = (&gitops.Reporters{Clusters: set, New: func(c *gitops.Cluster) *gitops.Reporter {
+			return &gitops.Reporter{Cluster: c, Poster: rec, Lookup: rec, ResultTimeout: time.Minute}
+		}}).Start(runCtx)
+		done <- struct{}{}
+	}()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+
+	names := func() []string {
+		var out []string
+		for _, c := range set.Clusters() {
+			if c.Ready() {
+				out = append(out, c.Name+"/"+c.Region)
+			}
+		}
+		return out
+	}
+	waitFor(t, "three clusters ready", func() bool {
+		return slices.Equal(names(), []string{"east/eu-central", "local/", "west/eu-west"})
+	})
+
+	// The same repository feeds a GitRepository and a Kustomization in each cluster.
+	repo := "org/fleet-" + randomHex(3)
+	clients := map[string]client.Client{"local": kube.Client, "east": east.Client, "west": west.Client}
+	for name, c := range clients {
+		for _, o := range []client.Object{
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+			gitRepository(ns, "fleet", "https://"+giteaHost+"/"+repo, &sourcev1.GitRepositoryRef{Branch: "main"}),
+			kustomization(ns, "fleet", "", "fleet"),
+		} {
+			if err := c.Create(ctx, o); err != nil && !(name == "local" && strings.Contains(err.Error(), "already exists")) {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := &gitops.Requester{Clusters: set, Errors: rec, ErrorDeadline: time.Minute}
+	var res gitops.Result
+	waitFor(t, "every cluster's cache sees the objects", func() bool {
+		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", newSHA()))
+		return err == nil && len(res.Targets) == 6
+	})
+	contextOf := func(cluster, kind string) string {
+		return gitops.Target{Cluster: cluster, Kind: kind, Namespace: ns, Name: "fleet"}.Context()
+	}
+
+	// One push fans out to all three clusters; each cluster's reporter reports its own.
+	sha := newSHA()
+	if res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", sha)); err != nil || len(res.Targets) != 6 {
+		t.Fatalf("fan-out: %v %v", targets(res.Targets), err)
+	}
+	for cluster := range clients {
+		for _, kind := range []string{gitops.KindGitRepository, gitops.KindKustomization} {
+			waitStates(t, rec, sha, contextOf(cluster, kind), gitops.StatePending)
+		}
+	}
+	if err := testenv.MarkGitRepositoryReady(ctx, east.Client, client.ObjectKey{Namespace: ns, Name: "fleet"}, testenv.GitRevision("main", sha), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitStates(t, rec, sha, contextOf("east", gitops.KindGitRepository), gitops.StatePending, gitops.StateSuccess)
+
+	// A cluster that stops answering does not hold up the others: its objects get an error
+	// status with the reason, the others are requested as usual.
+	westProxy.Cut()
+	down := newSHA()
+	start := time.Now()
+	res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", down))
+	if err != nil {
+		t.Fatalf("one cluster down failed the push: %v", err)
+	}
+	t.Logf("push with one of three clusters down answered in %s", time.Since(start).Round(time.Millisecond))
+	for _, o := range res.Targets {
+		want := gitops.ResultRequested
+		if o.Cluster == "west" {
+			want = gitops.ResultError
+		}
+		if o.Result != want {
+			t.Fatalf("%s: %s (%s), want %s", o.Target, o.Result, o.Error, want)
+		}
+	}
+	waitStates(t, rec, down, contextOf("west", gitops.KindKustomization), gitops.StateError)
+	if d := rec.find(down, contextOf("west", gitops.KindKustomization)).Description; !strings.HasPrefix(d, "not requested: ") {
+		t.Fatalf("description %q", d)
+	}
+	waitStates(t, rec, down, contextOf("east", gitops.KindKustomization), gitops.StatePending)
+	if err := westProxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Removing a Secret removes its cluster (and stops its cache and reporter).
+	if err := kube.Client.Delete(ctx, eastSecret); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "east removed", func() bool { return set.Get("east") == nil })
+	waitFor(t, "push without east", func() bool {
+		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", newSHA()))
+		return err == nil && len(res.Targets) == 4
+	})
+	for _, o := range res.Targets {
+		if o.Cluster == "east" {
+			t.Fatalf("removed cluster requested: %s", o.Target)
+		}
+	}
+
+	// Adding it back under another name and region takes effect without a restart.
+	eastSecret = secret("cluster-east", "east-2", "eu-central", "kubeconfig", east.Kubeconfig)
+	if err := kube.Client.Create(ctx, eastSecret); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "east-2 ready", func() bool { c := set.Get("east-2"); return c != nil && c.Ready() })
+	again := newSHA()
+	waitFor(t, "push reaches east-2", func() bool {
+		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", again))
+		return err == nil && slices.ContainsFunc(res.Targets, func(o gitops.Outcome) bool { return o.Cluster == "east-2" })
+	})
+	waitStates(t, rec, again, contextOf("east-2", gitops.KindKustomization), gitops.StatePending)
+}

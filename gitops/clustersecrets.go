@@ -1,0 +1,169 @@
+package gitops
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// Labels of the Secrets that register clusters.
+const (
+	// ClusterLabel marks a Secret holding a kubeconfig; its value is the cluster's name.
+	ClusterLabel = "flux-webhook.openova.io/cluster"
+	// RegionLabel optionally names the cluster's region.
+	RegionLabel = "flux-webhook.openova.io/region"
+)
+
+// kubeconfigKeys are the keys a cluster Secret holds its kubeconfig under: "kubeconfig", or
+// "config" as vcluster writes it into its vc-<name> Secrets.
+var kubeconfigKeys = []string{"kubeconfig", "config"}
+
+var _ manager.LeaderElectionRunnable = (*ClusterSecrets)(nil)
+
+// ClusterSecrets watches the Secrets of one namespace labelled ClusterLabel and keeps a
+// ClusterSet's remote clusters in step with them: a cluster added, changed or removed takes
+// effect without a restart, each with its own cache started and stopped.
+type ClusterSecrets struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Clusters  *ClusterSet
+	// QPS and Burst bound each remote cluster's client.
+	QPS   float32
+	Burst int
+	Log   logr.Logger
+
+	mu      sync.Mutex
+	running map[string]registered // by Secret name
+}
+
+type registered struct {
+	cluster string
+	digest  [32]byte
+}
+
+// NeedLeaderElection is false: every replica needs every cluster's cache to serve /hook.
+func (w *ClusterSecrets) NeedLeaderElection() bool { return false }
+
+// Start follows the Secrets until ctx ends, then stops the remote clusters.
+func (w *ClusterSecrets) Start(ctx context.Context) error {
+	w.running = map[string]registered{}
+	secrets := w.Client.CoreV1().Secrets(w.Namespace)
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = ClusterLabel
+			return secrets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = ClusterLabel
+			return secrets.Watch(ctx, o)
+		},
+	}
+	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { w.apply(ctx, o) },
+		UpdateFunc: func(_, o any) { w.apply(ctx, o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if s, ok := o.(*corev1.Secret); ok {
+				w.remove(s.Name)
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("watch cluster secrets: %w", err)
+	}
+	inf.Run(ctx.Done())
+	w.mu.Lock()
+	for name := range w.running {
+		w.removeLocked(name)
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// apply registers or updates the cluster of one Secret.
+func (w *ClusterSecrets) apply(ctx context.Context, o any) {
+	s, ok := o.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	logger := w.Log.WithValues("secret", s.Namespace+"/"+s.Name)
+	name, region := s.Labels[ClusterLabel], s.Labels[RegionLabel]
+	var kubeconfig []byte
+	for _, k := range kubeconfigKeys {
+		if v := s.Data[k]; len(v) > 0 {
+			kubeconfig = v
+			break
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
+		logger.Error(fmt.Errorf("label %s=%q: %s", ClusterLabel, name, errs[0]), "ignoring cluster secret")
+		w.removeLocked(s.Name)
+		return
+	}
+	if len(kubeconfig) == 0 {
+		logger.Error(fmt.Errorf("no kubeconfig under key kubeconfig or config"), "ignoring cluster secret", "cluster", name)
+		w.removeLocked(s.Name)
+		return
+	}
+	digest := sha256.Sum256(append([]byte(name+"\x00"+region+"\x00"), kubeconfig...))
+	if cur, ok := w.running[s.Name]; ok && cur.digest == digest {
+		return // a resync, or a change of something else
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		logger.Error(err, "ignoring cluster secret: invalid kubeconfig", "cluster", name)
+		w.removeLocked(s.Name)
+		return
+	}
+	cfg.QPS, cfg.Burst = w.QPS, w.Burst
+	c, err := NewRemoteCluster(ctx, name, region, cfg)
+	if err != nil {
+		logger.Error(err, "ignoring cluster secret", "cluster", name)
+		w.removeLocked(s.Name)
+		return
+	}
+	if cur, ok := w.running[s.Name]; ok && cur.cluster != name {
+		w.removeLocked(s.Name) // the Secret now names another cluster
+	}
+	c.Run(log.IntoContext(ctx, w.Log))
+	if !w.Clusters.Put(c) {
+		c.Stop()
+		logger.Error(fmt.Errorf("cluster %q is this cluster's own name", name), "ignoring cluster secret")
+		return
+	}
+	w.running[s.Name] = registered{cluster: name, digest: digest}
+	logger.Info("cluster registered", "cluster", name, "region", region, "server", cfg.Host)
+}
+
+func (w *ClusterSecrets) remove(secret string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.removeLocked(secret)
+}
+
+func (w *ClusterSecrets) removeLocked(secret string) {
+	cur, ok := w.running[secret]
+	if !ok {
+		return
+	}
+	delete(w.running, secret)
+	w.Clusters.Remove(cur.cluster)
+	w.Log.Info("cluster removed", "cluster", cur.cluster, "secret", w.Namespace+"/"+secret)
+}

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/openova-io/flux-webhook/gitops"
+)
+
+// mimeNDJSON is the streaming JSON a waiting sender can ask for with Accept.
+const mimeNDJSON = "application/x-ndjson"
+
+// waitParams parses ?wait=true[&timeout=5m].
+func waitParams(c echo.Context) (bool, time.Duration, error) {
+	q := c.QueryParams()
+	wait := false
+	if v := q.Get("wait"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, 0, fmt.Errorf("%w: wait=%q: want true or false", errBadQuery, sanitize(v))
+		}
+		wait = b
+	}
+	timeout := defaultWait
+	if v := q.Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > maxWait {
+			return false, 0, fmt.Errorf("%w: timeout=%q: want a duration up to %s", errBadQuery, sanitize(v), maxWait)
+		}
+		timeout = d
+	}
+	return wait, timeout, nil
+}
+
+// streamLine is one NDJSON line of a waiting answer.
+type streamLine struct {
+	Event string `json:"event"` // accepted, target, summary
+	*HookResponse
+	*gitops.TargetResult
+	Seconds float64        `json:"seconds,omitempty"`
+	OK      *bool          `json:"ok,omitempty"`
+	Counts  map[string]int `json:"counts,omitempty"`
+}
+
+// stream answers a waiting sender: 200, a line when the push is accepted, one line per
+// target as Flux answers, and a summary. The status line goes out before Flux's answers are
+// known, so a failure cannot change it: when any target failed or got no answer, the stream
+// ends without its terminating chunk, which clients report as an error (curl exits 18, even
+// without --fail-with-body) after the summary line.
+func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, result gitops.Result, timeout time.Duration) error {
+	ndjson := strings.Contains(c.Request().Header.Get(echo.HeaderAccept), mimeNDJSON)
+	w := c.Response()
+	if ndjson {
+		w.Header().Set(echo.HeaderContentType, mimeNDJSON)
+	} else {
+		w.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
+	}
+	w.Header().Set("X-Accel-Buffering", "no") // ask ingress-nginx not to buffer the stream
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w.Writer)
+	write := func(text string, line streamLine) {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if ndjson {
+			b, _ := json.Marshal(line)
+			_, _ = w.Write(append(b, '\n'))
+		} else {
+			_, _ = fmt.Fprintln(w, text)
+		}
+		_ = rc.Flush()
+	}
+	requested := 0
+	for _, o := range result.Targets {
+		if o.Result == gitops.ResultRequested || o.Result == gitops.ResultAlreadyRequested {
+			requested++
+		}
+	}
+	write(fmt.Sprintf("accepted: %s %s %s, delivery %s: waiting up to %s for %d Flux objects",
+		res.Repository, res.Ref, short(res.SHA), res.Delivery, timeout, requested), streamLine{Event: "accepted", HookResponse: &res})
+	counts := map[string]int{}
+	start := time.Now()
+	for r := range s.Requester.Await(c.Request().Context(), push, result, timeout) {
+		counts[r.State]++
+		write(fmt.Sprintf("%-8s %s  %s  (%.1fs)", r.State, r.Target.Context(), r.Description, r.Elapsed.Seconds()),
+			streamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
+	}
+	if c.Request().Context().Err() != nil {
+		return nil // the sender left
+	}
+	ok := counts[gitops.StateFailure] == 0 && counts[gitops.StateError] == 0
+	verdict := "OK"
+	if !ok {
+		verdict = "FAILED"
+	}
+	write(fmt.Sprintf("summary: %d success, %d failure, %d error, %d warning in %.1fs: %s",
+		counts[gitops.StateSuccess], counts[gitops.StateFailure], counts[gitops.StateError], counts[gitops.StateWarning],
+		time.Since(start).Seconds(), verdict), streamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
+	if !ok {
+		panic(http.ErrAbortHandler) // end the stream without its terminating chunk
+	}
+	return nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
