@@ -452,3 +452,47 @@ func TestReadinessAndSecondReplica(t *testing.T) {
 		t.Fatalf("replica /hook: %d %s", resp.StatusCode, b)
 	}
 }
+
+// The README's waiting workflow makes the Actions job's own status follow Flux: green
+// when the deploy applied, red when it failed.
+func TestActionsWaitWorkflowGoesRed(t *testing.T) {
+	integration(t)
+	a := newApp(t, "actions-wait-"+randomSuffix(), "main")
+	ctx := t.Context()
+	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", e2e.token); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL); err != nil {
+		t.Fatal(err)
+	}
+	workflow, err := os.ReadFile("../../examples/.gitea/workflows/deploy-and-wait.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.WriteFile(".gitea/workflows/deploy-and-wait.yaml", string(workflow)); err != nil {
+		t.Fatal(err)
+	}
+	job := "deploy-and-wait / deploy (push)"
+	jobState := func(sha string) string {
+		var s string
+		waitFor(t, resultWindow, "Actions job finished on "+sha[:12], func() bool {
+			states, last := a.states(t, sha, job)
+			if len(states) == 0 || last.State == "pending" {
+				return false
+			}
+			s = string(last.State)
+			return true
+		})
+		return s
+	}
+	good := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "waited"), "deploy and wait")
+	a.waitFinal(t, good, "Kustomization", "success")
+	if s := jobState(good); s != "success" {
+		t.Fatalf("Actions job %s for a successful deploy", s)
+	}
+	bad := a.commit(t, "deploy/broken.yaml", configMap("Bad_Name", "x"), "broken deploy")
+	a.waitFinal(t, bad, "Kustomization", "failure")
+	if s := jobState(bad); s != "failure" {
+		t.Fatalf("Actions job %s for a failed deploy, want failure", s)
+	}
+}

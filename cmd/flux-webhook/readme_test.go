@@ -18,9 +18,11 @@ func TestReadme(t *testing.T) {
 		return string(b)
 	}
 	readme := read("../../README.md")
-	workflow := read("../../examples/.gitea/workflows/notify-flux.yaml")
-	if !strings.Contains(readme, "```yaml\n"+workflow+"```") {
-		t.Error("README.md does not show examples/.gitea/workflows/notify-flux.yaml verbatim")
+	for _, f := range []string{"notify-flux.yaml", "deploy-and-wait.yaml"} {
+		workflow := read("../../examples/.gitea/workflows/" + f)
+		if !strings.Contains(readme, "```yaml\n"+workflow+"```") {
+			t.Errorf("README.md does not show examples/.gitea/workflows/%s verbatim", f)
+		}
 	}
 	firstScreen := strings.Join(strings.SplitN(readme, "\n", 25)[:24], "\n")
 	for _, cmd := range []string{"make demo", "make test"} {
@@ -38,7 +40,8 @@ func TestReadme(t *testing.T) {
 		t.Error(".ci/run does not run make test")
 	}
 	for _, flag := range []string{"--listen", "--health-listen", "--metrics-listen", "--token-secret", "--token-grace",
-		"--gitea-url", "--gitea-token-secret", "--cluster-name", "--result-timeout", "--kubeconfig"} {
+		"--gitea-url", "--gitea-token-secret", "--cluster-name", "--result-timeout", "--kubeconfig",
+		"--region", "--cluster-secrets-namespace", "--platform-token-secret"} {
 		if !strings.Contains(readme, "`"+flag+"`") {
 			t.Errorf("README does not document %s", flag)
 		}
