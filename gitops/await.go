@@ -36,7 +36,7 @@ func (r *Requester) Await(ctx context.Context, push Push, res Result, timeout ti
 	}
 	var pending []Target
 	for _, o := range res.Targets {
-		if o.Result == ResultRequested || o.Result == ResultAlreadyRequested {
+		if o.Requested() {
 			pending = append(pending, o.Target)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -17,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -57,14 +60,38 @@ type Cluster struct {
 
 	synced atomic.Bool
 	up     atomic.Bool
+	// locks serialise the requests of one replica on one object: concurrent deliveries of
+	// a burst then queue for a few milliseconds instead of failing each other's optimistic
+	// locks. Striped: bounded memory whatever the number of objects.
+	locks [lockStripes]sync.Mutex
+	// written keeps the metadata this replica last wrote per object (from the patch's
+	// answer), fresher than the cache right after a write: the next request of a burst starts
+	// from it, and recognises a repeat without a call.
+	written *lru.Cache
 	stop   context.CancelFunc // remote clusters: stops their cache
 	done   chan struct{}      // remote clusters: closed when the cache stopped
+}
+
+// writtenEntries bounds Cluster.written: the objects of the pushes of the last seconds.
+const writtenEntries = 1024
+
+// lockStripes is the number of per-object locks of a cluster: collisions only make two
+// objects' requests wait for each other briefly.
+const lockStripes = 64
+
+// lock locks the stripe of one object and returns its unlock.
+func (c *Cluster) lock(o client.Object) func() {
+	h := fnv.New32a()
+	h.Write([]byte(kindOf(o) + "/" + o.GetNamespace() + "/" + o.GetName()))
+	m := &c.locks[h.Sum32()%lockStripes]
+	m.Lock()
+	return m.Unlock
 }
 
 // NewCluster wraps a controller-runtime cluster (a manager is one) whose cache the caller
 // starts; run Watch beside it.
 func NewCluster(name, region string, c cluster.Cluster) *Cluster {
-	return &Cluster{Name: name, Region: region, Cluster: c, events: c.GetEventRecorder(EventSource)}
+	return &Cluster{Name: name, Region: region, Cluster: c, events: c.GetEventRecorder(EventSource), written: lru.New(writtenEntries)}
 }
 
 // NewRemoteCluster builds a cluster from a kubeconfig's rest.Config, with a cache of the

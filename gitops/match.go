@@ -22,8 +22,9 @@ type Push struct {
 	URLs []string
 	// Ref is the full pushed reference, e.g. "refs/heads/main".
 	Ref string
-	// SHA is the commit the reference now points at.
-	SHA string
+	// SHA is the commit the reference now points at; Before the one it pointed at.
+	SHA    string
+	Before string
 }
 
 // match returns the objects of one cluster that the push feeds, in request order: the

@@ -3,6 +3,7 @@ package gitops
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
@@ -69,17 +70,23 @@ func readinessOf(o client.Object) readiness {
 }
 
 // handled reports whether Flux has finished a reconciliation requested no earlier than req:
-// ours, or one someone requested after us (the annotation then holds their token).
+// ours, or one someone requested after us (the annotation then holds their token, an RFC
+// 3339 time as flux-webhook and the flux CLI write it). A coalesced request whose
+// requestedAt is not set yet is not handled, whatever Flux did for the request before it.
 func handled(o client.Object, req Request) bool {
 	last := lastHandled(o)
-	if last == "" {
+	if last == "" || req.PatchAt != nil {
 		return false
 	}
 	if last == req.Token {
 		return true
 	}
 	current := o.GetAnnotations()[meta.ReconcileRequestAnnotation]
-	return current != req.Token && last == current
+	if current == req.Token || last != current {
+		return false
+	}
+	at, err := time.Parse(time.RFC3339Nano, current)
+	return err == nil && at.After(req.RequestedAt)
 }
 
 // revisionHas reports whether a Flux revision names commit sha: "main@sha1:<sha>",

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"testing"
+	"time"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
@@ -17,7 +18,8 @@ const (
 	token  = "2026-11-26T12:00:00.000000001Z"
 )
 
-var req = Request{Token: token, Repository: "org/app", Ref: "refs/heads/main", SHA: sha}
+var req = Request{Token: token, Repository: "org/app", Ref: "refs/heads/main", SHA: sha,
+	RequestedAt: time.Date(2026, 11, 26, 12, 0, 0, 1, time.UTC)}
 
 func cond(typ string, status metav1.ConditionStatus, reason, msg string) metav1.Condition {
 	return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg}
@@ -70,10 +72,22 @@ func TestEvaluateGitRepository(t *testing.T) {
 		{"settled on another revision", gitRepo("v1.3.0@sha1:"+newSHA, token, ready("")), StateWarning},
 		{"stalled", gitRepo("", token, []metav1.Condition{cond(meta.StalledCondition, metav1.ConditionTrue, meta.InvalidURLReason, "bad url")}), StateFailure},
 		{"someone requested after us and it was handled", func() *sourcev1.GitRepository {
-			r := gitRepo(rev(oldSHA), "later", notReady("GitOperationFailed", "timeout"))
-			r.Annotations[meta.ReconcileRequestAnnotation] = "later"
+			later := "2026-11-26T12:00:05Z"
+			r := gitRepo(rev(oldSHA), later, notReady("GitOperationFailed", "timeout"))
+			r.Annotations[meta.ReconcileRequestAnnotation] = later
 			return r
 		}(), StateFailure},
+		{"the request before ours was handled, ours not yet (coalesced)", func() *sourcev1.GitRepository {
+			earlier := "2026-11-26T11:59:59Z"
+			r := gitRepo(rev(oldSHA), earlier, ready(""))
+			r.Annotations[meta.ReconcileRequestAnnotation] = earlier
+			return r
+		}(), ""},
+		{"someone else's token that is no time", func() *sourcev1.GitRepository {
+			r := gitRepo(rev(oldSHA), "manual", ready(""))
+			r.Annotations[meta.ReconcileRequestAnnotation] = "manual"
+			return r
+		}(), ""},
 		{"status of an older generation", func() *sourcev1.GitRepository {
 			r := gitRepo(rev(sha), token, ready(""))
 			r.Generation = 2

@@ -271,7 +271,7 @@ func (p *Platform) status(ctx context.Context, job *Job) *JobStatus {
 	expired := p.now().After(job.Deadline)
 	for _, t := range job.Targets {
 		pr := Progress{Target: t, State: StatePending}
-		if v := p.targetVerdict(ctx, t, job.Token); v.State != "" {
+		if v := p.targetVerdict(ctx, t, Request{Token: job.Token, RequestedAt: job.Created}); v.State != "" {
 			pr.State, pr.Description = v.State, v.Description
 		} else if expired {
 			pr.State, pr.Description = StateError, fmt.Sprintf("no answer from Flux within %s", job.Deadline.Sub(job.Created))
@@ -285,7 +285,7 @@ func (p *Platform) status(ctx context.Context, job *Job) *JobStatus {
 
 // targetVerdict evaluates one target of a platform job: Flux handled the request (or a
 // later one) and says Ready or not.
-func (p *Platform) targetVerdict(ctx context.Context, t Target, token string) Verdict {
+func (p *Platform) targetVerdict(ctx context.Context, t Target, req Request) Verdict {
 	c := p.Clusters.Get(t.Cluster)
 	if c == nil {
 		return Verdict{StateError, "cluster " + t.Cluster + " is no longer registered"}
@@ -299,7 +299,7 @@ func (p *Platform) targetVerdict(ctx context.Context, t Target, token string) Ve
 	}
 	r := readinessOf(obj)
 	switch {
-	case !r.current || !handled(obj, Request{Token: token}):
+	case !r.current || !handled(obj, req):
 		return Verdict{}
 	case r.ready:
 		return Verdict{StateSuccess, appliedRevision(obj)}

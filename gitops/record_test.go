@@ -56,6 +56,48 @@ func TestRecordSupersede(t *testing.T) {
 			t.Fatalf("got %+v", out)
 		}
 	})
+	t.Run("a repeat arriving after a newer push is absorbed", func(t *testing.T) {
+		now := time.Now()
+		a, b := req("a"), req("b")
+		a.RequestedAt, b.RequestedAt = now, now.Add(time.Second)
+		r, _, _ := Record{}.Supersede(a)
+		r, _, _ = r.Supersede(b)
+		late := req("a")
+		late.RequestedAt = now.Add(2 * time.Second)
+		if out, _, ok := r.Supersede(late); ok {
+			t.Fatalf("late repeat of a superseded push patched again: %+v", out.Current)
+		}
+	})
+	t.Run("a force-push back to an earlier commit is a new push", func(t *testing.T) {
+		now := time.Now()
+		a, b := req("a"), req("b")
+		a.RequestedAt, b.RequestedAt = now, now.Add(time.Second)
+		r, _, _ := Record{}.Supersede(a)
+		r, _, _ = r.Supersede(b)
+		back := req("a")
+		back.Before, back.RequestedAt = "b", now.Add(2*time.Second)
+		if out, _, ok := r.Supersede(back); !ok || out.Current.SHA != "a" {
+			t.Fatalf("rollback to a ignored: %+v %v", out.Current, ok)
+		}
+	})
+	t.Run("seen pushes are bounded and expire", func(t *testing.T) {
+		now := time.Now()
+		var r Record
+		for i := range maxSeen + 10 {
+			q := req(fmt.Sprint(i))
+			q.RequestedAt = now.Add(time.Duration(i) * time.Millisecond)
+			r, _, _ = r.Supersede(q)
+		}
+		if len(r.Seen) != maxSeen {
+			t.Fatalf("seen %d", len(r.Seen))
+		}
+		q := req("new")
+		q.RequestedAt = now.Add(repeatWindow + time.Hour)
+		r, _, _ = r.Supersede(q)
+		if len(r.Seen) != 1 {
+			t.Fatalf("expired entries kept: %d", len(r.Seen))
+		}
+	})
 	t.Run("a finished request absorbs a repeat within the window", func(t *testing.T) {
 		first := req("a")
 		first.RequestedAt = time.Now()

@@ -5,17 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
@@ -98,7 +100,7 @@ func (r *Reporter) Controller() (controller.TypedController[Target], error) {
 		MaxConcurrentReconciles: reporterConcurrency,
 		SkipNameValidation:      &yes,
 		NeedLeaderElection:      &yes,
-		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[Target](250*time.Millisecond, time.Minute),
+		RateLimiter:             jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[Target](postBackoffMin, postBackoffMax)},
 		LogConstructor: func(t *Target) logr.Logger {
 			l := log.Log.WithValues("controller", "reporter", "cluster", r.Cluster.Name)
 			if t != nil {
@@ -125,6 +127,15 @@ func (r *Reporter) Controller() (controller.TypedController[Target], error) {
 	return c, nil
 }
 
+// jittered spreads the retries of targets that failed together (Gitea down): ±25% on each
+// backoff.
+type jittered struct{ workqueue.TypedRateLimiter[Target] }
+
+func (j jittered) When(t Target) time.Duration {
+	d := j.TypedRateLimiter.When(t)
+	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+}
+
 // enqueue maps an event on an object of kind to the targets to look at: the object when it
 // carries a record, and, for a source, the objects built from it that carry one (their
 // verdict depends on the source).
@@ -140,7 +151,7 @@ func enqueue[T client.Object](r *Reporter, kind string, dependents ...client.Obj
 				log.FromContext(ctx).Error(err, "list dependents", "source", key)
 				continue
 			}
-			objs, _ := meta.ExtractList(list)
+			objs, _ := apimeta.ExtractList(list)
 			for _, d := range objs {
 				d := d.(client.Object)
 				if _, ok := d.GetAnnotations()[RecordAnnotation]; ok {
@@ -236,6 +247,16 @@ func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, erro
 		}
 		cur = rec.Current
 	}
+	if cur.PatchAt != nil {
+		// A coalesced push: set requestedAt once the burst's window has passed.
+		if wait := cur.PatchAt.Sub(r.now()); wait > 0 {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+		if err := r.patchDeferred(ctx, t, obj, *cur); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, nil // the patch's own event brings the next pass
+	}
 	v, err := r.Cluster.verdict(ctx, obj, *cur)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -330,13 +351,15 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 	logger := log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery)
 	if st.State != "" && req.Posted != st.State {
 		post := true
+		since := req.IntentSince
 		if req.Intent == nil || *req.Intent != st {
+			since = r.now()
 			err := r.updateRecord(ctx, obj, func(rec *Record) error {
 				q := rec.find(req.Token)
 				if q == nil || q.Final {
 					return errMoved
 				}
-				q.Intent = &st
+				q.Intent, q.IntentSince = &st, since
 				return nil
 			})
 			if err != nil {
@@ -354,7 +377,10 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
 			if err := r.Poster.PostStatus(ctx, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
-				return fmt.Errorf("post status %s: %w", t.Context(), err)
+				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
+					return fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
+				}
+				return r.lose(ctx, t, obj, req, st, superseded, err)
 			}
 			statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
 		}
@@ -388,6 +414,28 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 	return nil
 }
 
+// patchDeferred sets requestedAt for a coalesced push, with the record, in one patch.
+func (r *Reporter) patchDeferred(ctx context.Context, t Target, obj client.Object, req Request) error {
+	now := r.now()
+	err := r.updateMetadata(ctx, obj, func(rec *Record, ann map[string]string) error {
+		q := rec.Current
+		if q == nil || q.Token != req.Token || q.PatchAt == nil {
+			return errMoved
+		}
+		q.PatchAt = nil
+		rec.PatchedAt = now
+		ann[meta.ReconcileRequestAnnotation] = q.Token
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.Cluster.events.Eventf(obj, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
+		"push of %s to %s %s (delivery %s), coalesced with an earlier push", req.SHA, req.Repository, req.Ref, req.Delivery)
+	log.FromContext(ctx).Info("coalesced reconcile requested", "repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery)
+	return nil
+}
+
 // finished records a final status: a metric, a Kubernetes Event on the object, and a
 // notice to the notifier (which may summarise the commit on its pull request).
 func (r *Reporter) finished(ctx context.Context, t Target, obj client.Object, req Request, st Status) {
@@ -405,6 +453,29 @@ func (r *Reporter) finished(ctx context.Context, t Target, obj client.Object, re
 			log.FromContext(ctx).Error(err, "notify final status", "repository", req.Repository, "commit", req.SHA)
 		}
 	}
+}
+
+// lose gives up on a status Gitea refused (4xx) or did not take within the result timeout:
+// it is logged and counted as lost, and the record says so (Lost), so nothing pretends it
+// was posted and nobody retries it.
+func (r *Reporter) lose(ctx context.Context, t Target, obj client.Object, req Request, st Status, superseded bool, cause error) error {
+	statusesLost.WithLabelValues(r.Cluster.Name).Inc()
+	log.FromContext(ctx).Error(cause, "status lost", "repository", req.Repository, "commit", req.SHA,
+		"delivery", req.Delivery, "context", t.Context(), "state", st.State, "description", st.Description)
+	return r.updateRecord(ctx, obj, func(rec *Record) error {
+		if superseded {
+			if i := slices.IndexFunc(rec.Superseded, func(s Superseded) bool { return s.Token == req.Token }); i >= 0 {
+				rec.Superseded = slices.Delete(rec.Superseded, i, i+1)
+			}
+			return nil
+		}
+		q := rec.find(req.Token)
+		if q == nil {
+			return errMoved
+		}
+		q.Intent, q.Final, q.Lost = nil, true, true
+		return nil
+	})
 }
 
 // reportDeleted posts the final statuses of an object deleted while requests were pending.
@@ -447,6 +518,11 @@ func (r *Reporter) reportDeleted(ctx context.Context, t Target) error {
 // updateRecord changes the record on obj's metadata with an optimistic lock, re-reading the
 // metadata from the API server on conflict, and leaves obj with the new annotations.
 func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change func(*Record) error) error {
+	return r.updateMetadata(ctx, obj, func(rec *Record, _ map[string]string) error { return change(rec) })
+}
+
+// updateMetadata is updateRecord with access to the other annotations.
+func (r *Reporter) updateMetadata(ctx context.Context, obj client.Object, change func(*Record, map[string]string) error) error {
 	gvk, err := apiutil.GVKForObject(obj, r.Cluster.GetScheme())
 	if err != nil {
 		return err
@@ -465,11 +541,11 @@ func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change f
 		if err != nil {
 			return err
 		}
-		if err := change(&rec); err != nil {
-			return err
-		}
 		base := m.DeepCopy()
 		ann := maps.Clone(m.GetAnnotations())
+		if err := change(&rec, ann); err != nil {
+			return err
+		}
 		ann[RecordAnnotation] = rec.Encode()
 		m.SetAnnotations(ann)
 		return r.Cluster.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -296,4 +297,114 @@ func TestReportRetriesGitea(t *testing.T) {
 	rec.fail = nil
 	rec.mu.Unlock()
 	waitStates(t, rec, sha, p.ctx(gitops.KindKustomization), gitops.StatePending)
+}
+
+// A burst of pushes to one object makes two reconciles: one at once, one for the burst
+// when coalesceWindow has passed. Every push still gets its statuses.
+func TestCoalesceBurst(t *testing.T) {
+	integration(t)
+	rec := &recorder{}
+	startReporter(t, rec, time.Minute)
+	p := newPipeline(t)
+	r := &gitops.Requester{Clusters: gitops.NewClusterSet(local)}
+	var shas []string
+	var first string
+	for i := range 5 {
+		sha := newSHA()
+		shas = append(shas, sha)
+		res, err := r.Request(t.Context(), pushOf(p.repo, "refs/heads/main", sha))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := gitops.ResultCoalesced
+		if i == 0 {
+			want = gitops.ResultRequested
+			first = requestedAt(t, p.ks)
+		}
+		for _, o := range res.Targets {
+			if o.Result != want {
+				t.Fatalf("push %d: %s %s, want %s", i, o.Kind, o.Result, want)
+			}
+		}
+	}
+	if got := requestedAt(t, p.ks); got != first {
+		t.Fatalf("requestedAt changed within the window: %q, want %q", got, first)
+	}
+	waitFor(t, "the burst's reconcile requested", func() bool {
+		ks := &kustomizev1.Kustomization{}
+		if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
+			return false
+		}
+		r, _ := gitops.ParseRecord(ks.Annotations)
+		return r.Current.SHA == shas[4] && ks.Annotations[meta.ReconcileRequestAnnotation] == r.Current.Token && r.Current.PatchAt == nil
+	})
+	ctx := p.ctx(gitops.KindKustomization)
+	for _, sha := range shas[:4] {
+		// One final warning each; a push overtaken before its pending status went out gets
+		// only the warning.
+		waitFor(t, "superseded "+sha[:7], func() bool {
+			got := rec.states(sha, ctx)
+			return slices.Equal(got, []string{gitops.StateWarning}) || slices.Equal(got, []string{gitops.StatePending, gitops.StateWarning})
+		})
+	}
+	waitStates(t, rec, shas[4], ctx, gitops.StatePending)
+	if err := testenv.MarkGitRepositoryReady(t.Context(), kube.Client, p.gr, testenv.GitRevision("main", shas[4]), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.MarkKustomizationApplied(t.Context(), kube.Client, p.ks, testenv.GitRevision("main", shas[4]), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitStates(t, rec, shas[4], ctx, gitops.StatePending, gitops.StateSuccess)
+}
+
+func requestedAt(t *testing.T, key client.ObjectKey) string {
+	t.Helper()
+	ks := &kustomizev1.Kustomization{}
+	if err := kube.Client.Get(t.Context(), key, ks); err != nil {
+		t.Fatal(err)
+	}
+	return ks.Annotations[meta.ReconcileRequestAnnotation]
+}
+
+// permanentErr is what Gitea answers for a repository or commit that is gone (4xx).
+type permanentErr struct{}
+
+func (permanentErr) Error() string   { return "gitea answered 404" }
+func (permanentErr) Permanent() bool { return true }
+
+// A status Gitea refuses for good is given up at once; one it cannot take is retried until
+// the result timeout after the verdict, then given up. Either way the record says it was
+// lost, and nothing is retried after.
+func TestReportGivesUp(t *testing.T) {
+	integration(t)
+	for _, tt := range []struct {
+		name    string
+		err     error
+		timeout time.Duration
+	}{
+		{"gitea refuses", permanentErr{}, time.Minute},
+		{"gitea unavailable past the timeout", errFlaky, 3 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{fail: tt.err}
+			startReporter(t, rec, tt.timeout)
+			p := newPipeline(t)
+			p.push(t)
+			waitFor(t, "request given up as lost", func() bool {
+				ks := &kustomizev1.Kustomization{}
+				if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
+					return false
+				}
+				r, _ := gitops.ParseRecord(ks.Annotations)
+				return r.Current.Final && r.Current.Lost && r.Current.Posted == "" && r.Current.Intent == nil
+			})
+			rec.mu.Lock()
+			rec.fail = nil
+			rec.mu.Unlock()
+			time.Sleep(2 * time.Second)
+			if got := rec.states(p.sha, p.ctx(gitops.KindKustomization)); len(got) != 0 {
+				t.Fatalf("a lost status was posted later: %v", got)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ const (
 	// ResultAlreadyRequested: the same commit is already pending on the object (a
 	// redelivery, or the Actions step and the native webhook for one push).
 	ResultAlreadyRequested = "already-requested"
+	// ResultCoalesced: recorded; the object was patched for another push less than
+	// coalesceWindow ago, and requestedAt is set for this one when the window ends.
+	ResultCoalesced = "coalesced"
 	// ResultSuspended: Flux is told to leave the object alone; it was not touched.
 	ResultSuspended = "suspended"
 	// ResultError: the object could not be patched; Error says why.
@@ -65,6 +69,12 @@ type Result struct {
 type ClusterError struct {
 	Cluster string `json:"cluster"`
 	Error   string `json:"error"`
+}
+
+// Requested reports whether the target will reconcile for the push: requested now,
+// coalesced with a burst, or requested by an identical push already.
+func (o Outcome) Requested() bool {
+	return o.Result == ResultRequested || o.Result == ResultCoalesced || o.Result == ResultAlreadyRequested
 }
 
 // Requester turns a push into reconcile requests on the Flux objects it feeds.
@@ -109,7 +119,8 @@ func nextToken(now func() time.Time) (string, time.Time) {
 // retries; a retry does not patch what was patched already.
 func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	tok, at := nextToken(r.Now)
-	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Delivery: push.Delivery, RequestedAt: at}
+	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
+		Delivery: push.Delivery, RequestedAt: at}
 	clusters := r.Clusters.Clusters()
 	outs := make([][]Outcome, len(clusters))
 	errs := make([]error, len(clusters))
@@ -186,7 +197,7 @@ func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcom
 			// The API server stopped answering: do not wait out the budget once per object.
 			res.Result, res.Error = ResultError, failed.Error()
 		default:
-			patched, err := c.requestReconcile(ctx, o, req)
+			patched, deferred, err := c.requestReconcile(ctx, o, req)
 			switch {
 			case err != nil && apierrors.IsNotFound(err):
 				continue // deleted since the cache saw it
@@ -197,6 +208,8 @@ func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcom
 				}
 			case !patched:
 				res.Result = ResultAlreadyRequested
+			case deferred:
+				res.Result = ResultCoalesced
 			default:
 				c.events.Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
 					"push of %s to %s %s (delivery %s)", req.SHA, req.Repository, req.Ref, req.Delivery)
@@ -221,17 +234,29 @@ func metadataOf(o client.Object, gvk schema.GroupVersionKind) *metav1.PartialObj
 }
 
 // requestReconcile merge-patches requestedAt and the record on o's metadata only, with an
-// optimistic lock, retrying on conflict from a fresh read. It returns false when the same
-// commit is already pending on o.
-func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (bool, error) {
+// optimistic lock, retrying on conflict from a fresh read. It returns patched false when the
+// same commit is already pending on o, and deferred true when only the record was patched
+// because another push patched o less than coalesceWindow ago.
+func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (patched, deferred bool, err error) {
 	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	obj := metadataOf(o, gvk)
+	// A repeat is recognised from the cached record, without a call.
+	if rec, err := ParseRecord(o.GetAnnotations()); err == nil {
+		if _, _, ok := rec.Supersede(req); !ok {
+			return false, false, nil
+		}
+	}
+	defer c.lock(o)()
 	key := client.ObjectKeyFromObject(o)
-	patched, first := false, true
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	wkey := gvk.Kind + "/" + key.String()
+	obj := metadataOf(o, gvk)
+	if w, ok := c.written.Get(wkey); ok {
+		obj = w.(*metav1.PartialObjectMetadata).DeepCopy() // what this replica wrote last
+	}
+	first := true
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		if !first {
 			if err := c.GetAPIReader().Get(ctx, key, obj); err != nil {
 				return err
@@ -244,7 +269,7 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 		}
 		next, dropped, ok := rec.Supersede(req)
 		if !ok {
-			patched = false
+			patched, deferred = false, false
 			return nil
 		}
 		for _, d := range dropped {
@@ -256,7 +281,15 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 		if ann == nil {
 			ann = map[string]string{}
 		}
-		ann[meta.ReconcileRequestAnnotation] = req.Token
+		deferred = false
+		if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
+			// Jitter spreads the deferred patches of a push that feeds many objects.
+			at := rec.PatchedAt.Add(coalesceWindow + time.Duration(rand.Int64N(int64(coalesceWindow/4))))
+			next.Current.PatchAt, deferred = &at, true
+		} else {
+			ann[meta.ReconcileRequestAnnotation] = req.Token
+			next.PatchedAt = req.RequestedAt
+		}
 		ann[RecordAnnotation] = next.Encode()
 		obj.SetAnnotations(ann)
 		if err := c.GetClient().Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
@@ -266,7 +299,9 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
+		c.written.Remove(wkey)
+		return false, false, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
 	}
-	return patched, nil
+	c.written.Add(wkey, obj.DeepCopy())
+	return patched, deferred, nil
 }

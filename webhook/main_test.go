@@ -38,7 +38,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer giteaSrv.Stop()
-	if kube, err = testenv.StartKube(ctx, testenv.KubeOptions{Dir: dir + "/kube"}); err != nil {
+	if kube, err = testenv.StartKube(ctx, testenv.KubeOptions{Dir: dir + "/kube", CRDs: true}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

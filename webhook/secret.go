@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -33,15 +34,21 @@ var _ manager.LeaderElectionRunnable = (*SecretWatcher)(nil)
 // hands the value of its "token" key to Set on every change, "" when the Secret or the key
 // is gone. It watches that one Secret only, by a field selector: Secrets stay out of the
 // manager's cache, and RBAC can grant it by resourceNames.
+//
+// When the Secret is owned by an External Secrets ExternalSecret and Dynamic is set, that
+// ExternalSecret is watched too: while it does not sync, Ready says why (naming the store),
+// and metrics show its state and last successful refresh.
 type SecretWatcher struct {
-	Client kubernetes.Interface
-	Secret types.NamespacedName
-	Set    func(value string)
-	Log    logr.Logger
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	Secret  types.NamespacedName
+	Set     func(value string)
+	Log     logr.Logger
 
 	mu      sync.Mutex
 	synced  bool
 	present bool
+	source  *sourceWatch
 }
 
 // ParseSecretRef parses "NAMESPACE/NAME".
@@ -61,12 +68,18 @@ func (w *SecretWatcher) Start(ctx context.Context) error {
 	lw := toolscache.NewListWatchFromClient(w.Client.CoreV1().RESTClient(), "secrets", w.Secret.Namespace,
 		fields.OneTermEqualSelector("metadata.name", w.Secret.Name))
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	source := &sourceWatch{dyn: w.Dynamic, secret: w.Secret.String(), log: w.Log}
+	defer source.stop()
+	w.mu.Lock()
+	w.source = source
+	w.mu.Unlock()
 	update := func(obj any) {
 		s, ok := obj.(*corev1.Secret)
 		value := ""
 		if ok {
 			value = string(s.Data[SecretKey])
 		}
+		source.follow(ctx, s)
 		present := strings.TrimSpace(value) != ""
 		w.mu.Lock()
 		changed := w.present != present
@@ -110,5 +123,8 @@ func (w *SecretWatcher) Ready() error {
 	case !w.present:
 		return fmt.Errorf("secret %s has no %q key", w.Secret, SecretKey)
 	}
-	return nil
+	if w.source == nil {
+		return nil
+	}
+	return w.source.ready()
 }

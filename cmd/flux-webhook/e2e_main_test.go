@@ -139,6 +139,11 @@ func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string
 		"--region", region,
 		"--platform-token-secret", fluxNS + "/" + platformSecret,
 		"--result-timeout", resultWindow.String(),
+		// Quicker takeover than the 15 s default, for the kill tests; still loose enough for
+		// two busy cores to renew in time.
+		"--leader-election-lease-duration", "8s",
+		"--leader-election-renew-deadline", "6s",
+		"--leader-election-retry-period", "1s",
 	}, extra...)
 }
 

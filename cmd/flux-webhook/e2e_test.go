@@ -328,9 +328,12 @@ func hookPost(t *testing.T, body []byte, token string) (*http.Response, map[stri
 }
 
 // pushEvent renders the push event Gitea would send for sha on the app's branch.
-func (a *app) pushEvent(sha string) []byte {
+func (a *app) pushEvent(sha string) []byte { return a.pushEventFrom(strings.Repeat("0", 40), sha) }
+
+// pushEventFrom is pushEvent for a push that moved the branch from before to sha.
+func (a *app) pushEventFrom(before, sha string) []byte {
 	b, _ := json.Marshal(map[string]any{
-		"ref": "refs/heads/" + a.branch, "after": sha, "before": strings.Repeat("0", 40),
+		"ref": "refs/heads/" + a.branch, "after": sha, "before": before,
 		"repository": map[string]any{"full_name": a.repo.FullName, "clone_url": a.repo.CloneURL,
 			"html_url": strings.TrimSuffix(a.repo.CloneURL, ".git")},
 	})

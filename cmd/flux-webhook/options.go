@@ -140,6 +140,9 @@ type probeOptions struct {
 	MetricsListen           string
 	LeaderElect             bool
 	LeaderElectionNamespace string
+	LeaseDuration           time.Duration
+	RenewDeadline           time.Duration
+	RetryPeriod             time.Duration
 }
 
 func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
@@ -147,6 +150,9 @@ func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus /metrics (\"0\" disables it)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one replica to post results (all replicas serve /hook)")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the token Secret's namespace)")
+	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a replica waits for a silent leader's lease before taking over")
+	fs.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader tries to renew its lease before giving it up")
+	fs.DurationVar(&o.RetryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -181,6 +187,9 @@ func (o *serveOptions) validate() (token, giteaToken, platformToken types.Namesp
 	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
 		return token, giteaToken, platformToken, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)
+	}
+	if !(o.probe.LeaseDuration > o.probe.RenewDeadline && o.probe.RenewDeadline > o.probe.RetryPeriod && o.probe.RetryPeriod > 0) {
+		return token, giteaToken, platformToken, fmt.Errorf("%w: want --leader-election-lease-duration > --leader-election-renew-deadline > --leader-election-retry-period > 0", errUsage)
 	}
 	for name, d := range map[string]time.Duration{"--token-grace": o.hook.TokenGrace, "--result-timeout": o.report.ResultTimeout, "--gitea-timeout": o.gitea.Timeout} {
 		if d <= 0 && !(name == "--token-grace" && d == 0) {

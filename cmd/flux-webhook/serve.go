@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -80,6 +82,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if leNamespace == "" {
 		leNamespace = tokenRef.Namespace
 	}
+	lease, renew, retry := o.probe.LeaseDuration, o.probe.RenewDeadline, o.probe.RetryPeriod
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                  gitops.NewScheme(),
 		Logger:                  logger,
@@ -90,6 +93,10 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		LeaderElectionNamespace: leNamespace,
 		// A replica that stops hands leadership over at once instead of after the lease.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &lease,
+		RenewDeadline:                 &renew,
+		RetryPeriod:                   &retry,
+		GracefulShutdownTimeout:       ptr(gracefulShutdown),
 		// Only the Flux kinds are cached (their informers are made by the index set-up); a read
 		// of anything else through the cache is an error, not a new cluster-wide watch.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true},
@@ -107,9 +114,13 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
 
 	tokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
-	tokenWatch := &webhook.SecretWatcher{Client: clientset, Secret: tokenRef, Set: tokens.Set, Log: logger.WithName("token")}
+	tokenWatch := &webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: tokenRef, Set: tokens.Set, Log: logger.WithName("token")}
 	if err := mgr.Add(tokenWatch); err != nil {
 		return err
 	}
@@ -119,7 +130,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if o.gitea.URL != "" {
 		g := &webhook.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}}
 		poster, lookup, notifier = g, g, g
-		if err := mgr.Add(&webhook.SecretWatcher{Client: clientset, Secret: giteaRef, Set: g.SetToken, Log: logger.WithName("gitea-token")}); err != nil {
+		if err := mgr.Add(&webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: giteaRef, Set: g.SetToken, Log: logger.WithName("gitea-token")}); err != nil {
 			return err
 		}
 	}
@@ -139,7 +150,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	runnables := []manager.Runnable{srv}
 	if o.hook.PlatformTokenSecret != "" {
 		platformTokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
-		runnables = append(runnables, &webhook.SecretWatcher{Client: clientset, Secret: platformRef, Set: platformTokens.Set, Log: logger.WithName("platform-token")})
+		runnables = append(runnables, &webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: platformRef, Set: platformTokens.Set, Log: logger.WithName("platform-token")})
 		srv.PlatformAuth = platformTokens
 		srv.Platform = &gitops.Platform{
 			Clusters:      clusters,
@@ -175,6 +186,15 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if err := mgr.AddReadyzCheck("token", func(*http.Request) error { return tokenWatch.Ready() }); err != nil {
 		return err
 	}
+	go func() {
+		select {
+		case <-mgr.Elected():
+			if o.probe.LeaderElect {
+				logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
+			}
+		case <-ctx.Done():
+		}
+	}()
 	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
 		"tokenSecret", tokenRef.String(), "clusterSecretsNamespace", secretsNS)
 	if err := mgr.Start(ctx); err != nil {
@@ -182,6 +202,13 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	}
 	return nil
 }
+
+// gracefulShutdown bounds the manager's stop on SIGTERM: in-flight requests finish (the
+// hook server gives them 20 s), runnables stop, and the process exits inside Kubernetes'
+// default 30 s termination grace period. Pending reports are already in the API.
+const gracefulShutdown = 25 * time.Second
+
+func ptr[T any](v T) *T { return &v }
 
 // logPoster "posts" statuses to the log when no Gitea is configured.
 type logPoster struct{ log logr.Logger }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -121,6 +122,29 @@ func (f *Flux) Stop() {
 	for _, p := range []*proc{f.kustomize, f.source} {
 		if p != nil {
 			p.stop()
+		}
+	}
+}
+
+// Pause freezes both controllers (SIGSTOP): Flux stops answering, as a busy or stuck
+// controller would, until Resume.
+func (f *Flux) Pause() { f.signal(syscall.SIGSTOP) }
+
+// PauseApply freezes kustomize-controller only: sources are still fetched, nothing is
+// applied until Resume.
+func (f *Flux) PauseApply() { f.signal(syscall.SIGSTOP, f.kustomize) }
+
+// Resume lets paused controllers go on (SIGCONT).
+func (f *Flux) Resume() { f.signal(syscall.SIGCONT) }
+
+func (f *Flux) signal(sig syscall.Signal, only ...*proc) {
+	procs := []*proc{f.source, f.kustomize}
+	if len(only) > 0 {
+		procs = only
+	}
+	for _, p := range procs {
+		if p != nil && !p.exited() {
+			_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 		}
 	}
 }

@@ -80,6 +80,20 @@ func NewService(t testing.TB, name, bin, readyURL string, args ...string) *Servi
 	return s
 }
 
+// Restart starts the process again with the same arguments and waits for readyURL.
+func (s *Service) Restart(ctx context.Context, readyURL string) error {
+	p, err := startProc(s.proc.name, s.proc.log, s.proc.cmd.Dir, nil, s.proc.cmd.Path, s.proc.cmd.Args[1:]...)
+	if err != nil {
+		return err
+	}
+	if err := p.waitFor(ctx, s.proc.name+" ready", func(ctx context.Context) error { return getOK(ctx, readyURL) }); err != nil {
+		p.kill()
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
 // Stop sends SIGTERM, then SIGKILL after a grace period.
 func (s *Service) Stop() { s.proc.stop() }
 
