@@ -68,8 +68,8 @@ type Cluster struct {
 	// answer), fresher than the cache right after a write: the next request of a burst starts
 	// from it, and recognises a repeat without a call.
 	written *lru.Cache
-	stop   context.CancelFunc // remote clusters: stops their cache
-	done   chan struct{}      // remote clusters: closed when the cache stopped
+	stop    context.CancelFunc // remote clusters: stops their cache
+	done    chan struct{}      // remote clusters: closed when the cache stopped
 }
 
 // writtenEntries bounds Cluster.written: the objects of the pushes of the last seconds.

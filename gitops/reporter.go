@@ -129,7 +129,9 @@ func (r *Reporter) Controller() (controller.TypedController[Target], error) {
 
 // jittered spreads the retries of targets that failed together (Gitea down): ±25% on each
 // backoff.
-type jittered struct{ workqueue.TypedRateLimiter[Target] }
+type jittered struct {
+	workqueue.TypedRateLimiter[Target]
+}
 
 func (j jittered) When(t Target) time.Duration {
 	d := j.TypedRateLimiter.When(t)
