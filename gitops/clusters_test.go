@@ -143,12 +143,9 @@ func TestClusters(t *testing.T) {
 	}
 	t.Logf("push with one of three clusters down answered in %s", time.Since(start).Round(time.Millisecond))
 	for _, o := range res.Targets {
-		want := gitops.ResultRequested
-		if o.Cluster == "west" {
-			want = gitops.ResultError
-		}
-		if o.Result != want {
-			t.Fatalf("%s: %s (%s), want %s", o.Target, o.Result, o.Error, want)
+		// Requested now, or coalesced with the pushes just before (within 2 s).
+		if o.Cluster == "west" && o.Result != gitops.ResultError || o.Cluster != "west" && !o.Requested() {
+			t.Fatalf("%s: %s (%s)", o.Target, o.Result, o.Error)
 		}
 	}
 	waitStates(t, rec, down, contextOf("west", gitops.KindKustomization), gitops.StateError)

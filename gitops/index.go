@@ -38,26 +38,17 @@ func GitRepositoryURL(o client.Object) []string {
 }
 
 // KustomizationSource is the IndexSource index function of Kustomizations.
-func KustomizationSource(o client.Object) []string {
-	ks, ok := o.(*kustomizev1.Kustomization)
-	if !ok || ks.Spec.SourceRef.Kind != KindGitRepository {
-		return nil
-	}
-	ns := ks.Spec.SourceRef.Namespace
-	if ns == "" {
-		ns = ks.Namespace
-	}
-	return []string{SourceKey(KindGitRepository, ns, ks.Spec.SourceRef.Name)}
-}
+func KustomizationSource(o client.Object) []string { return gitSource(o) }
 
 // HelmChartSource is the IndexSource index function of HelmCharts (a HelmChart's source is
 // always in its own namespace).
-func HelmChartSource(o client.Object) []string {
-	hc, ok := o.(*sourcev1.HelmChart)
-	if !ok || hc.Spec.SourceRef.Kind != KindGitRepository {
-		return nil
+func HelmChartSource(o client.Object) []string { return gitSource(o) }
+
+func gitSource(o client.Object) []string {
+	if ref, _ := sourceRefs(o); ref != nil {
+		return []string{SourceKey(KindGitRepository, ref.Namespace, ref.Name)}
 	}
-	return []string{SourceKey(KindGitRepository, hc.Namespace, hc.Spec.SourceRef.Name)}
+	return nil
 }
 
 // HelmReleaseSource is the IndexSource index function of HelmReleases. A chart template

@@ -25,9 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -387,46 +385,23 @@ func (c *Cluster) selectObjects(ctx context.Context, sel Selector) ([]client.Obj
 	return out, nil
 }
 
-// sourcesOf returns the GitRepository and HelmChart an object builds from, when cached.
+// sourcesOf returns the GitRepository and HelmChart an object builds from, when cached,
+// sources of sources first.
 func (c *Cluster) sourcesOf(ctx context.Context, o client.Object) []client.Object {
-	var refs []types.NamespacedName
-	var kinds []string
-	switch o := o.(type) {
-	case *kustomizev1.Kustomization:
-		if o.Spec.SourceRef.Kind == KindGitRepository {
-			ns := o.Spec.SourceRef.Namespace
-			if ns == "" {
-				ns = o.Namespace
-			}
-			refs, kinds = append(refs, types.NamespacedName{Namespace: ns, Name: o.Spec.SourceRef.Name}), append(kinds, KindGitRepository)
-		}
-	case *sourcev1.HelmChart:
-		if o.Spec.SourceRef.Kind == KindGitRepository {
-			refs, kinds = append(refs, types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.SourceRef.Name}), append(kinds, KindGitRepository)
-		}
-	case *helmv2.HelmRelease:
-		ref := o.Status.GetHelmChartReference()
-		if ref == nil {
-			ref = o.GetHelmChartTemplateReference()
-		}
-		if ref == nil {
-			ref = o.GetHelmChartReference()
-		}
-		if ref != nil && ref.Kind == KindHelmChart {
-			hc := &sourcev1.HelmChart{}
-			if err := c.GetCache().Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, hc); err == nil {
-				return append(c.sourcesOf(ctx, hc), hc)
-			}
+	gitRef, chartRef := sourceRefs(o)
+	if chartRef != nil {
+		hc := &sourcev1.HelmChart{}
+		if err := c.GetCache().Get(ctx, *chartRef, hc); err == nil {
+			return append(c.sourcesOf(ctx, hc), hc)
 		}
 	}
-	var out []client.Object
-	for i, ref := range refs {
-		obj := newObject(kinds[i])
-		if err := c.GetCache().Get(ctx, ref, obj); err == nil {
-			out = append(out, obj)
+	if gitRef != nil {
+		src := &sourcev1.GitRepository{}
+		if err := c.GetCache().Get(ctx, *gitRef, src); err == nil {
+			return []client.Object{src}
 		}
 	}
-	return out
+	return nil
 }
 
 func newList(kind string) client.ObjectList {
@@ -443,33 +418,11 @@ func newList(kind string) client.ObjectList {
 
 // annotate merge-patches requestedAt on o's metadata only, retrying on conflict.
 func (c *Cluster) annotate(ctx context.Context, o client.Object, token string) error {
-	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
-	if err != nil {
-		return err
-	}
-	m := metadataOf(o, gvk)
-	key := client.ObjectKeyFromObject(o)
-	first := true
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if !first {
-			if err := c.GetAPIReader().Get(ctx, key, m); err != nil {
-				return err
-			}
-		}
-		first = false
-		base := m.DeepCopy()
-		ann := m.GetAnnotations()
-		if ann == nil {
-			ann = map[string]string{}
-		}
+	_, err := c.patchMetadata(ctx, o, nil, func(ann map[string]string) error {
 		ann[meta.ReconcileRequestAnnotation] = token
-		m.SetAnnotations(ann)
-		return c.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
-	}
-	return nil
+	return err
 }
 
 func newID() string {

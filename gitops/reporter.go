@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -19,10 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -288,58 +285,24 @@ func (c *Cluster) verdict(ctx context.Context, obj client.Object, req Request) (
 		return Verdict{StateWarning, "not applied: suspended in Flux"}, nil
 	}
 	var rel related
-	get := func(kind, ns, name string, into client.Object) (bool, error) {
-		err := c.GetCache().Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, into)
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return err == nil, err
-	}
-	sourceOf := func(ns, name string) error {
-		src := &sourcev1.GitRepository{}
-		ok, err := get(KindGitRepository, ns, name, src)
-		if ok {
-			rel.source = src
-		}
-		return err
-	}
-	switch o := obj.(type) {
-	case *sourcev1.HelmChart:
-		if o.Spec.SourceRef.Kind == KindGitRepository {
-			if err := sourceOf(o.Namespace, o.Spec.SourceRef.Name); err != nil {
-				return Verdict{}, err
-			}
-		}
-	case *kustomizev1.Kustomization:
-		ns := o.Spec.SourceRef.Namespace
-		if ns == "" {
-			ns = o.Namespace
-		}
-		if err := sourceOf(ns, o.Spec.SourceRef.Name); err != nil {
+	gitRef, chartRef := sourceRefs(obj)
+	if chartRef != nil {
+		hc := &sourcev1.HelmChart{}
+		switch err := c.GetCache().Get(ctx, *chartRef, hc); {
+		case err == nil:
+			rel.chart = hc
+			gitRef, _ = sourceRefs(hc)
+		case !apierrors.IsNotFound(err):
 			return Verdict{}, err
 		}
-	case *helmv2.HelmRelease:
-		ref := o.Status.GetHelmChartReference()
-		if ref == nil {
-			ref = o.GetHelmChartTemplateReference()
-		}
-		if ref == nil {
-			ref = o.GetHelmChartReference()
-		}
-		if ref != nil && ref.Kind == KindHelmChart {
-			hc := &sourcev1.HelmChart{}
-			ok, err := get(KindHelmChart, ref.Namespace, ref.Name, hc)
-			if err != nil {
-				return Verdict{}, err
-			}
-			if ok {
-				rel.chart = hc
-				if hc.Spec.SourceRef.Kind == KindGitRepository {
-					if err := sourceOf(hc.Namespace, hc.Spec.SourceRef.Name); err != nil {
-						return Verdict{}, err
-					}
-				}
-			}
+	}
+	if gitRef != nil {
+		src := &sourcev1.GitRepository{}
+		switch err := c.GetCache().Get(ctx, *gitRef, src); {
+		case err == nil:
+			rel.source = src
+		case !apierrors.IsNotFound(err):
+			return Verdict{}, err
 		}
 	}
 	return evaluate(obj, req, rel), nil
@@ -525,35 +488,19 @@ func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change f
 
 // updateMetadata is updateRecord with access to the other annotations.
 func (r *Reporter) updateMetadata(ctx context.Context, obj client.Object, change func(*Record, map[string]string) error) error {
-	gvk, err := apiutil.GVKForObject(obj, r.Cluster.GetScheme())
-	if err != nil {
-		return err
-	}
-	m := metadataOf(obj, gvk)
-	key := client.ObjectKeyFromObject(obj)
-	first := true
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if !first {
-			if err := r.Cluster.GetAPIReader().Get(ctx, key, m); err != nil {
-				return err
-			}
-		}
-		first = false
-		rec, err := ParseRecord(m.GetAnnotations())
+	m, err := r.Cluster.patchMetadata(ctx, obj, nil, func(ann map[string]string) error {
+		rec, err := ParseRecord(ann)
 		if err != nil {
 			return err
 		}
-		base := m.DeepCopy()
-		ann := maps.Clone(m.GetAnnotations())
 		if err := change(&rec, ann); err != nil {
 			return err
 		}
 		ann[RecordAnnotation] = rec.Encode()
-		m.SetAnnotations(ann)
-		return r.Cluster.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("update record of %s %s: %w", gvk.Kind, key, err)
+		return fmt.Errorf("update record: %w", err)
 	}
 	obj.SetAnnotations(m.GetAnnotations())
 	obj.SetResourceVersion(m.GetResourceVersion())

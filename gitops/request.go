@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -13,10 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -222,26 +218,11 @@ func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcom
 	return out, failed
 }
 
-// metadataOf returns the metadata of o that a patch needs, as PartialObjectMetadata.
-func metadataOf(o client.Object, gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(gvk)
-	m.SetNamespace(o.GetNamespace())
-	m.SetName(o.GetName())
-	m.SetResourceVersion(o.GetResourceVersion())
-	m.SetAnnotations(maps.Clone(o.GetAnnotations()))
-	return m
-}
-
 // requestReconcile merge-patches requestedAt and the record on o's metadata only, with an
 // optimistic lock, retrying on conflict from a fresh read. It returns patched false when the
 // same commit is already pending on o, and deferred true when only the record was patched
 // because another push patched o less than coalesceWindow ago.
 func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (patched, deferred bool, err error) {
-	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
-	if err != nil {
-		return false, false, err
-	}
 	// A repeat is recognised from the cached record, without a call.
 	if rec, err := ParseRecord(o.GetAnnotations()); err == nil {
 		if _, _, ok := rec.Supersede(req); !ok {
@@ -249,37 +230,24 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 		}
 	}
 	defer c.lock(o)()
-	key := client.ObjectKeyFromObject(o)
-	wkey := gvk.Kind + "/" + key.String()
-	obj := metadataOf(o, gvk)
+	wkey := kindOf(o) + "/" + client.ObjectKeyFromObject(o).String()
+	var from *metav1.PartialObjectMetadata
 	if w, ok := c.written.Get(wkey); ok {
-		obj = w.(*metav1.PartialObjectMetadata).DeepCopy() // what this replica wrote last
+		from = w.(*metav1.PartialObjectMetadata).DeepCopy() // what this replica wrote last
 	}
-	first := true
-	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		if !first {
-			if err := c.GetAPIReader().Get(ctx, key, obj); err != nil {
-				return err
-			}
-		}
-		first = false
-		rec, err := ParseRecord(obj.GetAnnotations())
+	logger := log.FromContext(ctx).WithValues("kind", kindOf(o), "namespace", o.GetNamespace(), "name", o.GetName())
+	m, err := c.patchMetadata(ctx, o, from, func(ann map[string]string) error {
+		rec, err := ParseRecord(ann)
 		if err != nil {
-			log.FromContext(ctx).Info("replacing malformed record", "kind", gvk.Kind, "namespace", key.Namespace, "name", key.Name, "error", err.Error())
+			logger.Info("replacing malformed record", "error", err.Error())
 		}
 		next, dropped, ok := rec.Supersede(req)
 		if !ok {
-			patched, deferred = false, false
-			return nil
+			return errNoChange
 		}
 		for _, d := range dropped {
 			statusesLost.WithLabelValues(c.Name).Inc()
-			log.FromContext(ctx).Info("superseded request dropped unreported", "kind", gvk.Kind, "namespace", key.Namespace, "name", key.Name, "sha", d.SHA, "by", d.By)
-		}
-		base := obj.DeepCopy()
-		ann := obj.GetAnnotations()
-		if ann == nil {
-			ann = map[string]string{}
+			logger.Info("superseded request dropped unreported", "sha", d.SHA, "by", d.By)
 		}
 		deferred = false
 		if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
@@ -291,17 +259,15 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 			next.PatchedAt = req.RequestedAt
 		}
 		ann[RecordAnnotation] = next.Encode()
-		obj.SetAnnotations(ann)
-		if err := c.GetClient().Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
-			return err
-		}
-		patched = true
 		return nil
 	})
 	if err != nil {
 		c.written.Remove(wkey)
-		return false, false, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
+		return false, false, err
 	}
-	c.written.Add(wkey, obj.DeepCopy())
-	return patched, deferred, nil
+	if m == nil {
+		return false, false, nil
+	}
+	c.written.Add(wkey, m.DeepCopy())
+	return true, deferred, nil
 }

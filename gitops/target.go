@@ -8,6 +8,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -126,4 +127,37 @@ func observedGeneration(o client.Object) int64 {
 		return o.Status.ObservedGeneration
 	}
 	return 0
+}
+
+// sourceRefs returns what an object builds from, in its cluster: the GitRepository of a
+// Kustomization or HelmChart, the HelmChart of a HelmRelease (the one helm-controller
+// reports, else the one its template generates, else its chartRef). Sources of other kinds
+// are none of flux-webhook's business.
+func sourceRefs(o client.Object) (gitRepository, helmChart *types.NamespacedName) {
+	switch o := o.(type) {
+	case *kustomizev1.Kustomization:
+		if o.Spec.SourceRef.Kind == KindGitRepository {
+			ns := o.Spec.SourceRef.Namespace
+			if ns == "" {
+				ns = o.Namespace
+			}
+			return &types.NamespacedName{Namespace: ns, Name: o.Spec.SourceRef.Name}, nil
+		}
+	case *sourcev1.HelmChart:
+		if o.Spec.SourceRef.Kind == KindGitRepository {
+			return &types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.SourceRef.Name}, nil
+		}
+	case *helmv2.HelmRelease:
+		ref := o.Status.GetHelmChartReference()
+		if ref == nil {
+			ref = o.GetHelmChartTemplateReference()
+		}
+		if ref == nil {
+			ref = o.GetHelmChartReference()
+		}
+		if ref != nil && ref.Kind == KindHelmChart {
+			return nil, &types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+		}
+	}
+	return nil, nil
 }

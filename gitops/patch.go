@@ -1,0 +1,64 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+)
+
+// errNoChange, from a patchMetadata change, means there is nothing to patch.
+var errNoChange = errors.New("no change")
+
+// patchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock.
+// change edits the annotations of the freshest metadata known (from, when given, else o);
+// on a conflict the metadata is read again from the API server and change runs again. It
+// returns the metadata as the API server answered, or nil when change returned errNoChange.
+func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *metav1.PartialObjectMetadata,
+	change func(ann map[string]string) error) (*metav1.PartialObjectMetadata, error) {
+	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	m := from
+	if m == nil {
+		m = &metav1.PartialObjectMetadata{}
+		m.SetGroupVersionKind(gvk)
+		m.SetNamespace(o.GetNamespace())
+		m.SetName(o.GetName())
+		m.SetResourceVersion(o.GetResourceVersion())
+		m.SetAnnotations(maps.Clone(o.GetAnnotations()))
+	}
+	key := client.ObjectKeyFromObject(o)
+	first := true
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if !first {
+			if err := c.GetAPIReader().Get(ctx, key, m); err != nil {
+				return err
+			}
+		}
+		first = false
+		base := m.DeepCopy()
+		ann := maps.Clone(m.GetAnnotations())
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		if err := change(ann); err != nil {
+			return err
+		}
+		m.SetAnnotations(ann)
+		return c.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+	})
+	switch {
+	case errors.Is(err, errNoChange):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
+	}
+	return m, nil
+}
