@@ -4,7 +4,7 @@
 #   hack/testbin.sh [COMPONENT...]    build what is missing, then print KEY=VALUE lines
 #   hack/testbin.sh --print           print the KEY=VALUE lines only (no build)
 #
-# COMPONENT is any of: envtest crds gitea runner flux tools (default: envtest crds gitea runner flux).
+# COMPONENT is any of: envtest crds gitea runner flux tools (default: all of them).
 # Everything is built from the Go module proxy at pinned versions (nothing else is reachable
 # on our machines) into a cache outside the work tree, one directory per component and
 # version, so a second run costs about a second:
@@ -19,7 +19,8 @@
 #   FLUX_WEBHOOK_FLUX_BIN     source-controller + kustomize-controller
 #   FLUX_WEBHOOK_TOOLS        helm, kustomize (for rendering the deploy manifests)
 #
-# Cold cost on 2 cores: ~30-40 min in all (kube-apiserver and the Flux controllers dominate);
+# Cold cost on 2 cores: ~35-45 min in all (kube-apiserver and the Flux controllers dominate;
+# helm and kustomize ~4 min);
 # with the cache present: about a second. Logs of each build: $CACHE/build/*.log.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -257,7 +258,7 @@ build_tools() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux)
+[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux tools)
 export CGO_ENABLED=0
 for c in "${components[@]}"; do
 	case $c in

@@ -1,0 +1,1048 @@
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/testenv"
+)
+
+// The RBAC of deploy/base (which the chart renders identically, TestChartMatchesKustomize)
+// is sufficient and minimal, shown with the real binary as the rendered ServiceAccount:
+//
+//   - sufficient: configured as the rendered Deployment configures it, its token Secrets
+//     written as External Secrets writes them (owned by the rendered ExternalSecrets, whose
+//     status says Ready as ESO's does), the service becomes ready and carries two pushes
+//     through the whole pipeline — /hook, a reconcile request on a GitRepository, a
+//     HelmChart, a Kustomization and a HelmRelease (each patch made to conflict, so that
+//     the re-read happens), pending statuses in Gitea, Flux's answer written as Flux writes
+//     it, success statuses in Gitea — then one platform reconcile of the same objects
+//     (POST /api/v1/reconcile with the platform token, an hour-old job pruned, Flux's
+//     answer, GET /api/v1/reconcile/<id> until every target succeeded), and nothing it
+//     does is refused;
+//   - minimal: for every permission the rules grant (each verb of each resource, each
+//     resource name apart), the same run without just that permission has the service
+//     refused exactly that, observably: its log shows the API server's "cannot <verb>
+//     resource <resource>" for it, or, where the service does not log it (the pruning of
+//     old platform jobs), the API server's answer to it does and the pipeline fails (the
+//     old job stays). (Where the pipeline needs it, it also stalls there: not ready, no
+//     leader and so no status, a target of /hook in error, a platform request answered
+//     500.)
+//
+// The chart without the platform API (platformApi.enabled=false) grants less; the hook
+// pipeline is shown to need no more.
+func TestRBACSufficientAndMinimal(t *testing.T) {
+	integration(t)
+	proxy := startAPIProxy(t, env.kube.Config)
+	giteaToken, err := env.gitea.CreateToken(t.Context(), "rbac-"+randomHex(3), "write:repository", "write:issue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRBACRun(t, decode(t, kustomize(t, "deploy/base")), proxy, giteaToken)
+	role, clusterRole := r.rules(t)
+	atoms := append(atomsOf("Role", role), atomsOf("ClusterRole", clusterRole)...)
+
+	// Streaming lists (client-go's WatchListClient, on by default) need only watch; list is
+	// what a client falls back to without them (an API server before 1.32, a failed
+	// watch-list), so both ways are shown sufficient, and list necessary in the second.
+	for _, streaming := range []bool{true, false} {
+		name := "sufficient/streaming-lists"
+		if !streaming {
+			name = "sufficient/list-then-watch"
+		}
+		t.Run(name, func(t *testing.T) {
+			res := r.run(t, role, clusterRole, nil, streaming)
+			res.sufficient(t)
+			t.Logf("two pushes and a platform reconcile, 4 objects each, to success in %s", res.took.Round(time.Millisecond))
+		})
+		if t.Failed() {
+			return
+		}
+	}
+	t.Run("sufficient/chart-without-platform-api", func(t *testing.T) {
+		values := filepath.Join(t.TempDir(), "values.json")
+		if err := os.WriteFile(values, []byte(`{"platformApi": {"enabled": false}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		off := newRBACRun(t, decode(t, helmTemplate(t, catalystNS, values)), proxy, giteaToken)
+		if _, ok := off.container.environment(t, "x")[platformTokenEnv]; ok {
+			t.Fatalf("the chart without the platform API sets %s", platformTokenEnv)
+		}
+		role, clusterRole := off.rules(t)
+		res := off.run(t, role, clusterRole, nil, true)
+		res.sufficient(t)
+		t.Logf("two pushes, 4 objects each, to success in %s, with %d permissions instead of %d",
+			res.took.Round(time.Millisecond), len(atomsOf("Role", role))+len(atomsOf("ClusterRole", clusterRole)), len(atoms))
+	})
+
+	for _, a := range atoms {
+		t.Run("without/"+a.String(), func(t *testing.T) {
+			streaming := a.verb != "list"
+			var lessRole, lessClusterRole []rbacv1.PolicyRule
+			if a.kind == "Role" {
+				lessRole, lessClusterRole = rulesWithout(atomsOf("Role", role), a), clusterRole
+			} else {
+				lessRole, lessClusterRole = role, rulesWithout(atomsOf("ClusterRole", clusterRole), a)
+			}
+			res := r.run(t, lessRole, lessClusterRole, &a, streaming)
+			if !res.refused {
+				t.Fatalf("the service was never refused %s (pipeline: %v): the rule is not needed", a, errOrOK(res.err))
+			}
+			outcome := "stopped there"
+			if res.finished {
+				outcome = fmt.Sprint("pipeline: ", errOrOK(res.err))
+			}
+			t.Logf("refused after %s: %s (%s)", res.took.Round(time.Millisecond), res.refusal, outcome)
+		})
+	}
+}
+
+func errOrOK(err error) any {
+	if err == nil {
+		return "succeeded"
+	}
+	return err
+}
+
+// sufficient fails t unless the run succeeded without the service being refused anything.
+func (res runResult) sufficient(t *testing.T) {
+	t.Helper()
+	if res.err != nil {
+		t.Fatalf("pipeline as the rendered ServiceAccount: %v", res.err)
+	}
+	if loc := regexp.MustCompile(`(?i)forbidden`).FindIndex(res.log); loc != nil {
+		t.Fatalf("the service was refused something: %s", lineAt(res.log, loc[0]))
+	}
+	if len(res.apiRefusals) > 0 {
+		t.Fatalf("the API server refused the service: %q", res.apiRefusals)
+	}
+}
+
+// atom is one permission: a verb on a resource (of one name, where the rule names some).
+type atom struct {
+	kind                        string // Role or ClusterRole
+	group, resource, verb, name string
+}
+
+func (a atom) String() string {
+	s := a.verb + "-" + a.resource
+	if a.group != "" {
+		s += "." + a.group
+	}
+	if a.name != "" {
+		s += "-" + a.name
+	}
+	return s
+}
+
+func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var r struct {
+		Rules []rbacv1.PolicyRule `json:"rules"`
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Rules
+}
+
+func atomsOf(kind string, rules []rbacv1.PolicyRule) []atom {
+	var out []atom
+	for _, r := range rules {
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					for _, n := range names {
+						out = append(out, atom{kind, g, res, v, n})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// rulesWithout grants every atom but one, one rule each.
+func rulesWithout(atoms []atom, drop atom) []rbacv1.PolicyRule {
+	var out []rbacv1.PolicyRule
+	for _, a := range atoms {
+		if a == drop {
+			continue
+		}
+		r := rbacv1.PolicyRule{APIGroups: []string{a.group}, Resources: []string{a.resource}, Verbs: []string{a.verb}}
+		if a.name != "" {
+			r.ResourceNames = []string{a.name}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// refusal is the API server's message when it refuses a, as it appears in the service's log
+// (quotes escaped or not).
+func refusal(a atom, user string) *regexp.Regexp {
+	q := func(s string) string { return `\\?"` + regexp.QuoteMeta(s) + `\\?"` }
+	re := ""
+	if a.name != "" {
+		re = q(a.name) + ` is forbidden: `
+	}
+	re += `User ` + q(user) + ` cannot ` + a.verb + ` resource ` + q(a.resource) + ` in API group ` + q(a.group)
+	return regexp.MustCompile(re)
+}
+
+// container is what the rendered Deployment runs.
+type container struct {
+	args []string
+	env  []corev1.EnvVar
+}
+
+func containerOf(t *testing.T, dep *unstructured.Unstructured) container {
+	t.Helper()
+	var d struct {
+		Spec struct {
+			Template corev1.PodTemplateSpec `json:"template"`
+		} `json:"spec"`
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(dep.Object, &d); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	return container{args: c.Args, env: c.Env}
+}
+
+// environment resolves the container's environment in namespace ns as the kubelet does:
+// the downward API's metadata.namespace, and $(VAR) of the variables before.
+func (c container) environment(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, e := range c.env {
+		v := e.Value
+		switch {
+		case e.ValueFrom == nil:
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			v = ns
+		default:
+			t.Fatalf("env %s: the test resolves only metadata.namespace", e.Name)
+		}
+		out[e.Name] = ref.ReplaceAllStringFunc(v, func(s string) string {
+			if x, ok := out[s[2:len(s)-1]]; ok {
+				return x
+			}
+			return s
+		})
+	}
+	return out
+}
+
+// The Deployment's settings naming the token Secrets.
+const (
+	hookTokenEnv     = "FLUX_WEBHOOK_TOKEN_SECRET"
+	giteaTokenEnv    = "FLUX_WEBHOOK_GITEA_TOKEN_SECRET"
+	platformTokenEnv = "FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET"
+)
+
+// coalesceWindow is gitops' (record.go): a push within it of an object's last patch is
+// coalesced with that one, requested later by the leader.
+const coalesceWindow = 2 * time.Second
+
+// rbacRun runs the service as the rendered ServiceAccount, one namespace per run.
+type rbacRun struct {
+	proxy           *apiProxy
+	rbac            []*unstructured.Unstructured
+	externalSecrets []*unstructured.Unstructured
+	sa              string
+	container       container
+	giteaToken      string
+
+	mu sync.Mutex
+}
+
+// rbacRuns numbers the runs' namespaces.
+var rbacRuns atomic.Int32
+
+// newRBACRun runs what objs render: their Deployment's container, RBAC and ExternalSecrets.
+func newRBACRun(t *testing.T, objs []*unstructured.Unstructured, proxy *apiProxy, giteaToken string) *rbacRun {
+	t.Helper()
+	dep := findKind(t, objs, "Deployment")
+	sa, _, _ := unstructured.NestedString(dep.Object, "spec", "template", "spec", "serviceAccountName")
+	r := &rbacRun{proxy: proxy, sa: sa, container: containerOf(t, dep), giteaToken: giteaToken}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			r.rbac = append(r.rbac, o)
+		case "ExternalSecret":
+			r.externalSecrets = append(r.externalSecrets, o)
+		}
+	}
+	return r
+}
+
+// rules are the rendered Role's and ClusterRole's.
+func (r *rbacRun) rules(t *testing.T) (role, clusterRole []rbacv1.PolicyRule) {
+	t.Helper()
+	return rulesOf(t, findKind(t, r.rbac, "Role")), rulesOf(t, findKind(t, r.rbac, "ClusterRole"))
+}
+
+type runResult struct {
+	err         error         // the pipeline's, nil when it succeeded
+	finished    bool          // the pipeline ended (else the run was stopped at the refusal)
+	refused     bool          // the log, or the API server's answer, shows the refusal of the removed atom
+	refusal     string        // where, and that line
+	took        time.Duration // until success or the refusal
+	log         []byte
+	apiRefusals []string // every refusal the API server answered the service
+}
+
+// run applies the RBAC with the given rules and drives the pipeline. With removed, it
+// stops as soon as the service's log shows that atom refused.
+func (r *rbacRun) run(t *testing.T, role, clusterRole []rbacv1.PolicyRule, removed *atom, streaming bool) runResult {
+	t.Helper()
+	n := rbacRuns.Add(1)
+	ns, apps := fmt.Sprintf("rbac-%02d", n), fmt.Sprintf("rbac-apps-%02d", n)
+	user := "system:serviceaccount:" + ns + ":" + r.sa
+	c := env.kube.Client
+	ctx := t.Context()
+	for _, name := range []string{ns, apps} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The rendered RBAC in this namespace, with the rules of this run.
+	for _, o := range r.rbac {
+		o = o.DeepCopy()
+		if namespaced(t, o) {
+			o.SetNamespace(ns)
+		}
+		switch o.GetKind() {
+		case "Role":
+			setRules(t, o, role)
+		case "ClusterRole":
+			setRules(t, o, clusterRole)
+		case "RoleBinding", "ClusterRoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			for _, s := range subjects {
+				s.(map[string]any)["namespace"] = ns
+			}
+			_ = unstructured.SetNestedSlice(o.Object, subjects, "subjects")
+		}
+		apply(t, c, o, false)
+	}
+	r.waitAuthorized(t, ns, user, role, clusterRole)
+
+	// The token Secrets as External Secrets writes them, from the rendered ExternalSecrets.
+	envs := r.container.environment(t, ns)
+	hookToken, platformToken := "hook-"+randomHex(16), "platform-"+randomHex(16)
+	r.syncedSecret(t, envs[hookTokenEnv], hookToken)
+	r.syncedSecret(t, envs[giteaTokenEnv], r.giteaToken)
+	p := newPipeline(t, apps, envs["FLUX_WEBHOOK_CLUSTER_NAME"])
+	p.token = hookToken
+	defer p.cleanup(t)
+	if ref, ok := envs[platformTokenEnv]; ok {
+		r.syncedSecret(t, ref, platformToken)
+		p.platformToken = platformToken
+		// Jobs are kept in the service's namespace (the token Secret's); one is an hour old.
+		p.jobsNS, _, _ = strings.Cut(envs[hookTokenEnv], "/")
+		p.oldJob = oldJob(t, p.jobsNS)
+	}
+
+	dir := t.TempDir()
+	kubeconfig := r.proxy.kubeconfig(t, dir, user)
+	ports := make([]int, 3)
+	for i := range ports {
+		var err error
+		if ports[i], err = testenv.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.hookURL = fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0])
+	if p.platformToken != "" {
+		p.platformURL = fmt.Sprintf("http://127.0.0.1:%d/api/v1/reconcile", ports[0])
+	}
+	args := append(slices.Clone(r.container.args),
+		"--kubeconfig", kubeconfig,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		"--health-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		"--gitea-url", env.gitea.URL)
+	for k, v := range envs {
+		t.Setenv(k, v)
+	}
+	if !streaming {
+		t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	}
+	logPath := filepath.Join(dir, "flux-webhook.log")
+	bin := imageBinary(t)
+
+	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	var svc *testenv.Service
+	go func() {
+		s, err := testenv.StartService(runCtx, "flux-webhook", dir, bin, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), args...)
+		if err != nil {
+			done <- fmt.Errorf("not ready: %w", err)
+			return
+		}
+		r.mu.Lock()
+		svc = s
+		r.mu.Unlock()
+		done <- p.run(runCtx, r.proxy)
+	}()
+	defer func() {
+		cancel()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if svc != nil {
+			svc.Stop()
+		}
+	}()
+
+	var res runResult
+	var want *regexp.Regexp
+	if removed != nil {
+		want = refusal(*removed, user)
+	}
+	// refused says whether the log shows the refusal; answered, whether the API server's
+	// answer to the service does (the log may follow, or, where the service does not log
+	// the failure, not).
+	var answeredAt time.Time
+	refused := func() bool {
+		res.log, _ = os.ReadFile(logPath)
+		res.apiRefusals = r.proxy.refusalsOf(user)
+		if want == nil {
+			return false
+		}
+		if loc := want.FindIndex(res.log); loc != nil {
+			res.refused, res.refusal, res.took = true, "log: "+lineAt(res.log, loc[0]), time.Since(start)
+			return true
+		}
+		for _, m := range res.apiRefusals {
+			if want.MatchString(m) && answeredAt.IsZero() {
+				answeredAt = time.Now()
+				res.refused, res.refusal, res.took = true, "the API server's answer (not logged): "+m, time.Since(start)
+			}
+		}
+		return false
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case res.err = <-done:
+			res.finished = true
+			if !res.refused {
+				res.took = time.Since(start)
+			}
+			if removed != nil && res.err == nil {
+				// What fails without the atom may be asynchronous (an Event, a retried
+				// watch): a moment more.
+				deadline := time.Now().Add(5 * time.Second)
+				for !refused() && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			refused()
+			if res.err != nil && !res.refused {
+				t.Logf("service log:\n%s", tailBytes(res.log, 6000))
+			}
+			return res
+		case <-tick.C:
+			// Refused in the log; or in an answer only, and not logged within 2 s: the
+			// pipeline, which goes on meanwhile, may yet show what that broke.
+			if refused() || !answeredAt.IsZero() && time.Since(answeredAt) > 2*time.Second {
+				cancel()
+				<-done
+				return res
+			}
+		}
+	}
+}
+
+// syncedSecret does what External Secrets does for the Secret ref (NAMESPACE/NAME) the
+// Deployment reads: the rendered ExternalSecret whose target it is, in that namespace,
+// syncs (status Ready=True, SecretSynced, refreshTime, through the status subresource)
+// and writes the Secret, owned by it as its controller, with the token under "token".
+func (r *rbacRun) syncedSecret(t *testing.T, ref, token string) {
+	t.Helper()
+	ctx, c := t.Context(), env.kube.Client
+	ns, name, _ := strings.Cut(ref, "/")
+	var es *unstructured.Unstructured
+	for _, o := range r.externalSecrets {
+		if target, _, _ := unstructured.NestedString(o.Object, "spec", "target", "name"); target == name {
+			es = o.DeepCopy()
+		}
+	}
+	if es == nil {
+		t.Fatalf("no rendered ExternalSecret writes the Secret %s the Deployment reads", name)
+	}
+	es.SetNamespace(ns)
+	apply(t, c, es, false)
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(es.GroupVersionKind())
+	if err := c.Get(ctx, client.ObjectKeyFromObject(es), live); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	status := map[string]any{
+		"binding": map[string]any{"name": name},
+		"conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "SecretSynced",
+			"message": "secret synced", "lastTransitionTime": now}},
+		"refreshTime":           now,
+		"syncedResourceVersion": fmt.Sprintf("%d-%s", live.GetGeneration(), randomHex(16)),
+	}
+	if err := unstructured.SetNestedField(live.Object, status, "status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Status().Update(ctx, live); err != nil {
+		t.Fatalf("ExternalSecret %s status: %v", name, err)
+	}
+	yes := true
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{"reconcile.external-secrets.io/managed": "true"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: live.GetAPIVersion(), Kind: live.GetKind(),
+				Name: live.GetName(), UID: live.GetUID(), Controller: &yes, BlockOwnerDeletion: &yes}}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{"token": []byte(token)},
+	}
+	if err := c.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oldJob stores a platform job created two hours ago in ns, as the service stores jobs
+// (gitops.JobStore): a reconcile after an hour prunes it.
+func oldJob(t *testing.T, ns string) string {
+	t.Helper()
+	created := time.Now().Add(-2 * time.Hour).UTC()
+	job := gitops.Job{ID: randomHex(8), Token: created.Format(time.RFC3339Nano), Created: created, Deadline: created.Add(10 * time.Minute)}
+	b, _ := json.Marshal(job)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "flux-webhook-job-" + job.ID,
+			Labels: map[string]string{gitops.JobLabel: randomHex(16), "app.kubernetes.io/managed-by": "flux-webhook"}},
+		Data: map[string]string{"job.json": string(b)},
+	}
+	if err := env.kube.Client.Create(t.Context(), cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm.Name
+}
+
+func setRules(t *testing.T, o *unstructured.Unstructured, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	b, _ := json.Marshal(rules)
+	var v []any
+	_ = json.Unmarshal(b, &v)
+	if err := unstructured.SetNestedSlice(o.Object, v, "rules"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitAuthorized waits until the API server's authorizer agrees with the rules just applied:
+// every atom of the rendered RBAC allowed exactly when the run's rules grant it.
+func (r *rbacRun) waitAuthorized(t *testing.T, ns, user string, role, clusterRole []rbacv1.PolicyRule) {
+	t.Helper()
+	granted := append(atomsOf("Role", role), atomsOf("ClusterRole", clusterRole)...)
+	all := append(atomsOf("Role", rulesOf(t, findKind(t, r.rbac, "Role"))), atomsOf("ClusterRole", rulesOf(t, findKind(t, r.rbac, "ClusterRole")))...)
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, a := range all {
+		want := slices.Contains(granted, a)
+		attrs := &authorizationv1.ResourceAttributes{Group: a.group, Resource: a.resource, Verb: a.verb, Name: a.name}
+		if a.kind == "Role" {
+			attrs.Namespace = ns
+		}
+		for {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: attrs}}
+			if err := env.kube.Client.Create(t.Context(), sar); err != nil {
+				t.Fatal(err)
+			}
+			if sar.Status.Allowed == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: allowed %v, want %v (%s)", a, sar.Status.Allowed, want, sar.Status.Reason)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func findKind(t *testing.T, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			return o
+		}
+	}
+	t.Fatalf("no %s", kind)
+	return nil
+}
+
+// pipeline is one Gitea repository feeding a GitRepository, and built from it a HelmChart,
+// a Kustomization and a HelmRelease of the chart, in namespace ns (in gitops.Kinds order).
+type pipeline struct {
+	ns, cluster string
+	repo        *testenv.Repo
+	objs        []client.Object // source first
+	token       string
+	hookURL     string
+
+	// The platform API's, when the service serves it: its URL and token, the namespace
+	// of its jobs, and an hour-old job it must prune.
+	platformURL, platformToken string
+	jobsNS, oldJob             string
+
+	accepted     time.Time // when /hook last accepted a push
+	sha, version string    // the last push's commit and chart version
+}
+
+func newPipeline(t *testing.T, ns, cluster string) *pipeline {
+	t.Helper()
+	ctx := t.Context()
+	repo, err := env.gitea.CreateRepo(ctx, ns+"-"+randomHex(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pipeline{ns: ns, cluster: cluster, repo: repo}
+	if _, err := p.commit(ctx, "v0"); err != nil {
+		t.Fatal(err)
+	}
+	hour := metav1.Duration{Duration: time.Hour}
+	p.objs = []client.Object{
+		&sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}, Spec: sourcev1.GitRepositorySpec{
+			URL: repo.CloneURL, Interval: hour, Reference: &sourcev1.GitRepositoryRef{Branch: "main"}}},
+		&sourcev1.HelmChart{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-chart"}, Spec: sourcev1.HelmChartSpec{
+			Chart: "./chart", Interval: hour, SourceRef: sourcev1.LocalHelmChartSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "app"}}},
+		&kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}, Spec: kustomizev1.KustomizationSpec{
+			Interval: hour, Path: "./deploy", Prune: true,
+			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "app"}}},
+		&helmv2.HelmRelease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}, Spec: helmv2.HelmReleaseSpec{
+			Interval: hour, ChartRef: &helmv2.CrossNamespaceSourceReference{Kind: sourcev1.HelmChartKind, Name: "app-chart"}}},
+	}
+	for _, o := range p.objs {
+		if err := env.kube.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// cleanup deletes the Flux objects, so later runs' services find nothing of this one.
+func (p *pipeline) cleanup(t *testing.T) {
+	for _, o := range p.objs {
+		if err := env.kube.Client.Delete(context.Background(), o); err != nil {
+			t.Errorf("delete %s: %v", o.GetName(), err)
+		}
+	}
+}
+
+func (p *pipeline) commit(ctx context.Context, value string) (string, error) {
+	if err := p.repo.WriteFile("deploy/configmap.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  value: "+value+"\n"); err != nil {
+		return "", err
+	}
+	sha, err := p.repo.Commit(ctx, value)
+	if err != nil {
+		return "", err
+	}
+	return sha, p.repo.Push(ctx, "HEAD:refs/heads/main")
+}
+
+// contexts are the status contexts of the objects, in the order of p.objs.
+func (p *pipeline) contexts() []string {
+	var out []string
+	for i, o := range p.objs {
+		out = append(out, gitops.Target{Cluster: p.cluster, Kind: gitops.Kinds[i], Namespace: o.GetNamespace(), Name: o.GetName()}.Context())
+	}
+	return out
+}
+
+// run carries two pushes through the pipeline, the second onto objects that already carry
+// a request record and Flux's answer to it, as in a running cluster; then, when the
+// service serves the platform API, one platform reconcile of the same objects.
+func (p *pipeline) run(ctx context.Context, proxy *apiProxy) error {
+	for i := 1; i <= 2; i++ {
+		if err := p.push(ctx, proxy, i); err != nil {
+			return fmt.Errorf("push %d: %w", i, err)
+		}
+	}
+	if p.platformURL != "" {
+		if err := p.platform(ctx); err != nil {
+			return fmt.Errorf("platform reconcile: %w", err)
+		}
+	}
+	return nil
+}
+
+// platform asks the platform API to reconcile the pipeline's namespace, checks that the
+// hour-old job was pruned, answers as Flux, and follows the job until every target
+// succeeded.
+func (p *pipeline) platform(ctx context.Context) error {
+	var job gitops.JobStatus
+	code, body, err := p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusAccepted || len(job.Targets) != len(p.objs) {
+		return fmt.Errorf("POST /api/v1/reconcile answered %d, want 202 with %d targets: %s", code, len(p.objs), body)
+	}
+	if err := env.kube.Client.Get(ctx, client.ObjectKey{Namespace: p.jobsNS, Name: p.oldJob}, &corev1.ConfigMap{}); err == nil {
+		return fmt.Errorf("the hour-old job %s was not pruned", p.oldJob)
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err := p.answer(ctx, p.sha, p.version); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body, err := p.platformCall(ctx, http.MethodGet, p.platformURL+"/"+job.ID, "", &job)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("GET /api/v1/reconcile/%s answered %d: %s", job.ID, code, body)
+		}
+		if job.Done {
+			if job.Counts["success"] != len(p.objs) {
+				return fmt.Errorf("job %s done, but not every target succeeded: %s", job.ID, body)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("job %s not done in a minute: %s", job.ID, body)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// platformCall calls the platform API with its token and decodes a 2xx answer into out.
+func (p *pipeline) platformCall(ctx context.Context, method, url, body string, out any) (int, []byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+p.platformToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, b, fmt.Errorf("%s %s: %w: %s", method, url, err, b)
+		}
+	}
+	return resp.StatusCode, b, nil
+}
+
+func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
+	// A later push only once the last one's patches are out of the coalescing window, so
+	// that this push, too, is requested at once.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Until(p.accepted.Add(coalesceWindow + 100*time.Millisecond))):
+	}
+	sha, err := p.commit(ctx, fmt.Sprintf("v%d", i))
+	if err != nil {
+		return err
+	}
+	// Every object changes while the service's caches cannot see it, as when a Flux
+	// controller writes status just before a push: each reconcile request conflicts and
+	// is retried from a fresh read.
+	answer, err := func() ([]byte, error) {
+		proxy.pauseWatches()
+		defer proxy.resumeWatches()
+		for _, o := range p.objs {
+			patch := fmt.Appendf(nil, `{"metadata":{"labels":{"deploy-test/changed":"%d"}}}`, i)
+			if err := env.kube.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, patch)); err != nil {
+				return nil, err
+			}
+		}
+		body, _ := json.Marshal(map[string]any{
+			"ref": "refs/heads/main", "after": sha, "before": strings.Repeat("0", 40),
+			"repository": map[string]any{"full_name": p.repo.FullName, "clone_url": p.repo.CloneURL},
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.hookURL, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+p.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusAccepted {
+			return b, fmt.Errorf("/hook answered %d: %s", resp.StatusCode, b)
+		}
+		p.accepted = time.Now()
+		return b, nil
+	}()
+	if err != nil {
+		return err
+	}
+	var accepted struct {
+		Targets []struct{ Kind, Result, Error string }
+	}
+	if err := json.Unmarshal(answer, &accepted); err != nil {
+		return err
+	}
+	if len(accepted.Targets) != len(p.objs) {
+		return fmt.Errorf("/hook matched %d targets, want %d: %s", len(accepted.Targets), len(p.objs), answer)
+	}
+	for _, tg := range accepted.Targets {
+		if tg.Result != "requested" {
+			return fmt.Errorf("/hook: %s %s: %s", tg.Kind, tg.Result, tg.Error)
+		}
+	}
+
+	if err := p.waitStates(ctx, sha, "pending"); err != nil {
+		return err
+	}
+	p.sha, p.version = sha, fmt.Sprintf("0.1.%d", i)
+	if err := p.answer(ctx, p.sha, p.version); err != nil {
+		return err
+	}
+	return p.waitStates(ctx, sha, "success")
+}
+
+// answer writes Flux's answer to the objects' current requests: sha fetched, the chart at
+// version built from it, applied and released.
+func (p *pipeline) answer(ctx context.Context, sha, version string) error {
+	c := env.kube.Client
+	rev := testenv.GitRevision("main", sha)
+	gr, hc, ks, hr := client.ObjectKeyFromObject(p.objs[0]), client.ObjectKeyFromObject(p.objs[1]), client.ObjectKeyFromObject(p.objs[2]), client.ObjectKeyFromObject(p.objs[3])
+	for _, mark := range []func() error{
+		func() error { return testenv.MarkGitRepositoryReady(ctx, c, gr, rev, "") },
+		func() error { return testenv.MarkHelmChartReady(ctx, c, hc, rev, version, "") },
+		func() error { return testenv.MarkKustomizationApplied(ctx, c, ks, rev, "") },
+		func() error { return testenv.MarkHelmReleaseReady(ctx, c, hr, hc, version, "") },
+	} {
+		if err := mark(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitStates waits until every object's context on sha has state as its latest status.
+func (p *pipeline) waitStates(ctx context.Context, sha, state string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		all, err := p.repo.Statuses(ctx, sha)
+		latest := map[string]string{}
+		var id = map[string]int64{}
+		for _, s := range all {
+			if s.ID > id[s.Context] {
+				id[s.Context], latest[s.Context] = s.ID, string(s.State)
+			}
+		}
+		missing := slices.DeleteFunc(p.contexts(), func(c string) bool { return latest[c] == state })
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no %s status on %s for %v (statuses %v, %v)", state, sha[:12], missing, latest, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// apiProxy serves the API server on loopback with TLS of its own, passing requests on with
+// the admin's credentials: the service's Impersonate-User header makes the API server
+// authorize it as the ServiceAccount. Watch streams can be held back, to make the
+// service's caches stale on purpose.
+type apiProxy struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	paused   bool
+	resume   *sync.Cond
+	refusals []string // the API server's 403 answers: "<method> <path>: <message>"
+}
+
+func startAPIProxy(t *testing.T, cfg *rest.Config) *apiProxy {
+	t.Helper()
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &apiProxy{}
+	p.resume = sync.NewCond(&p.mu)
+	rp := &httputil.ReverseProxy{
+		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		Transport:     rt,
+		FlushInterval: -1,
+		// A stopped service's cancelled watches are no news.
+		ErrorLog: log.New(io.Discard, "", 0),
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusForbidden {
+				b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+				resp.Body.Close()
+				resp.Body = io.NopCloser(bytes.NewReader(b))
+				msg := string(b)
+				// JSON or, for the built-in kinds, protobuf.
+				if o, _, derr := clientgoscheme.Codecs.UniversalDeserializer().Decode(b, nil, nil); err == nil && derr == nil {
+					if st, ok := o.(*metav1.Status); ok {
+						msg = st.Message
+					}
+				}
+				p.mu.Lock()
+				p.refusals = append(p.refusals, resp.Request.Method+" "+resp.Request.URL.RequestURI()+": "+msg)
+				p.mu.Unlock()
+			}
+			if resp.Request.URL.Query().Get("watch") == "true" {
+				resp.Body = &heldBody{ReadCloser: resp.Body, p: p}
+			}
+			return nil
+		},
+	}
+	p.srv = httptest.NewTLSServer(rp)
+	t.Cleanup(func() {
+		p.resumeWatches()
+		p.srv.Close()
+	})
+	return p
+}
+
+// refusalsOf returns the API server's refusals of user.
+func (p *apiProxy) refusalsOf(user string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, m := range p.refusals {
+		if strings.Contains(m, `"`+user+`"`) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (p *apiProxy) pauseWatches() {
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+}
+
+func (p *apiProxy) resumeWatches() {
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
+	p.resume.Broadcast()
+}
+
+// heldBody hands on what a watch stream read only while watches are not paused: an event
+// read during a pause waits for its end.
+type heldBody struct {
+	io.ReadCloser
+	p *apiProxy
+}
+
+func (b *heldBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	b.p.mu.Lock()
+	for b.p.paused {
+		b.p.resume.Wait()
+	}
+	b.p.mu.Unlock()
+	return n, err
+}
+
+// kubeconfig writes a kubeconfig that reaches the API server through the proxy as user.
+func (p *apiProxy) kubeconfig(t *testing.T, dir, user string) string {
+	t.Helper()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: p.srv.URL, CertificateAuthorityData: ca}
+	cfg.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Impersonate: user}
+	cfg.Contexts["sa"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "sa"}
+	cfg.CurrentContext = "sa"
+	out := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lineAt returns the line of b around offset i.
+func lineAt(b []byte, i int) string {
+	start := bytes.LastIndexByte(b[:i], '\n') + 1
+	end := bytes.IndexByte(b[i:], '\n')
+	if end < 0 {
+		end = len(b) - i
+	}
+	line := string(b[start : i+end])
+	if len(line) > 600 {
+		line = line[:600] + "…"
+	}
+	return line
+}
+
+func tailBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
