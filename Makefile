@@ -16,7 +16,7 @@ FUZZTIME ?= 20s
 # Actions runner, Flux controllers), built once into ~/.cache/flux-webhook.
 TESTBIN_ENV = $(shell hack/testbin.sh --print)
 
-.PHONY: all build test unit demo testbin fuzz lint clean
+.PHONY: all build test unit demo testbin fuzz fuzz-keep lint clean
 
 all: lint test build
 
@@ -41,6 +41,10 @@ demo: testbin
 ## fuzz: every fuzz target for FUZZTIME each, corpus kept in testdata/fuzz
 fuzz:
 	hack/fuzz.sh $(FUZZTIME)
+
+## fuzz-keep: copy new interesting inputs from the go command's fuzz cache into testdata/fuzz
+fuzz-keep:
+	hack/fuzz.sh --keep
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

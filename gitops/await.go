@@ -91,7 +91,7 @@ func (r *Requester) Await(ctx context.Context, push Push, res Result, timeout ti
 		for {
 			var still []Target
 			for _, t := range pending {
-				st, done := awaitVerdict(ctx, byName[t.Cluster], t, push)
+				st, done := awaitVerdict(ctx, byName[t.Cluster], t, push, res.RequestedAt)
 				if !done {
 					still = append(still, t)
 					continue
@@ -121,8 +121,9 @@ func (r *Requester) Await(ctx context.Context, push Push, res Result, timeout ti
 	return out
 }
 
-// awaitVerdict returns the final status of one target for a push, if it has one.
-func awaitVerdict(ctx context.Context, c *Cluster, t Target, push Push) (Status, bool) {
+// awaitVerdict returns the final status of one target for a push requested at at, if it
+// has one.
+func awaitVerdict(ctx context.Context, c *Cluster, t Target, push Push, at time.Time) (Status, bool) {
 	if c == nil {
 		return Status{State: StateError, Description: "cluster " + t.Cluster + " is no longer registered"}, true
 	}
@@ -143,6 +144,9 @@ func awaitVerdict(ctx context.Context, c *Cluster, t Target, push Push) (Status,
 			if s.Repository == push.Repository && s.SHA == push.SHA {
 				return Status{State: StateWarning, Description: "superseded by " + shortSHA(s.By)}, true
 			}
+		}
+		if !cur.RequestedAt.After(at) {
+			return Status{}, false // the cache does not show this push's request yet
 		}
 		return Status{State: StateWarning, Description: "superseded by " + shortSHA(cur.SHA)}, true
 	}

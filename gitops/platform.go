@@ -497,16 +497,21 @@ func (s *JobStore) inFlight(ctx context.Context, digest string) ([]*Job, error) 
 	return s.list(ctx, client.MatchingLabels{JobLabel: digest})
 }
 
-// prune deletes jobs created before a time; failures are left for the next prune.
+// prune deletes jobs created before a time; a failure is logged (a missing permission would
+// otherwise let jobs pile up unseen) and left for the next prune.
 func (s *JobStore) prune(ctx context.Context, before time.Time) {
+	logger := log.FromContext(ctx)
 	jobs, err := s.list(ctx, client.HasLabels{JobLabel})
 	if err != nil {
+		logger.Error(err, "prune reconcile jobs")
 		return
 	}
 	for _, j := range jobs {
 		if j.Created.Before(before) {
 			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: jobName(j.ID)}}
-			_ = client.IgnoreNotFound(s.Client.Delete(ctx, cm))
+			if err := client.IgnoreNotFound(s.Client.Delete(ctx, cm)); err != nil {
+				logger.Error(err, "prune reconcile job", "job", j.ID)
+			}
 		}
 	}
 }

@@ -19,7 +19,7 @@ import (
 // FieldOwner is the field manager of flux-webhook's patches.
 const FieldOwner = "flux-webhook"
 
-// requestBudget bounds the request phase of one cluster (match and patch): Gitea gives a
+// requestBudget bounds the request phase of one push (match and patch, all clusters): Gitea gives a
 // webhook delivery 5 s, and the answer must come after the patches.
 const requestBudget = 4 * time.Second
 
@@ -51,11 +51,31 @@ type Outcome struct {
 // is done in a few rounds, within requestBudget.
 const maxClusterConcurrency = 8
 
+// maxTargetsPerPush bounds the objects one push may patch: every patch is an API call (and
+// a reconcile for Flux), and all must be done within requestBudget, before Gitea's 5 s
+// delivery timeout. A push feeding more is refused whole (422), nothing patched.
+const maxTargetsPerPush = 300
+
+// forEach runs f for each cluster, maxClusterConcurrency at a time, and waits.
+func forEach(clusters []*Cluster, f func(int, *Cluster)) {
+	sem := make(chan struct{}, maxClusterConcurrency)
+	var wg sync.WaitGroup
+	for i, c := range clusters {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			f(i, c)
+		})
+	}
+	wg.Wait()
+}
+
 // Result is what a push did in every cluster.
 type Result struct {
-	// Token is the requestedAt value of the push.
-	Token   string    `json:"-"`
-	Targets []Outcome `json:"targets"`
+	// Token is the requestedAt value of the push, RequestedAt its time.
+	Token       string    `json:"-"`
+	RequestedAt time.Time `json:"-"`
+	Targets     []Outcome `json:"targets"`
 	// Unreachable lists the clusters that could not be asked at all: their caches never
 	// synced, so which of their objects the push feeds is unknown.
 	Unreachable []ClusterError `json:"unreachable,omitempty"`
@@ -117,24 +137,36 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	tok, at := nextToken(r.Now)
 	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
 		Delivery: push.Delivery, RequestedAt: at}
+	ctx, cancel := context.WithTimeout(ctx, requestBudget)
+	defer cancel()
 	clusters := r.Clusters.Clusters()
 	outs := make([][]Outcome, len(clusters))
 	errs := make([]error, len(clusters))
-	sem := make(chan struct{}, maxClusterConcurrency)
-	var wg sync.WaitGroup
-	for i, c := range clusters {
+	objs := make([][]client.Object, len(clusters))
+	// Match everywhere first: a push that feeds too many objects patches none of them.
+	forEach(clusters, func(i int, c *Cluster) {
 		if !c.Ready() {
 			errs[i] = fmt.Errorf("%w: cluster %s: never reached (caches not synced)", ErrUnavailable, c.Name)
-			continue
+			return
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			outs[i], errs[i] = c.request(log.IntoContext(ctx, log.FromContext(ctx).WithValues("cluster", c.Name)), push, req)
-		})
+		var err error
+		if objs[i], err = match(ctx, c.GetCache(), push); err != nil {
+			errs[i] = fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
+		}
+	})
+	total := 0
+	for _, o := range objs {
+		total += len(o)
 	}
-	wg.Wait()
-	res := Result{Token: tok}
+	if total > maxTargetsPerPush {
+		return Result{}, fmt.Errorf("%w: the push feeds %d Flux objects, more than %d", ErrTooManyTargets, total, maxTargetsPerPush)
+	}
+	forEach(clusters, func(i int, c *Cluster) {
+		if errs[i] == nil && len(objs[i]) > 0 {
+			outs[i], errs[i] = c.request(log.IntoContext(ctx, log.FromContext(ctx).WithValues("cluster", c.Name)), objs[i], req)
+		}
+	})
+	res := Result{Token: tok, RequestedAt: at}
 	requested := false
 	var failures []error
 	for i, c := range clusters {
@@ -172,15 +204,9 @@ func (r *Requester) reportErrors(push Push, out []Outcome) {
 	}
 }
 
-// request matches and patches in one cluster.
-func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestBudget)
-	defer cancel()
+// request patches the objects a push matched in one cluster, sources first.
+func (c *Cluster) request(ctx context.Context, objs []client.Object, req Request) ([]Outcome, error) {
 	logger := log.FromContext(ctx)
-	objs, err := match(ctx, c.GetCache(), push)
-	if err != nil {
-		return nil, fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
-	}
 	out := make([]Outcome, 0, len(objs))
 	var failed error
 	for _, o := range objs {
@@ -223,14 +249,21 @@ func (c *Cluster) request(ctx context.Context, push Push, req Request) ([]Outcom
 // same commit is already pending on o, and deferred true when only the record was patched
 // because another push patched o less than coalesceWindow ago.
 func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (patched, deferred bool, err error) {
-	// A repeat is recognised from the cached record, without a call.
-	if rec, err := ParseRecord(o.GetAnnotations()); err == nil {
-		if _, _, ok := rec.Supersede(req); !ok {
-			return false, false, nil
-		}
+	// A repeat is recognised, without a call and without queueing for the object, from the
+	// cached record or from what this replica wrote last.
+	wkey := kindOf(o) + "/" + client.ObjectKeyFromObject(o).String()
+	repeat := func(ann map[string]string) bool {
+		rec, err := ParseRecord(ann)
+		_, _, ok := rec.Supersede(req)
+		return err == nil && !ok
+	}
+	if repeat(o.GetAnnotations()) {
+		return false, false, nil
+	}
+	if w, ok := c.written.Get(wkey); ok && repeat(w.(*metav1.PartialObjectMetadata).GetAnnotations()) {
+		return false, false, nil
 	}
 	defer c.lock(o)()
-	wkey := kindOf(o) + "/" + client.ObjectKeyFromObject(o).String()
 	var from *metav1.PartialObjectMetadata
 	if w, ok := c.written.Get(wkey); ok {
 		from = w.(*metav1.PartialObjectMetadata).DeepCopy() // what this replica wrote last

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,28 +20,16 @@ var errBadQuery = errors.New("bad request")
 
 // reconcile handles POST /api/v1/reconcile: a platform team's region-wide reconcile.
 func (s *Server) reconcile(c echo.Context) error {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxAPIBodyBytes))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return errBodyTooLarge
-	case err != nil:
-		return fmt.Errorf("%w: reading body: %v", webhook.ErrBadPayload, err)
-	}
-	if err := s.PlatformAuth.Authenticate(c.Request().Header, body); err != nil {
+	body, err := s.readBody(c, maxAPIBodyBytes)
+	if err != nil {
 		return err
 	}
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !isJSON(ct) {
-		return fmt.Errorf("%w %q: want application/json", webhook.ErrUnsupportedMediaType, ct)
+	if err := s.authenticate(c, s.PlatformAuth, body); err != nil {
+		return err
 	}
-	var sel gitops.Selector
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields() // a misspelt field would widen the selection silently
-	if err := dec.Decode(&sel); err != nil {
-		return fmt.Errorf("%w: selector: %v", errBadQuery, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after the selector", errBadQuery)
+	sel, err := decodeSelector(c.Request().Header.Get(echo.HeaderContentType), body)
+	if err != nil {
+		return err
 	}
 	st, err := s.Platform.Reconcile(c.Request().Context(), sel)
 	if err != nil {
@@ -49,9 +38,47 @@ func (s *Server) reconcile(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, st)
 }
 
+// decodeSelector reads a platform reconcile's selector: one JSON object of known fields
+// (a misspelt field would widen the selection silently). The domain validates its values.
+func decodeSelector(contentType string, body []byte) (gitops.Selector, error) {
+	var sel gitops.Selector
+	if contentType != "" && !isJSON(contentType) {
+		return sel, fmt.Errorf("%w %q: want application/json", webhook.ErrUnsupportedMediaType, sanitize(contentType))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sel); err != nil {
+		return gitops.Selector{}, fmt.Errorf("%w: selector: %s", errBadQuery, selectorError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return gitops.Selector{}, fmt.Errorf("%w: trailing data after the selector", errBadQuery)
+	}
+	return sel, nil
+}
+
+// selectorError describes a selector decoding error without echoing more of the body than
+// a field name.
+func selectorError(err error) string {
+	var typ *json.UnmarshalTypeError
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &typ):
+		return fmt.Sprintf("%s: wrong type %s", sanitize(typ.Field), typ.Value)
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + sanitize(strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return "invalid JSON"
+}
+
 // reconcileStatus handles GET /api/v1/reconcile/<id>.
 func (s *Server) reconcileStatus(c echo.Context) error {
-	if err := s.PlatformAuth.Authenticate(c.Request().Header, nil); err != nil {
+	if err := s.authenticate(c, s.PlatformAuth, nil); err != nil {
 		return err
 	}
 	st, err := s.Platform.Status(c.Request().Context(), c.Param("id"))

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -28,11 +29,21 @@ func (s *Server) handleError(err error, c echo.Context) {
 	code, msg := http.StatusInternalServerError, "internal error"
 	var he *echo.HTTPError
 	var limited *gitops.RateLimitedError
+	var authLimited *authLimitedError
+	var tooLarge *bodyTooLargeError
 	switch {
 	case errors.Is(err, webhook.ErrUnauthorized):
 		code, msg = http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, errBodyTooLarge):
-		code, msg = http.StatusRequestEntityTooLarge, "request body over 3 MiB"
+	case errors.As(err, &authLimited):
+		code, msg = http.StatusTooManyRequests, authLimited.Error()
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(authLimited.RetryAfter.Seconds()))))
+	case errors.As(err, &tooLarge):
+		code, msg = http.StatusRequestEntityTooLarge, tooLarge.Error()
+	case errors.Is(err, errBodyTimeout):
+		code, msg = http.StatusRequestTimeout, fmt.Sprintf("%s: the whole request must arrive within %s", err, s.lim.readTimeout)
+	case errors.Is(err, errOverloaded):
+		code, msg = http.StatusServiceUnavailable, err.Error()
+		c.Response().Header().Set("Retry-After", overloadRetryAfter)
 	case errors.Is(err, webhook.ErrUnsupportedMediaType):
 		code, msg = http.StatusUnsupportedMediaType, err.Error()
 	case errors.Is(err, webhook.ErrBadPayload):
@@ -57,7 +68,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		}
 	}
 	logger := log.FromContext(c.Request().Context())
-	if code >= 500 {
+	if code >= 500 && !errors.Is(err, errOverloaded) {
 		logger.Error(err, "request failed", "status", code)
 	} else if code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
 		logger.Info("request refused", "status", code, "reason", msg)

@@ -1,24 +1,44 @@
 package server
 
-import "time"
+import (
+	"time"
 
+	"golang.org/x/time/rate"
+)
+
+// Every limit of the HTTP surface, with why it has its value. README.md's Interface section
+// lists them with the answer a sender gets; each answer has a JSON {"error"} body except
+// where net/http answers before any handler runs (noted below).
 const (
-	// maxBodyBytes caps a /hook body. Gitea's push payload lists at most a few dozen
+	// maxBodyBytes caps a /hook body (413). Gitea's push payload lists at most a few dozen
 	// commits (setting webhook.PAYLOAD_COMMIT_LIMIT-like caps); 3 MiB leaves room for long
 	// messages, as Flux's own receiver does.
 	maxBodyBytes = 3 << 20
 
-	// maxHeaderBytes caps request headers: Gitea sends a handful.
+	// maxAPIBodyBytes caps a platform API request (413): a selector is a few hundred bytes.
+	maxAPIBodyBytes = 64 << 10
+
+	// maxHeaderBytes caps request headers: Gitea sends a handful, under 2 KiB. net/http
+	// enforces it (plus its 4 KiB of read-buffer slack) while reading the request, before
+	// any handler exists, so the answer is its own: 431 with a text/plain body, then the
+	// connection is closed. It is the one limit whose answer is not JSON.
 	maxHeaderBytes = 64 << 10
 
 	// readHeaderTimeout and readTimeout bound a slow sender (slowloris): a client gets 10 s
-	// for its headers and 30 s for its whole request.
+	// for its headers and 30 s for its whole request. A sender whose headers are not in after
+	// 10 s is disconnected without an answer (net/http's behaviour); one whose body is not in
+	// after 30 s gets 408 if it still listens. Gitea sends a delivery within milliseconds; an
+	// ingress that buffers requests (ingress-nginx does by default) sends it at once.
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
 
 	// writeTimeout bounds writing an answer. /hook answers within Gitea's 5 s delivery
-	// timeout, the patches being done first.
+	// timeout, the patches being done first. A waiting stream sets its own deadline per line.
 	writeTimeout = 30 * time.Second
+
+	// timeoutAnswerGrace is the write deadline given to the 408 answer of a request whose
+	// body did not arrive in time: the connection's own write deadline has passed with it.
+	timeoutAnswerGrace = 5 * time.Second
 
 	// idleTimeout closes keep-alive connections nobody uses.
 	idleTimeout = 2 * time.Minute
@@ -27,14 +47,116 @@ const (
 	// pod's default 30 s termination grace period.
 	shutdownTimeout = 20 * time.Second
 
-	// retryAfterSeconds is what a 503 tells the sender to wait before retrying.
+	// retryAfterSeconds is what a 503 for an unreachable Kubernetes API tells the sender to
+	// wait before retrying.
 	retryAfterSeconds = "10"
 
-	// maxAPIBodyBytes caps a platform API request: a selector is a few hundred bytes.
-	maxAPIBodyBytes = 64 << 10
+	// maxInFlight bounds the requests one replica handles at once on /hook and the platform
+	// API, from reading the body to the answer: goroutines, and work queued behind the
+	// Kubernetes client's own rate (50 QPS), which more concurrency would only lengthen. A
+	// burst of 100 concurrent deliveries (the load test) fits without waiting.
+	maxInFlight = 128
+
+	// maxBodyBytesInFlight bounds the memory of the bodies those requests hold: a request
+	// reserves its Content-Length (the route's limit when it sends none) before reading. A
+	// request of the largest body allocates that body once (JSON) or twice (Gitea's form
+	// encoding; TestLargestBodyMemory), so bodies take 64 MiB, 128 MiB at worst, under the
+	// Deployment's 256 MiB limit; 21 bodies of 3 MiB fit, and thousands of ordinary
+	// (kilobytes) pushes.
+	maxBodyBytesInFlight = 64 << 20
+
+	// inFlightWait is how long a request over either limit waits for room before it is
+	// answered 503 with Retry-After: a burst is smoothed out, and the answer still comes well
+	// within Gitea's 5 s delivery timeout. 503, not 429: the replica is full, the sender did
+	// nothing wrong and may as well be sent to another replica (ingress-nginx's
+	// proxy_next_upstream http_503) or retry (curl --retry does, honouring Retry-After). A
+	// sender that trickles its body holds its room at most readTimeout; behind an ingress
+	// that buffers requests none does.
+	inFlightWait = 2 * time.Second
+
+	// overloadRetryAfter is the Retry-After of that 503: room frees up within a request's
+	// duration, typically tens of milliseconds.
+	overloadRetryAfter = "2"
+
+	// maxWaiting bounds the /hook?wait=true streams one replica keeps open. A waiting
+	// stream gives its maxInFlight slot back once the push is accepted (it holds no body,
+	// only a goroutine and a watch on the targets), so waiting workflows never starve pushes;
+	// beyond this many the push is refused with 503 before anything is patched.
+	maxWaiting = 128
+
+	// authFailureBurst and authFailureRate rate-limit failed authentication per client
+	// address (the TCP peer only: X-Forwarded-For is set by whoever sends it): after 30
+	// failures, one more every 2 s, others get 429 with Retry-After instead of 401. Requests
+	// that authenticate are never limited, so a sender behind the same address (behind an
+	// ingress, every sender has the ingress's address) keeps working while someone else
+	// guesses. Guessing a token is hopeless anyway; what this bounds is the HMAC work over
+	// 3 MiB bodies and the log lines strangers can cause.
+	authFailureBurst = 30
+	authFailureRate  = rate.Limit(1.0 / 2)
+
+	// maxTrackedAddresses bounds the per-address failure table: least recently seen
+	// addresses are forgotten first (about 200 bytes each, 2 MiB in all). An IPv6 sender is
+	// tracked by its /64, which one host usually owns entirely.
+	maxTrackedAddresses = 10000
+
+	// deliveryWindow is how long a delivery's answer is kept: the same X-Gitea-Delivery with
+	// the same body (an Actions step's curl --retry, a proxy's retry, a replay of a captured
+	// request) gets the earlier answer, status and body, without asking Kubernetes again.
+	// Gitea's own "redeliver" sends a new delivery id; the domain absorbs that repeat (the
+	// same repository and commit) across replicas.
+	deliveryWindow = 10 * time.Minute
+
+	// deliveryCacheBytes bounds the memory of the answers kept for deliveryWindow, least
+	// recently used dropped first; an answer is typically well under 1 KiB.
+	deliveryCacheBytes = 4 << 20
 
 	// defaultWait and maxWait bound /hook?wait=true: a workflow step waits for Flux at most
 	// this long (the commit statuses follow anyway).
 	defaultWait = 5 * time.Minute
 	maxWait     = 30 * time.Minute
 )
+
+// limits holds the values a Server uses; tests shorten them. The zero value means the
+// constants above.
+type limits struct {
+	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
+	maxInFlight, maxWaiting                                   int
+	maxBodyBytesInFlight                                      int64
+	inFlightWait                                              time.Duration
+	authFailureBurst                                          int
+	authFailureRate                                           rate.Limit
+	maxTrackedAddresses                                       int
+	deliveryWindow                                            time.Duration
+	deliveryCacheBytes                                        int
+}
+
+func (l limits) withDefaults() limits {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.readHeaderTimeout, readHeaderTimeout)
+	def(&l.readTimeout, readTimeout)
+	def(&l.writeTimeout, writeTimeout)
+	def(&l.idleTimeout, idleTimeout)
+	def(&l.inFlightWait, inFlightWait)
+	def(&l.deliveryWindow, deliveryWindow)
+	defInt(&l.maxInFlight, maxInFlight)
+	defInt(&l.maxWaiting, maxWaiting)
+	defInt(&l.authFailureBurst, authFailureBurst)
+	defInt(&l.maxTrackedAddresses, maxTrackedAddresses)
+	defInt(&l.deliveryCacheBytes, deliveryCacheBytes)
+	if l.maxBodyBytesInFlight == 0 {
+		l.maxBodyBytesInFlight = maxBodyBytesInFlight
+	}
+	if l.authFailureRate == 0 {
+		l.authFailureRate = authFailureRate
+	}
+	return l
+}

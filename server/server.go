@@ -11,12 +11,14 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -29,7 +31,8 @@ var (
 	_ manager.LeaderElectionRunnable = (*Server)(nil)
 	_ manager.Runnable               = (*Server)(nil)
 
-	errBodyTooLarge = errors.New("request body too large")
+	// errBodyTimeout: the body did not arrive within readTimeout.
+	errBodyTimeout = errors.New("request body not received in time")
 
 	httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flux_webhook_http_requests_total",
@@ -78,6 +81,18 @@ type Server struct {
 	Log          logr.Logger
 
 	e *echo.Echo
+	// stopping is closed when the server starts shutting down: waiting streams end then.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+	lim          limits // zero: the constants of limits.go; tests shorten them
+	// inFlight and waiting count requests being handled and open waiting streams; bodyBytes
+	// is the budget of their bodies.
+	inFlight, waiting *slots
+	bodyBytes         *semaphore.Weighted
+	// authFailures counts failed authentications per client address.
+	authFailures *authLimiter
+	// deliveries keeps the answers of recent deliveries, to answer a repeat the same way.
+	deliveries *lru[deliveryID, answer]
 }
 
 // NeedLeaderElection is false: every replica serves /hook.
@@ -88,13 +103,20 @@ func (s *Server) Handler() http.Handler {
 	if s.e != nil {
 		return s.e
 	}
+	s.lim = s.lim.withDefaults()
+	s.stopping = make(chan struct{})
+	s.inFlight = newSlots(s.lim.maxInFlight, httpInFlight)
+	s.waiting = newSlots(s.lim.maxWaiting, httpWaiting)
+	s.bodyBytes = semaphore.NewWeighted(s.lim.maxBodyBytesInFlight)
+	s.authFailures = newAuthLimiter(s.lim)
+	s.deliveries = newLRU[deliveryID, answer](s.lim.deliveryCacheBytes, s.lim.deliveryWindow, nil)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// Only the peer address identifies a client: X-Forwarded-For and X-Real-IP are set by
 	// whoever sends them (GO-2026-6872, GO-2026-6875).
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observe)
+	e.Use(s.observe, s.limitInFlight)
 	e.POST("/hook", s.hook)
 	e.POST("/hook/*", s.hook)
 	if s.Platform != nil {
@@ -110,10 +132,10 @@ func (s *Server) Start(ctx context.Context) error {
 	srv := &http.Server{
 		Addr:              s.Addr,
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: s.lim.readHeaderTimeout,
+		ReadTimeout:       s.lim.readTimeout,
+		WriteTimeout:      s.lim.writeTimeout,
+		IdleTimeout:       s.lim.idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
 	ln := s.Listener
@@ -132,6 +154,7 @@ func (s *Server) Start(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.Log.Info("shutting down hook server")
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -147,10 +170,12 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now()
 		r := c.Request()
 		delivery := r.Header.Get("X-Gitea-Delivery")
-		if !validDelivery(delivery) {
+		given := validDelivery(delivery)
+		if !given {
 			delivery = uuid.NewString()
 		}
 		c.Set(deliveryKey, delivery)
+		c.Set(senderDeliveryKey, given)
 		logger := s.Log.WithValues("delivery", delivery)
 		c.SetRequest(r.WithContext(log.IntoContext(r.Context(), logger)))
 		err := next(c)
@@ -164,13 +189,19 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		code := c.Response().Status
 		httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 		httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		log.FromContext(c.Request().Context()).Info("request", "method", r.Method, "path", r.URL.Path,
+		// The route, not the path: /hook/<anything> is where a confused sender would put a
+		// token (Flux's own receiver has secrets in its paths), and logs are read by many.
+		log.FromContext(c.Request().Context()).Info("request", "method", r.Method, "route", route,
 			"status", code, "duration", time.Since(start).String(), "remote", c.RealIP())
 		return nil
 	}
 }
 
-const deliveryKey = "delivery"
+const (
+	deliveryKey = "delivery"
+	// senderDeliveryKey is true when the delivery id is the sender's, not one made here.
+	senderDeliveryKey = "sender-delivery"
+)
 
 // validDelivery accepts the delivery ids senders use (Gitea's are UUIDs): short, printable,
 // no spaces, so they are safe in logs and Events.
@@ -186,19 +217,60 @@ func validDelivery(d string) bool {
 	return true
 }
 
-// readBody reads the whole body up to maxBodyBytes.
-func readBody(c echo.Context) ([]byte, error) {
-	r := c.Request()
-	if r.ContentLength > maxBodyBytes {
-		return nil, errBodyTooLarge
+// bodyTooLargeError: the body is over limit bytes.
+type bodyTooLargeError struct{ limit int64 }
+
+func (e *bodyTooLargeError) Error() string {
+	if e.limit >= 1<<20 {
+		return fmt.Sprintf("request body over %d MiB", e.limit>>20)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, maxBodyBytes))
+	return fmt.Sprintf("request body over %d KiB", e.limit>>10)
+}
+
+// readBody reads the whole body, up to limit bytes (413 beyond). It first reserves, from
+// the budget of bodies in flight, the body's Content-Length, or limit for a body of unknown
+// length (503 when the budget stays full). A body announced by Content-Length is read into a
+// buffer of exactly that size; one that does not arrive within readTimeout is answered 408.
+func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > limit {
+		return nil, &bodyTooLargeError{limit}
+	}
+	reserve := r.ContentLength
+	if reserve < 0 {
+		reserve = limit
+	}
+	if err := s.reserveBody(c, reserve); err != nil {
+		return nil, err
+	}
+	rd := http.MaxBytesReader(c.Response(), r.Body, limit)
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(rd, body)
+	} else {
+		body, err = io.ReadAll(rd)
+	}
 	var tooLarge *http.MaxBytesError
+	var netErr net.Error
 	switch {
 	case errors.As(err, &tooLarge):
-		return nil, errBodyTooLarge
+		return nil, &bodyTooLargeError{limit}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		// The connection's write deadline has passed too: give the answer a moment.
+		_ = http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Now().Add(timeoutAnswerGrace))
+		return nil, errBodyTimeout
 	case err != nil:
-		return nil, fmt.Errorf("%w: reading body: %v", webhook.ErrBadPayload, err)
+		return nil, fmt.Errorf("%w: reading body: %s", webhook.ErrBadPayload, readError(err))
 	}
 	return body, nil
+}
+
+// readError names a body read failure without its details.
+func readError(err error) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "body shorter than its Content-Length"
+	}
+	return "connection error"
 }

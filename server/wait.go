@@ -19,6 +19,10 @@ const mimeNDJSON = "application/x-ndjson"
 // waitParams parses ?wait=true[&timeout=5m].
 func waitParams(c echo.Context) (bool, time.Duration, error) {
 	q := c.QueryParams()
+	// Given twice, a parameter could mean one thing here and another to a proxy in front.
+	if len(q["wait"]) > 1 || len(q["timeout"]) > 1 {
+		return false, 0, fmt.Errorf("%w: wait and timeout may each be given once", errBadQuery)
+	}
 	wait := false
 	if v := q.Get("wait"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -54,6 +58,9 @@ type streamLine struct {
 // ends without its terminating chunk, which clients report as an error (curl exits 18, even
 // without --fail-with-body) after the summary line.
 func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, result gitops.Result, timeout time.Duration) error {
+	// The push is accepted: the stream holds a waiting slot (taken by hook), not one of the
+	// slots of requests in flight.
+	releaseInFlight(c)
 	ndjson := strings.Contains(c.Request().Header.Get(echo.HeaderAccept), mimeNDJSON)
 	w := c.Response()
 	if ndjson {
@@ -76,7 +83,7 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 	}
 	requested := 0
 	for _, o := range result.Targets {
-		if o.Result == gitops.ResultRequested || o.Result == gitops.ResultAlreadyRequested {
+		if o.Requested() {
 			requested++
 		}
 	}
@@ -84,10 +91,25 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 		res.Repository, res.Ref, short(res.SHA), res.Delivery, timeout, requested), streamLine{Event: "accepted", HookResponse: &res})
 	counts := map[string]int{}
 	start := time.Now()
-	for r := range s.Requester.Await(c.Request().Context(), push, result, timeout) {
-		counts[r.State]++
-		write(fmt.Sprintf("%-8s %s  %s  (%.1fs)", r.State, r.Target.Context(), r.Description, r.Elapsed.Seconds()),
-			streamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
+	answers := s.Requester.Await(c.Request().Context(), push, result, timeout)
+stream:
+	for {
+		select {
+		case r, ok := <-answers:
+			if !ok {
+				break stream
+			}
+			counts[r.State]++
+			write(fmt.Sprintf("%-8s %s  %s  (%.1fs)", r.State, r.Target.Context(), r.Description, r.Elapsed.Seconds()),
+				streamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
+		case <-s.stopping:
+			// Flux's answer is not known here any more: say so, and end as a failure (a job
+			// must not go green without it); the commit statuses still follow.
+			ok := false
+			write("interrupted: flux-webhook is shutting down; Flux's answers follow as commit statuses",
+				streamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
+			panic(http.ErrAbortHandler)
+		}
 	}
 	if c.Request().Context().Err() != nil {
 		return nil // the sender left

@@ -1,10 +1,13 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -96,6 +99,30 @@ func TestDecodePushRejects(t *testing.T) {
 		{"form without payload", "application/x-www-form-urlencoded", "x=1", ErrBadPayload},
 		{"form with two payloads", "application/x-www-form-urlencoded", "payload=" + url.QueryEscape(validPush) + "&payload=" + url.QueryEscape(validPush), ErrBadPayload},
 		{"form with bad escape", "application/x-www-form-urlencoded", "payload=%zz", ErrBadPayload},
+		// Duplicate members a reader could resolve either way (Go keeps the last).
+		{"duplicate ref", "application/json", replace(`"ref":"refs/heads/main"`, `"ref":"refs/heads/other","ref":"refs/heads/main"`), ErrBadPayload},
+		{"duplicate ref in other case", "application/json", replace(`"ref":"refs/heads/main"`, `"ref":"refs/heads/other","REF":"refs/heads/main"`), ErrBadPayload},
+		{"duplicate after", "application/json", replace(`"after":`, `"after":"fedcba9876543210fedcba9876543210fedcba98","After":`), ErrBadPayload},
+		{"duplicate repository by unicode folding", "application/json", replace(`"repository":{`, `"repoſitory":{"full_name":"org/other","clone_url":"http://gitea.example.com/org/other.git"},"repository":{`), ErrBadPayload},
+		{"duplicate full_name", "application/json", replace(`"full_name":"org/app"`, `"full_name":"org/other","full_name":"org/app"`), ErrBadPayload},
+		{"duplicate clone_url", "application/json", replace(`"clone_url":`, `"clone_url":"http://evil.example.com/x/y.git","Clone_URL":`), ErrBadPayload},
+		{"trailing garbage", "application/json", validPush + `]`, ErrBadPayload},
+		{"repository is an array", "application/json", replace(`"repository":{`, `"repository":[],"x":{`), ErrBadPayload},
+		{"after is a number", "application/json", replace(`"after":"0123456789abcdef0123456789abcdef01234567"`, `"after":123`), ErrBadPayload},
+		{"full_name is an object", "application/json", replace(`"full_name":"org/app"`, `"full_name":{"a":1}`), ErrBadPayload},
+		// References Git itself refuses.
+		{"ref with ..", "application/json", replace(`refs/heads/main`, `refs/heads/../../etc/passwd`), ErrBadPayload},
+		{"ref with //", "application/json", replace(`refs/heads/main`, `refs/heads//main`), ErrBadPayload},
+		{"ref component starting with a dot", "application/json", replace(`refs/heads/main`, `refs/heads/.hidden`), ErrBadPayload},
+		{"ref ending in .lock", "application/json", replace(`refs/heads/main`, `refs/heads/main.lock`), ErrBadPayload},
+		{"ref with @{", "application/json", replace(`refs/heads/main`, `refs/heads/main@{1}`), ErrBadPayload},
+		{"ref with a backslash", "application/json", replace(`refs/heads/main`, `refs/heads/ma\\in`), ErrBadPayload},
+		{"ref with a colon", "application/json", replace(`refs/heads/main`, `refs/heads/a:b`), ErrBadPayload},
+		{"ref with a bidi override", "application/json", replace(`refs/heads/main`, "refs/heads/ma\u202ein"), ErrBadPayload},
+		{"ref with a zero-width space", "application/json", replace(`refs/heads/main`, "refs/heads/ma\u200bin"), ErrBadPayload},
+		{"ref with invalid UTF-8", "application/json", replace(`refs/heads/main`, "refs/heads/ma\xffin"), ErrBadPayload},
+		{"ref ending in /", "application/json", replace(`refs/heads/main`, `refs/heads/main/`), ErrBadPayload},
+		{"only unusable urls", "application/json", `{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567","repository":{"full_name":"org/app","clone_url":"file:///etc/passwd","html_url":"javascript:alert(1)"}}`, ErrBadPayload},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +134,31 @@ func TestDecodePushRejects(t *testing.T) {
 	}
 }
 
+func TestDecodePushAccepts(t *testing.T) {
+	for _, ref := range []string{"refs/heads/fünf", "refs/heads/機能/x", "refs/tags/v1.0.0", "refs/heads/release/1.x", "refs/heads/a-b_c.d"} {
+		body := strings.Replace(validPush, "refs/heads/main", ref, 1)
+		if ev, err := DecodePush("application/json", []byte(body)); err != nil || ev.Ref != ref {
+			t.Errorf("%s: %v", ref, err)
+		}
+	}
+	// Members nobody reads may repeat, as may read names at other depths.
+	body := strings.Replace(validPush, `"pusher":{"login":"dev"}`, `"pusher":{"login":"dev"},"pusher":{"login":"x"},"commits":[{"ref":1,"ref":2}]`, 1)
+	if _, err := DecodePush("application/json", []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecodePushErrorsNameJSONTypes(t *testing.T) {
+	_, err := DecodePush("application/json", []byte(`{"repository":[]}`))
+	if err == nil || err.Error() != "malformed payload: repository must be object, not array" {
+		t.Fatalf("got %v", err)
+	}
+	_, err = DecodePush("application/json", []byte(`{"ref":"refs/heads/main","ref":"refs/heads/x","after":"0123456789abcdef0123456789abcdef01234567","repository":{"full_name":"o/r","clone_url":"http://h/o/r"}}`))
+	if err == nil || err.Error() != "malformed payload: ref given more than once" {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestDeletedPush(t *testing.T) {
 	body := strings.Replace(validPush, "0123456789abcdef0123456789abcdef01234567", strings.Repeat("0", 40), 1)
 	ev, err := DecodePush("application/json", []byte(body))
@@ -115,11 +167,75 @@ func TestDeletedPush(t *testing.T) {
 	}
 }
 
+// formPayload reads a form exactly as url.ParseQuery does, with one copy instead of three.
+func FuzzFormPayload(f *testing.F) {
+	for _, s := range []string{"payload=%7B%7D", "payload=a&payload=b", "x=1&payload=a+b", "payload=%zz", "a;b=1&payload=1",
+		"%70ayload=x", "&&payload=&", "x=%2&payload=1", "payload", "=payload&payload=1"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := formPayload(body)
+		form, perr := url.ParseQuery(string(body))
+		switch {
+		case perr != nil || len(form["payload"]) != 1:
+			if err == nil {
+				t.Fatalf("%q: payload %q, ParseQuery: %v, %d payloads", body, got, perr, len(form["payload"]))
+			}
+		case err != nil:
+			t.Fatalf("%q: %v, ParseQuery: %q", body, err, form.Get("payload"))
+		case string(got) != form.Get("payload"):
+			t.Fatalf("%q: %q, ParseQuery: %q", body, got, form.Get("payload"))
+		}
+	})
+}
+
+// members, the in-place scanner behind the duplicate check, reads a valid object's members
+// exactly as encoding/json does.
+func FuzzMembers(f *testing.F) {
+	for _, s := range []string{validPush, `{}`, `{"a":1,"b":[1,{"c":"}"}],"\u0072ef":"x","d":"\"","e":null}`, ` { "a" : true } `, `[]`, `"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want []string
+		dec := json.NewDecoder(bytes.NewReader(b))
+		if !json.Valid(b) {
+			members(b, func(string, []byte) bool { return true }) // must not panic
+			return
+		}
+		if tok, _ := dec.Token(); tok != json.Delim('{') {
+			return
+		}
+		for dec.More() {
+			tok, _ := dec.Token()
+			var v json.RawMessage
+			_ = dec.Decode(&v)
+			name := tok.(string)
+			if len(name) > 10 {
+				name = "" // longer names are not decoded
+			}
+			want = append(want, name+"="+string(v))
+		}
+		var got []string
+		members(b, func(name string, value []byte) bool {
+			if len(name) > 10 {
+				name = ""
+			}
+			got = append(got, name+"="+string(value))
+			return true
+		})
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q: members %q, encoding/json %q", b, got, want)
+		}
+	})
+}
+
 func FuzzDecodePush(f *testing.F) {
 	f.Add("application/json", []byte(validPush))
 	f.Add("application/x-www-form-urlencoded", []byte("payload="+url.QueryEscape(validPush)))
 	f.Add("application/json", []byte(`{"repository":null}`))
 	f.Add("application/json", []byte(`{"ref":1}`))
+	f.Add("application/json", []byte(strings.Replace(validPush, `"ref":`, `"ref":"refs/heads/x","REF":`, 1)))
+	f.Add("application/json", []byte(strings.Replace(validPush, "refs/heads/main", "refs/heads/fünf", 1)))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		ev, err := DecodePush(ct, body)
 		if err != nil {
@@ -130,8 +246,12 @@ func FuzzDecodePush(f *testing.F) {
 		}
 		// Whatever decodes is complete enough to act on.
 		if ev.Repository == nil || !fullNamePattern.MatchString(ev.Repository.FullName) ||
-			!strings.HasPrefix(ev.Ref, "refs/") || len(ev.URLs()) == 0 {
+			!strings.HasPrefix(ev.Ref, "refs/") || len(ev.URLs()) == 0 || !validRef(ev.Ref) {
 			t.Fatalf("accepted incomplete event %+v", ev)
+		}
+		// ... and means one thing only: no member it reads is given twice.
+		if key, dup := duplicateKey(body); dup && ct == "application/json" {
+			t.Fatalf("accepted a body with %s twice", key)
 		}
 	})
 }

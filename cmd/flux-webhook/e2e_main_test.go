@@ -29,8 +29,14 @@ var e2e struct {
 	dir     string
 	hookURL string // http://127.0.0.1:PORT
 	ready   string // readiness URL
+	metrics string // the service's Prometheus endpoint, http://127.0.0.1:PORT/metrics
 	service *testenv.Service
 	token   string // current hook token
+	// giteaToken is the Gitea API token the service posts statuses with.
+	giteaToken string
+	// answers records every response the tests get (bodies and headers), for the secret
+	// sweep that ends the suite.
+	answers *recorder
 }
 
 const (
@@ -56,6 +62,10 @@ func runE2E(m *testing.M) int {
 	if testenv.Light() {
 		return m.Run()
 	}
+	// Every HTTP client of the tests that does not bring its own transport (httpClient, the
+	// CLI, the Gitea SDK) goes through the recorder.
+	e2e.answers = newRecorder(http.DefaultTransport)
+	http.DefaultTransport = e2e.answers
 	testenv.SetLogger()
 	ctx := context.Background()
 	var err error
@@ -94,7 +104,14 @@ func runE2E(m *testing.M) int {
 		return fail(err)
 	}
 	defer e2e.service.Stop()
-	return m.Run()
+	code := m.Run()
+	// No secret may have surfaced anywhere during the whole suite.
+	if err := sweepSecrets(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e secret sweep: FAIL:", err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "e2e secret sweep: no secret in the service's logs, /metrics, Events, Flux objects or", e2e.answers.count(), "answers")
+	return code
 }
 
 // setupCluster creates the namespaces and the Secrets External Secrets would sync.
@@ -110,6 +127,7 @@ func setupCluster(ctx context.Context) error {
 		}
 	}
 	e2e.token = hookToken
+	e2e.giteaToken = giteaToken
 	for _, s := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: tokenSecret}, Data: map[string][]byte{"token": []byte(hookToken)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: giteaSecret}, Data: map[string][]byte{"token": []byte(giteaToken)}},
@@ -162,6 +180,7 @@ func startService(ctx context.Context) error {
 	}
 	e2e.hookURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	e2e.ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1])
+	e2e.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2])
 	s, err := testenv.StartService(ctx, "flux-webhook", e2e.dir, e2e.bin, e2e.ready, serviceArgs(kubeconfig, ports[0], ports[1], ports[2])...)
 	if err != nil {
 		return err

@@ -51,6 +51,7 @@ func TestWaitModeWithCurl(t *testing.T) {
 			"-H", "@" + tokenFile, "-H", "Content-Type: application/json", "--data-binary", "@" + event}, extra...)
 		args = append(args, e2e.hookURL+"/hook?wait=true&timeout=2m")
 		out, err := exec.CommandContext(t.Context(), "curl", args...).CombinedOutput()
+		e2e.answers.Add("curl "+e2e.hookURL+"/hook?wait=true", out) // for the secret sweep
 		code := 0
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {

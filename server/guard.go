@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+// The guards of the HTTP surface against more than it should take: requests in flight,
+// waiting streams, failed authentication per address, and repeated deliveries.
+
+// errOverloaded: the replica has maxInFlight requests, maxBodyBytesInFlight of bodies or
+// maxWaiting streams already.
+var errOverloaded = errors.New("too many requests in flight on this replica, retry later")
+
+// authLimitedError: the client address failed to authenticate too often.
+type authLimitedError struct{ RetryAfter time.Duration }
+
+func (e *authLimitedError) Error() string {
+	return fmt.Sprintf("too many failed authentications from this address: retry in %s", e.RetryAfter.Round(time.Second))
+}
+
+var (
+	httpInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flux_webhook_http_requests_in_flight",
+		Help: "Requests being handled on /hook and the platform API (at most 128 per replica).",
+	})
+	httpWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flux_webhook_http_waiting_streams",
+		Help: "Open /hook?wait=true streams.",
+	})
+	httpBodyBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flux_webhook_http_body_bytes_in_flight",
+		Help: "Bytes reserved by the bodies of requests being handled (at most 64 MiB per replica).",
+	})
+)
+
+func init() { metrics.Registry.MustRegister(httpInFlight, httpWaiting, httpBodyBytes) }
+
+// slots is a counting semaphore.
+type slots struct {
+	ch    chan struct{}
+	gauge prometheus.Gauge
+}
+
+func newSlots(n int, gauge prometheus.Gauge) *slots {
+	return &slots{ch: make(chan struct{}, n), gauge: gauge}
+}
+
+// acquire takes a slot, waiting up to wait for one; the returned release may be called more
+// than once.
+func (s *slots) acquire(ctx context.Context, wait time.Duration) (release func(), err error) {
+	select {
+	case s.ch <- struct{}{}:
+	default:
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case s.ch <- struct{}{}:
+		case <-t.C:
+			return nil, errOverloaded
+		case <-ctx.Done():
+			return nil, errOverloaded
+		}
+	}
+	s.gauge.Inc()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-s.ch
+			s.gauge.Dec()
+		})
+	}, nil
+}
+
+const (
+	releaseKey     = "release-in-flight"
+	releaseBodyKey = "release-body-bytes"
+)
+
+// limitInFlight holds a slot for each request from the start of its handler to its
+// answer; over maxInFlight a request waits up to inFlightWait, then gets 503. The bytes its
+// body reserved (readBody) are given back with the slot.
+func (s *Server) limitInFlight(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		release, err := s.inFlight.acquire(c.Request().Context(), s.lim.inFlightWait)
+		if err != nil {
+			return err
+		}
+		c.Set(releaseKey, release)
+		defer releaseInFlight(c)
+		return next(c)
+	}
+}
+
+// releaseInFlight gives the request's slot and body bytes back, early for a waiting stream,
+// which holds a waiting slot instead.
+func releaseInFlight(c echo.Context) {
+	for _, key := range []string{releaseKey, releaseBodyKey} {
+		if release, ok := c.Get(key).(func()); ok {
+			release()
+		}
+	}
+}
+
+// reserveBody reserves n bytes of the budget of bodies in flight for the request, waiting up
+// to inFlightWait for them; they are given back with its slot.
+func (s *Server) reserveBody(c echo.Context, n int64) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.lim.inFlightWait)
+	defer cancel()
+	if err := s.bodyBytes.Acquire(ctx, n); err != nil {
+		return errOverloaded
+	}
+	httpBodyBytes.Add(float64(n))
+	var once sync.Once
+	c.Set(releaseBodyKey, func() {
+		once.Do(func() {
+			s.bodyBytes.Release(n)
+			httpBodyBytes.Sub(float64(n))
+		})
+	})
+	return nil
+}
+
+// authLimiter counts failed authentications per client address.
+type authLimiter struct {
+	burst int
+	every rate.Limit
+	table *lru[netip.Prefix, *rate.Limiter]
+}
+
+func newAuthLimiter(l limits) *authLimiter {
+	// No expiry: an address that keeps failing keeps its empty bucket. Only the size bound
+	// forgets addresses, least recently seen first.
+	return &authLimiter{burst: l.authFailureBurst, every: l.authFailureRate,
+		table: newLRU[netip.Prefix, *rate.Limiter](l.maxTrackedAddresses, 0, nil)}
+}
+
+// clientKey identifies a client by its TCP peer address: an IPv4 address, or an IPv6
+// address's /64. An address that does not parse (none in practice) shares one key.
+func clientKey(ip string) netip.Prefix {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	a = a.Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// fail records a failed authentication from ip and reports whether the address is over its
+// budget, and when it may try again.
+func (a *authLimiter) fail(ip string, now time.Time) (time.Duration, bool) {
+	lim := a.table.getOrAdd(clientKey(ip), func() *rate.Limiter { return rate.NewLimiter(a.every, a.burst) })
+	if lim.AllowN(now, 1) {
+		return 0, false
+	}
+	r := lim.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	r.CancelAt(now)
+	return max(d, time.Second), true
+}
+
+// authenticate checks a request's credentials with auth. A failure counts against the
+// client's address: over the budget, the answer is 429 instead of 401. A success is never
+// limited.
+func (s *Server) authenticate(c echo.Context, auth Authenticator, body []byte) error {
+	err := auth.Authenticate(c.Request().Header, body)
+	if err == nil || !errors.Is(err, webhook.ErrUnauthorized) {
+		return err
+	}
+	if d, limited := s.authFailures.fail(c.RealIP(), time.Now()); limited {
+		return &authLimitedError{RetryAfter: d}
+	}
+	return err
+}
+
+// deliveryID is what identifies a delivery for its replay: the sender's delivery id and
+// the digest of the body it came with. The same id with another body is another request.
+type deliveryID struct {
+	delivery string
+	body     [sha256.Size]byte
+}
+
+// answer is a kept /hook answer.
+type answer struct {
+	code int
+	body []byte
+}
+
+// replayKey returns the key of a request's answer, false when the sender gave no delivery
+// id of its own (one generated here never repeats).
+func replayKey(c echo.Context, body []byte) (deliveryID, bool) {
+	if given, _ := c.Get(senderDeliveryKey).(bool); !given {
+		return deliveryID{}, false
+	}
+	return deliveryID{delivery: c.Get(deliveryKey).(string), body: sha256.Sum256(body)}, true
+}
