@@ -28,13 +28,19 @@ type Push struct {
 }
 
 // match returns the objects of one cluster that the push feeds, in request order: the
-// GitRepositories whose URL and reference match, then the HelmCharts, Kustomizations and
+// GitRepositories whose URL (or an alias of it) and reference match, then the HelmCharts, Kustomizations and
 // HelmReleases built from them. Every lookup goes through a cache index.
-func match(ctx context.Context, r client.Reader, push Push) ([]client.Object, error) {
+func match(ctx context.Context, r client.Reader, push Push, aliases []Alias) ([]client.Object, error) {
 	var keys []string
 	for _, u := range push.URLs {
-		if k, err := NormalizeURL(u); err == nil && !slices.Contains(keys, k) {
-			keys = append(keys, k)
+		k, err := NormalizeURL(u)
+		if err != nil {
+			continue
+		}
+		for _, k := range expand(k, aliases) {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
 		}
 	}
 	var repos []client.Object

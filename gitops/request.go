@@ -102,6 +102,8 @@ type Requester struct {
 	Errors StatusPoster
 	// ErrorDeadline bounds the retries of those posts.
 	ErrorDeadline time.Duration
+	// Aliases map the repository URLs pushes report to those GitRepositories fetch from.
+	Aliases []Alias
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -150,7 +152,7 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 			return
 		}
 		var err error
-		if objs[i], err = match(ctx, c.GetCache(), push); err != nil {
+		if objs[i], err = match(ctx, c.GetCache(), push, r.Aliases); err != nil {
 			errs[i] = fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
 		}
 	})

@@ -264,3 +264,25 @@ func sorted(s ...string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// Flux in a cluster usually fetches through Gitea's in-cluster Service; pushes report the
+// external URL. An alias makes them one.
+func TestRequestThroughAlias(t *testing.T) {
+	integration(t)
+	ns := newNamespace(t)
+	repo := "org/alias-" + randomHex(3)
+	create(t, gitRepository(ns, "app", "http://gitea-http.gitea.svc.cluster.local:3000/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"}))
+	push := pushOf(repo, "refs/heads/main", newSHA())
+	res, err := (&gitops.Requester{Clusters: gitops.NewClusterSet(local)}).Request(t.Context(), push)
+	if err != nil || len(res.Targets) != 0 {
+		t.Fatalf("without the alias: %v %v", targets(res.Targets), err)
+	}
+	alias, err := gitops.ParseAlias("http://" + giteaHost + "=http://gitea-http.gitea.svc.cluster.local:3000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = (&gitops.Requester{Clusters: gitops.NewClusterSet(local), Aliases: []gitops.Alias{alias}}).Request(t.Context(), push)
+	if err != nil || len(res.Targets) != 1 || res.Targets[0].Result != gitops.ResultRequested {
+		t.Fatalf("with the alias: %v %v", targets(res.Targets), err)
+	}
+}

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"regexp"
@@ -103,4 +104,45 @@ func scpLike(raw string) bool {
 	colon := strings.Index(raw, ":")
 	slash := strings.Index(raw, "/")
 	return colon > 0 && (slash < 0 || colon < slash)
+}
+
+// Alias says that repositories under one URL prefix are also reachable under another, e.g.
+// Gitea's external URL and its in-cluster Service: a push reporting the first matches
+// GitRepositories that fetch through the second.
+type Alias struct {
+	From, To string // normalized "host[:port][/path]" prefixes
+}
+
+// ParseAlias parses "FROM=TO", two Git base URLs (scheme, host, optional port and path).
+func ParseAlias(s string) (Alias, error) {
+	from, to, ok := strings.Cut(s, "=")
+	if !ok {
+		return Alias{}, fmt.Errorf("%w: alias %q: want FROM=TO", ErrInvalidURL, s)
+	}
+	var a Alias
+	for i, u := range []string{from, to} {
+		// A base URL has no repository path of its own: normalize it with one, then drop it.
+		n, err := NormalizeURL(strings.TrimSuffix(u, "/") + "/x")
+		if err != nil {
+			return Alias{}, fmt.Errorf("%w: alias %q: %q is not a base URL", ErrInvalidURL, s, u)
+		}
+		n = strings.TrimSuffix(n, "/x")
+		if i == 0 {
+			a.From = n
+		} else {
+			a.To = n
+		}
+	}
+	return a, nil
+}
+
+// expand returns the keys a normalized repository key also goes by under the aliases.
+func expand(key string, aliases []Alias) []string {
+	out := []string{key}
+	for _, a := range aliases {
+		if rest, ok := strings.CutPrefix(key, a.From+"/"); ok {
+			out = append(out, a.To+"/"+rest)
+		}
+	}
+	return out
 }

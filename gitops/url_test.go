@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -110,4 +111,30 @@ func FuzzNormalizeURL(f *testing.F) {
 			t.Fatalf("NormalizeURL(%q) = %q", raw, got)
 		}
 	})
+}
+
+func TestAliases(t *testing.T) {
+	a, err := ParseAlias("https://gitea.example.com/=http://gitea-http.gitea.svc.cluster.local:3000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.From != "gitea.example.com" || a.To != "gitea-http.gitea.svc.cluster.local:3000" {
+		t.Fatalf("parsed %+v", a)
+	}
+	got := expand("gitea.example.com/org/app", []Alias{a})
+	if want := []string{"gitea.example.com/org/app", "gitea-http.gitea.svc.cluster.local:3000/org/app"}; !slices.Equal(got, want) {
+		t.Fatalf("expand = %v, want %v", got, want)
+	}
+	if got := expand("gitea.example.community/org/app", []Alias{a}); len(got) != 1 {
+		t.Fatalf("a host that only starts like the alias expanded: %v", got)
+	}
+	sub, _ := ParseAlias("https://example.com/gitea=http://gitea:3000")
+	if got := expand("example.com/gitea/org/app", []Alias{sub}); len(got) != 2 || got[1] != "gitea:3000/org/app" {
+		t.Fatalf("sub-path alias: %v", got)
+	}
+	for _, bad := range []string{"https://a.example.com", "=http://b", "ftp://a=http://b", "https://a=:", "https://a?x=http://b"} {
+		if _, err := ParseAlias(bad); err == nil {
+			t.Errorf("ParseAlias(%q) accepted", bad)
+		}
+	}
 }

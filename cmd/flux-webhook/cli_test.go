@@ -44,6 +44,7 @@ func TestCLI(t *testing.T) {
 		{"bad-region", []string{"serve", "--token-secret", "ns/name", "--region", "EU Central"}, nil, 2},
 		{"platform-token-is-hook-token", []string{"serve", "--token-secret", "ns/name", "--platform-token-secret", "ns/name"}, nil, 2},
 		{"reconcile-help", []string{"reconcile", "--help"}, nil, 0},
+		{"bad-git-url-alias", []string{"serve", "--token-secret", "ns/name", "--git-url-alias", "https://gitea.example.com"}, nil, 2},
 		{"reconcile-no-server", []string{"reconcile", "--token-file", "/dev/null"}, nil, 2},
 		{"reconcile-no-token", []string{"reconcile", "--server", "https://fw.example.com"}, nil, 2},
 		{"reconcile-bad-server", []string{"reconcile", "--server", "fw.example.com", "--token-file", "/dev/null"}, nil, 2},

@@ -119,6 +119,7 @@ func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
 // clusterOptions configures the clusters flux-webhook requests and watches: its own, and
 // those registered by kubeconfig Secrets.
 type clusterOptions struct {
+	GitURLAliases    []string
 	Name             string
 	Region           string
 	SecretsNamespace string
@@ -130,6 +131,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
 	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+gitops.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+gitops.RegionLabel+" label (default: the token Secret's namespace)")
+	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
 }
@@ -184,6 +186,11 @@ func (o *serveOptions) validate() (token, giteaToken, platformToken types.Namesp
 	}
 	if o.cluster.Region != "" && !dnsLabel.MatchString(o.cluster.Region) {
 		return token, giteaToken, platformToken, fmt.Errorf("%w: --region %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Region)
+	}
+	for _, a := range o.cluster.GitURLAliases {
+		if _, err := gitops.ParseAlias(a); err != nil {
+			return token, giteaToken, platformToken, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
+		}
 	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
 		return token, giteaToken, platformToken, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)

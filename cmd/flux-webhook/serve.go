@@ -141,10 +141,15 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if secretsNS == "" {
 		secretsNS = tokenRef.Namespace
 	}
+	var aliases []gitops.Alias
+	for _, a := range o.cluster.GitURLAliases {
+		al, _ := gitops.ParseAlias(a) // validated
+		aliases = append(aliases, al)
+	}
 	srv := &server.Server{
 		Addr:      o.hook.Listen,
 		Auth:      tokens,
-		Requester: &gitops.Requester{Clusters: clusters, Errors: poster, ErrorDeadline: o.report.ResultTimeout},
+		Requester: &gitops.Requester{Clusters: clusters, Errors: poster, ErrorDeadline: o.report.ResultTimeout, Aliases: aliases},
 		Log:       logger.WithName("hook"),
 	}
 	runnables := []manager.Runnable{srv}
