@@ -419,6 +419,8 @@ func TestValuesSchemaRejects(t *testing.T) {
 		{"replicas as text", `{"replicaCount": "two"}`, "/replicaCount"},
 		{"cluster name not a DNS label", `{"clusterName": "Fra_1"}`, "/clusterName"},
 		{"region not a DNS label", `{"region": "EU Central"}`, "/region"},
+		{"Gitea URL alias without its other half", `{"gitUrlAliases": ["https://gitea.example.eu"]}`, "/gitUrlAliases/0"},
+		{"two Gitea URL aliases in one", `{"gitUrlAliases": ["https://a.eu=http://a:3000,https://b.eu=http://b:3000"]}`, "/gitUrlAliases/0"},
 		{"Gitea URL without scheme", `{"giteaUrl": "gitea.example.eu"}`, "/giteaUrl"},
 		{"domain in capitals", `{"sovereignDomain": "Example.EU", "locationCode": "fra1"}`, "/sovereignDomain"},
 		{"domain without location", `{"sovereignDomain": "example.eu"}`, "/locationCode"},
@@ -640,5 +642,22 @@ func TestRemoteClusterRoleDocumented(t *testing.T) {
 	find(t, doc, "ClusterRoleBinding", "flux-webhook-remote")
 	for _, o := range doc {
 		apply(t, env.kube.Client, o, true)
+	}
+}
+
+// gitUrlAliases reach the service as FLUX_WEBHOOK_GIT_URL_ALIAS (comma-separated, as its
+// --git-url-alias flag reads the environment), and only when set.
+func TestChartGitURLAliases(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "aliases.json")
+	if err := os.WriteFile(values, []byte(`{"gitUrlAliases": ["https://gitea.example.eu=http://gitea-http.gitea.svc:3000", "https://git.example.eu=http://gitea-http.gitea.svc:3000"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := string(helmTemplate(t, "flux-webhook", values))
+	want := "- name: FLUX_WEBHOOK_GIT_URL_ALIAS\n              value: \"https://gitea.example.eu=http://gitea-http.gitea.svc:3000,https://git.example.eu=http://gitea-http.gitea.svc:3000\""
+	if !strings.Contains(out, want) {
+		t.Fatalf("rendered Deployment lacks %q", want)
+	}
+	if strings.Contains(string(helmTemplate(t, "flux-webhook")), "FLUX_WEBHOOK_GIT_URL_ALIAS") {
+		t.Fatal("FLUX_WEBHOOK_GIT_URL_ALIAS rendered without aliases")
 	}
 }
