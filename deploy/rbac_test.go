@@ -391,12 +391,9 @@ func (r *rbacRun) run(t *testing.T, role, clusterRole []rbacv1.PolicyRule, remov
 
 	dir := t.TempDir()
 	kubeconfig := r.proxy.kubeconfig(t, dir, user)
-	ports := make([]int, 3)
-	for i := range ports {
-		var err error
-		if ports[i], err = testenv.FreePort(); err != nil {
-			t.Fatal(err)
-		}
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p.hookURL = fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0])
 	if p.platformToken != "" {

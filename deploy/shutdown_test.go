@@ -111,12 +111,9 @@ func TestShutdownFitsGracePeriod(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Delete(ctx, gr) })
 
-	ports := make([]int, 3)
-	for i := range ports {
-		var err error
-		if ports[i], err = testenv.FreePort(); err != nil {
-			t.Fatal(err)
-		}
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "flux-webhook.log")

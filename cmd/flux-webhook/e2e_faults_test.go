@@ -66,13 +66,9 @@ func TestKillBetweenAcceptAndAnswer(t *testing.T) {
 func TestLeaderKilled(t *testing.T) {
 	integration(t)
 	a := newApp(t, "leader-"+randomSuffix(), "main")
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := testenv.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	kubeconfig, err := e2e.proxy.KubeconfigVia(t.Context(), e2e.kube.Kubeconfig, t.TempDir(), "kubeconfig")
 	if err != nil {

@@ -166,13 +166,9 @@ func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string
 }
 
 func startService(ctx context.Context) error {
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := testenv.FreePort()
-		if err != nil {
-			return err
-		}
-		ports[i] = p
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		return err
 	}
 	kubeconfig, err := e2e.proxy.KubeconfigVia(ctx, e2e.kube.Kubeconfig, e2e.dir, "kubeconfig-via-proxy")
 	if err != nil {

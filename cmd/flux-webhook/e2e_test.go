@@ -162,13 +162,7 @@ func (a *app) waitFinal(t testing.TB, sha, kind, want string) *gitea.Status {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitFor(t, d, what, cond)
 }
 
 func configMapValue(t testing.TB, name string) string {
@@ -404,13 +398,9 @@ func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xff
 func TestReadinessAndSecondReplica(t *testing.T) {
 	integration(t)
 	ctx := t.Context()
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := testenv.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	health := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	args := serviceArgs(e2e.kube.Kubeconfig, ports[0], ports[1], ports[2])

@@ -110,11 +110,9 @@ func run(ctx context.Context, keep bool) error {
 		}
 	}
 
-	var ports [3]int
-	for i := range ports {
-		if ports[i], err = testenv.FreePort(); err != nil {
-			return err
-		}
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		return err
 	}
 	hookURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	step("starting flux-webhook serve on %s", hookURL)

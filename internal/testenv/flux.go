@@ -56,7 +56,7 @@ func startFlux(ctx context.Context, kubeconfig, dir string) (*Flux, error) {
 	if err := os.MkdirAll(f.StoragePath, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(5)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -137,15 +138,15 @@ func tail(path string, n int) string {
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
 	return ports[0], nil
 }
 
-// freePorts returns n distinct free loopback ports, holding each until all are found.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free loopback ports, holding each until all are found.
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -225,4 +226,16 @@ func runLogged(ctx context.Context, what, logPath, dir string, env []string, bin
 		return nil, fmt.Errorf("%s: %w; last lines of %s:\n%s", what, err, logPath, tail(logPath, tailLines))
 	}
 	return stdout.Bytes(), nil
+}
+
+// WaitFor polls cond every 50 ms until it holds, and fails the test when within passes.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
