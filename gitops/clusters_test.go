@@ -107,7 +107,7 @@ func TestClusters(t *testing.T) {
 			}
 		}
 	}
-	r := &gitops.Requester{Clusters: set, Errors: rec, ErrorDeadline: time.Minute}
+	r := &gitops.Requester{Clusters: set, Errors: rec, ErrorDeadline: time.Minute, ErrorGrace: 5 * time.Second}
 	var res gitops.Result
 	waitFor(t, "every cluster's cache sees the objects", func() bool {
 		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", newSHA()))
@@ -153,9 +153,25 @@ func TestClusters(t *testing.T) {
 		t.Fatalf("description %q", d)
 	}
 	waitStates(t, rec, down, contextOf("east", gitops.KindKustomization), gitops.StatePending)
+
+	// The sender's retry within the grace, once the cluster is back, requests what the first
+	// delivery could not: the target then gets the reporter's statuses and no error.
+	retried := newSHA()
+	if res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", retried)); err != nil ||
+		!slices.ContainsFunc(res.Targets, func(o gitops.Outcome) bool { return o.Cluster == "west" && o.Result == gitops.ResultError }) {
+		t.Fatalf("west down: %v %v", targets(res.Targets), err)
+	}
+	sent := time.Now()
 	if err := westProxy.Restore(); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the retry requests west", func() bool {
+		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", retried))
+		return err == nil && !slices.ContainsFunc(res.Targets, func(o gitops.Outcome) bool { return o.Cluster == "west" && !o.Requested() })
+	})
+	t.Logf("retry requested west %s after the first delivery", time.Since(sent).Round(time.Millisecond))
+	time.Sleep(time.Until(sent.Add(6 * time.Second))) // past the grace
+	waitStates(t, rec, retried, contextOf("west", gitops.KindKustomization), gitops.StatePending)
 
 	// Removing a Secret removes its cluster (and stops its cache and reporter).
 	if err := kube.Client.Delete(ctx, eastSecret); err != nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -14,6 +16,12 @@ import (
 
 // errNoChange, from a patchMetadata change, means there is nothing to patch.
 var errNoChange = errors.New("no change")
+
+// conflictBackoff retries a metadata patch that lost an optimistic-lock race (the reporter,
+// another replica or a Flux controller wrote the object meanwhile) for up to about 3 s,
+// within the caller's deadline: a burst of pushes and the reporter's own updates contend
+// for the same objects.
+var conflictBackoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 20, Cap: 250 * time.Millisecond}
 
 // patchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock.
 // change edits the annotations of the freshest metadata known (from, when given, else o);
@@ -36,7 +44,7 @@ func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *meta
 	}
 	key := client.ObjectKeyFromObject(o)
 	first := true
-	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	err = retry.RetryOnConflict(conflictBackoff, func() error {
 		if !first {
 			if err := c.GetAPIReader().Get(ctx, key, m); err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -102,6 +103,8 @@ type Requester struct {
 	Errors StatusPoster
 	// ErrorDeadline bounds the retries of those posts.
 	ErrorDeadline time.Duration
+	// ErrorGrace delays those posts; DefaultErrorGrace when zero.
+	ErrorGrace time.Duration
 	// Aliases map the repository URLs pushes report to those GitRepositories fetch from.
 	Aliases []Alias
 	// Now is the clock; time.Now when nil.
@@ -186,15 +189,26 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	if len(failures) > 0 && !requested {
 		return res, errors.Join(failures...)
 	}
-	r.reportErrors(push, res.Targets)
+	r.reportErrors(push, res.Targets, req.pushKey())
 	return res, nil
 }
 
+// DefaultErrorGrace is how long an error status for a target that could not be patched
+// waits: the sender's retry (curl --retry), or the other delivery of the same push (the
+// Actions step and the native webhook), usually comes within seconds, and when one of them
+// requested the object the reporter reports it instead. A cluster that stayed unreachable
+// gets the error.
+const DefaultErrorGrace = 10 * time.Second
+
 // reportErrors posts an error status, in the background, for each target that could not be
-// patched.
-func (r *Requester) reportErrors(push Push, out []Outcome) {
+// patched, unless another delivery of the push requested it meanwhile.
+func (r *Requester) reportErrors(push Push, out []Outcome, key string) {
 	if r.Errors == nil {
 		return
+	}
+	grace := r.ErrorGrace
+	if grace == 0 {
+		grace = DefaultErrorGrace
 	}
 	for _, o := range out {
 		if o.Result != ResultError {
@@ -202,8 +216,31 @@ func (r *Requester) reportErrors(push Push, out []Outcome) {
 		}
 		cs := CommitStatus{Repository: push.Repository, SHA: push.SHA, Context: o.Context(),
 			Status: Status{State: StateError, Description: "not requested: " + o.Error}}
-		go postWithRetry(context.Background(), r.Errors, cs, r.ErrorDeadline, o.Cluster, o.Kind)
+		go func() {
+			time.Sleep(grace)
+			if r.recorded(o.Target, key) {
+				return
+			}
+			postWithRetry(context.Background(), r.Errors, cs, r.ErrorDeadline, o.Cluster, o.Kind)
+		}()
 	}
+}
+
+// recorded reports whether the target's record, as its cluster's cache has it, knows the
+// push with the given key.
+func (r *Requester) recorded(t Target, key string) bool {
+	for _, c := range r.Clusters.Clusters() {
+		if c.Name != t.Cluster {
+			continue
+		}
+		obj := newObject(t.Kind)
+		if err := c.GetCache().Get(context.Background(), client.ObjectKey{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+			return false
+		}
+		rec, err := ParseRecord(obj.GetAnnotations())
+		return err == nil && slices.ContainsFunc(rec.Seen, func(s Seen) bool { return s.Key == key })
+	}
+	return false
 }
 
 // request patches the objects a push matched in one cluster, sources first.
