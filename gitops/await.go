@@ -9,7 +9,6 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -127,8 +126,8 @@ func awaitVerdict(ctx context.Context, c *Cluster, t Target, push Push, at time.
 	if c == nil {
 		return Status{State: StateError, Description: "cluster " + t.Cluster + " is no longer registered"}, true
 	}
-	obj := newObject(t.Kind)
-	if err := c.GetCache().Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+	obj, err := c.cachedObject(ctx, t)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return Status{State: StateError, Description: "deleted before Flux answered"}, true
 		}

@@ -238,6 +238,18 @@ func (s *ClusterSet) Clusters() []*Cluster {
 	return out
 }
 
+// cachedObject reads a target's object, of one of the Flux kinds, from the cluster's cache.
+func (c *Cluster) cachedObject(ctx context.Context, t Target) (client.Object, error) {
+	obj := newObject(t.Kind)
+	if obj == nil {
+		return nil, fmt.Errorf("%s: not a Flux kind", t)
+	}
+	if err := c.GetCache().Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
 // Get returns the named cluster, or nil.
 func (s *ClusterSet) Get(name string) *Cluster {
 	s.mu.RLock()

@@ -288,8 +288,8 @@ func (p *Platform) targetVerdict(ctx context.Context, t Target, req Request) Ver
 	if c == nil {
 		return Verdict{StateError, "cluster " + t.Cluster + " is no longer registered"}
 	}
-	obj := newObject(t.Kind)
-	if err := c.GetCache().Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+	obj, err := c.cachedObject(ctx, t)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return Verdict{StateError, "deleted before Flux answered"}
 		}

@@ -96,7 +96,7 @@ func (o Outcome) Requested() bool {
 
 // Requester turns a push into reconcile requests on the Flux objects it feeds.
 type Requester struct {
-	Clusters interface{ Clusters() []*Cluster }
+	Clusters *ClusterSet
 	// Errors, when set, gets an error status for each target that could not be patched in
 	// a request that is otherwise accepted (a cluster went down): the record that would
 	// carry it to the reporter lives on the object itself.
@@ -229,18 +229,16 @@ func (r *Requester) reportErrors(push Push, out []Outcome, key string) {
 // recorded reports whether the target's record, as its cluster's cache has it, knows the
 // push with the given key.
 func (r *Requester) recorded(t Target, key string) bool {
-	for _, c := range r.Clusters.Clusters() {
-		if c.Name != t.Cluster {
-			continue
-		}
-		obj := newObject(t.Kind)
-		if err := c.GetCache().Get(context.Background(), client.ObjectKey{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
-			return false
-		}
-		rec, err := ParseRecord(obj.GetAnnotations())
-		return err == nil && slices.ContainsFunc(rec.Seen, func(s Seen) bool { return s.Key == key })
+	c := r.Clusters.Get(t.Cluster)
+	if c == nil {
+		return false
 	}
-	return false
+	obj, err := c.cachedObject(context.Background(), t)
+	if err != nil {
+		return false
+	}
+	rec, err := ParseRecord(obj.GetAnnotations())
+	return err == nil && slices.ContainsFunc(rec.Seen, func(s Seen) bool { return s.Key == key })
 }
 
 // request patches the objects a push matched in one cluster, sources first.
