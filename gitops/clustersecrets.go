@@ -9,9 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -60,17 +58,8 @@ func (w *ClusterSecrets) NeedLeaderElection() bool { return false }
 // Start follows the Secrets until ctx ends, then stops the remote clusters.
 func (w *ClusterSecrets) Start(ctx context.Context) error {
 	w.running = map[string]registered{}
-	secrets := w.Client.CoreV1().Secrets(w.Namespace)
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = ClusterLabel
-			return secrets.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = ClusterLabel
-			return secrets.Watch(ctx, o)
-		},
-	}
+	lw := toolscache.NewFilteredListWatchFromClient(w.Client.CoreV1().RESTClient(), "secrets", w.Namespace,
+		func(o *metav1.ListOptions) { o.LabelSelector = ClusterLabel })
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.apply(ctx, o) },

@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -100,19 +100,9 @@ func (w *sourceWatch) follow(ctx context.Context, s *corev1.Secret) {
 	wctx, cancel := context.WithCancel(ctx)
 	w.cancel = cancel
 	gvr := schema.GroupVersionResource{Group: externalSecretGroup, Version: version, Resource: "externalsecrets"}
-	res := w.dyn.Resource(gvr).Namespace(s.Namespace)
 	sel := fields.OneTermEqualSelector("metadata.name", owner.Name).String()
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return res.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return res.Watch(ctx, o)
-		},
-	}
-	inf := toolscache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, toolscache.Indexers{})
+	inf := dynamicinformer.NewFilteredDynamicInformer(w.dyn, gvr, s.Namespace, 0, toolscache.Indexers{},
+		func(o *metav1.ListOptions) { o.FieldSelector = sel }).Informer()
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.observe(name, o) },
 		UpdateFunc: func(_, o any) { w.observe(name, o) },
