@@ -23,6 +23,20 @@ var errNoChange = errors.New("no change")
 // for the same objects.
 var conflictBackoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 20, Cap: 250 * time.Millisecond}
 
+// readMetadata reads o's metadata from the API server, past the cache.
+func (c *Cluster) readMetadata(ctx context.Context, o client.Object) (*metav1.PartialObjectMetadata, error) {
+	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	if err := c.GetAPIReader().Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(o), err)
+	}
+	return m, nil
+}
+
 // patchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock.
 // change edits the annotations of the freshest metadata known (from, when given, else o);
 // on a conflict the metadata is read again from the API server and change runs again. It

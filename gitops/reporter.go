@@ -330,13 +330,22 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 			if err != nil {
 				return err
 			}
-		} else if r.Lookup != nil {
-			// The intent was recorded by a reporter that stopped: ask Gitea whether it posted.
-			latest, err := r.Lookup.LatestStatus(ctx, req.Repository, req.SHA, t.Context())
-			if err != nil {
-				return fmt.Errorf("look up status %s: %w", t.Context(), err)
+		} else {
+			// The intent was recorded before: by this reporter, whose post failed, or by one
+			// that stopped. Without a write of ours to lose an optimistic-lock race, only a
+			// read from the API server shows whether the request was finished or given up
+			// since (the cache can lag behind our own last write).
+			if err := r.intentHeld(ctx, obj, req.Token, st); err != nil {
+				return err
 			}
-			post = latest == nil || *latest != st
+			if r.Lookup != nil {
+				// Ask Gitea whether a reporter that stopped posted it.
+				latest, err := r.Lookup.LatestStatus(ctx, req.Repository, req.SHA, t.Context())
+				if err != nil {
+					return fmt.Errorf("look up status %s: %w", t.Context(), err)
+				}
+				post = latest == nil || *latest != st
+			}
 		}
 		if post {
 			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
@@ -361,8 +370,8 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 			return nil
 		}
 		q := rec.find(req.Token)
-		if q == nil {
-			return errMoved
+		if q == nil || q.Final {
+			return errMoved // finished or given up meanwhile: never reopen it
 		}
 		q.Posted, q.Intent, q.Final = st.State, nil, final(st.State)
 		if q.Final {
@@ -375,6 +384,23 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 	}
 	if st.State != "" && final(st.State) {
 		r.finished(ctx, t, obj, req, st)
+	}
+	return nil
+}
+
+// intentHeld returns errMoved unless the record on the API server still holds the request,
+// not final, with st as its intent.
+func (r *Reporter) intentHeld(ctx context.Context, obj client.Object, token string, st Status) error {
+	m, err := r.Cluster.readMetadata(ctx, obj)
+	if err != nil {
+		return err
+	}
+	rec, err := ParseRecord(m.GetAnnotations())
+	if err != nil {
+		return err
+	}
+	if q := rec.find(token); q == nil || q.Final || q.Intent == nil || *q.Intent != st {
+		return errMoved
 	}
 	return nil
 }

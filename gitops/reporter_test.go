@@ -2,6 +2,7 @@ package gitops_test
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +11,9 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/internal/testenv"
@@ -375,6 +378,17 @@ func (permanentErr) Permanent() bool { return true }
 // A status Gitea refuses for good is given up at once; one it cannot take is retried until
 // the result timeout after the verdict, then given up. Either way the record says it was
 // lost, and nothing is retried after.
+// lost reports whether the API server's record of the Kustomization says its pending status
+// was given up as lost.
+func (p *pipeline) lost(t *testing.T) bool {
+	ks := &kustomizev1.Kustomization{}
+	if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
+		return false
+	}
+	r, _ := gitops.ParseRecord(ks.Annotations)
+	return r.Current.Final && r.Current.Lost && r.Current.Posted == "" && r.Current.Intent == nil
+}
+
 func TestReportGivesUp(t *testing.T) {
 	integration(t)
 	for _, tt := range []struct {
@@ -390,14 +404,7 @@ func TestReportGivesUp(t *testing.T) {
 			startReporter(t, rec, tt.timeout)
 			p := newPipeline(t)
 			p.push(t)
-			waitFor(t, "request given up as lost", func() bool {
-				ks := &kustomizev1.Kustomization{}
-				if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
-					return false
-				}
-				r, _ := gitops.ParseRecord(ks.Annotations)
-				return r.Current.Final && r.Current.Lost && r.Current.Posted == "" && r.Current.Intent == nil
-			})
+			waitFor(t, "request given up as lost", func() bool { return p.lost(t) })
 			rec.mu.Lock()
 			rec.fail = nil
 			rec.mu.Unlock()
@@ -406,5 +413,61 @@ func TestReportGivesUp(t *testing.T) {
 				t.Fatalf("a lost status was posted later: %v", got)
 			}
 		})
+	}
+}
+
+// staleCache answers Get for one object with an old copy of it, as an informer cache does
+// that has not yet seen the latest write.
+type staleCache struct {
+	cache.Cache
+	old client.Object
+}
+
+func (c staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if key == client.ObjectKeyFromObject(c.old) && reflect.TypeOf(obj) == reflect.TypeOf(c.old) {
+		reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(c.old.DeepCopyObject()).Elem())
+		return nil
+	}
+	return c.Cache.Get(ctx, key, obj, opts...)
+}
+
+// staleCluster is the package's cluster seen through a staleCache.
+type staleCluster struct {
+	cluster.Cluster
+	cache staleCache
+}
+
+func (c staleCluster) GetCache() cache.Cache { return c.cache }
+
+// A reconcile that still sees, in its cache, the intent of a status given up as lost in the
+// meantime neither posts it late nor reopens the request.
+func TestReportLostStaysLost(t *testing.T) {
+	integration(t)
+	rec := &recorder{fail: errFlaky}
+	startReporter(t, rec, 3*time.Second)
+	p := newPipeline(t)
+	p.push(t)
+	ks := &kustomizev1.Kustomization{}
+	waitFor(t, "pending intent recorded", func() bool {
+		if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
+			return false
+		}
+		r, _ := gitops.ParseRecord(ks.Annotations)
+		return r.Current != nil && r.Current.Intent != nil && r.Current.Intent.State == gitops.StatePending
+	})
+	waitFor(t, "request given up as lost", func() bool { return p.lost(t) })
+
+	late := &recorder{} // Gitea is back
+	stale := gitops.NewCluster("local", "", staleCluster{Cluster: local.Cluster, cache: staleCache{Cache: local.GetCache(), old: ks}})
+	r := &gitops.Reporter{Cluster: stale, Poster: late, Lookup: late, ResultTimeout: 3 * time.Second}
+	target := gitops.Target{Cluster: "local", Kind: gitops.KindKustomization, Namespace: p.ns, Name: "app"}
+	if _, err := r.Reconcile(t.Context(), target); err != nil {
+		t.Fatal(err)
+	}
+	if got := late.states(p.sha, p.ctx(gitops.KindKustomization)); len(got) != 0 {
+		t.Fatalf("posted from a stale view: %v", got)
+	}
+	if !p.lost(t) {
+		t.Fatal("the lost request was reopened")
 	}
 }
