@@ -67,6 +67,11 @@ func (p *pipeline) ctx(kind string) string {
 // waitStates waits until exactly want has been posted for a context, and stays so briefly.
 func waitStates(t *testing.T, rec *recorder, sha, context string, want ...string) {
 	t.Helper()
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s: states posted %v", context, rec.states(sha, context))
+		}
+	}()
 	waitFor(t, context+" "+strings.Join(want, ","), func() bool { return slices.Equal(rec.states(sha, context), want) })
 	time.Sleep(300 * time.Millisecond) // nothing more arrives
 	if got := rec.states(sha, context); !slices.Equal(got, want) {
