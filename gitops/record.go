@@ -152,6 +152,13 @@ func (r *Record) find(token string) *Request {
 	return nil
 }
 
+// sameProgress reports whether q is as far in its reporting as seen: the same status posted,
+// the same one on its way, equally final.
+func (q *Request) sameProgress(seen Request) bool {
+	return q.Posted == seen.Posted && q.Final == seen.Final &&
+		(q.Intent == nil) == (seen.Intent == nil) && (q.Intent == nil || *q.Intent == *seen.Intent)
+}
+
 // Pending reports whether the record still owes Gitea a status.
 func (r Record) Pending() bool {
 	return len(r.Superseded) > 0 || (r.Current != nil && !r.Current.Final)

@@ -320,8 +320,10 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 		if req.Intent == nil || *req.Intent != st {
 			since = r.now()
 			err := r.updateRecord(ctx, obj, func(rec *Record) error {
+				// On a conflict this runs on the API server's record: a cache behind our
+				// own writes would otherwise post again what was posted already.
 				q := rec.find(req.Token)
-				if q == nil || q.Final {
+				if q == nil || q.Final || !q.sameProgress(req) {
 					return errMoved
 				}
 				q.Intent, q.IntentSince = &st, since
@@ -335,7 +337,7 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 			// that stopped. Without a write of ours to lose an optimistic-lock race, only a
 			// read from the API server shows whether the request was finished or given up
 			// since (the cache can lag behind our own last write).
-			if err := r.intentHeld(ctx, obj, req.Token, st); err != nil {
+			if err := r.asSeen(ctx, obj, req); err != nil {
 				return err
 			}
 			if r.Lookup != nil {
@@ -388,9 +390,8 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 	return nil
 }
 
-// intentHeld returns errMoved unless the record on the API server still holds the request,
-// not final, with st as its intent.
-func (r *Reporter) intentHeld(ctx context.Context, obj client.Object, token string, st Status) error {
+// asSeen returns errMoved unless the record on the API server holds req as seen, not final.
+func (r *Reporter) asSeen(ctx context.Context, obj client.Object, req Request) error {
 	m, err := r.Cluster.readMetadata(ctx, obj)
 	if err != nil {
 		return err
@@ -399,7 +400,7 @@ func (r *Reporter) intentHeld(ctx context.Context, obj client.Object, token stri
 	if err != nil {
 		return err
 	}
-	if q := rec.find(token); q == nil || q.Final || q.Intent == nil || *q.Intent != st {
+	if q := rec.find(req.Token); q == nil || q.Final || !q.sameProgress(req) {
 		return errMoved
 	}
 	return nil

@@ -444,6 +444,48 @@ type staleCluster struct {
 
 func (c staleCluster) GetCache() cache.Cache { return c.cache }
 
+// reconcileStale runs one reconcile of the pipeline's Kustomization by a reporter whose cache
+// still shows old, with Gitea up, and returns what it posted.
+func reconcileStale(t *testing.T, p *pipeline, old *kustomizev1.Kustomization) *recorder {
+	t.Helper()
+	late := &recorder{}
+	stale := gitops.NewCluster("local", "", staleCluster{Cluster: local.Cluster, cache: staleCache{Cache: local.GetCache(), old: old}})
+	r := &gitops.Reporter{Cluster: stale, Poster: late, Lookup: late, ResultTimeout: time.Minute}
+	if _, err := r.Reconcile(t.Context(), gitops.Target{Cluster: "local", Kind: gitops.KindKustomization, Namespace: p.ns, Name: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	return late
+}
+
+// A reconcile whose cache is behind the reporter's own writes (the push seen, not yet the
+// pending status posted for it) does not post it again.
+func TestReportStaleCacheNoRepeat(t *testing.T) {
+	integration(t)
+	p := newPipeline(t)
+	p.push(t)
+	old := &kustomizev1.Kustomization{}
+	if err := kube.Client.Get(t.Context(), p.ks, old); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := gitops.ParseRecord(old.Annotations); r.Current == nil || r.Current.Posted != "" || r.Current.Intent != nil {
+		t.Fatalf("record before any report: %+v", r.Current)
+	}
+	rec := &recorder{}
+	startReporter(t, rec, time.Minute)
+	waitStates(t, rec, p.sha, p.ctx(gitops.KindKustomization), gitops.StatePending)
+	waitFor(t, "pending recorded as posted", func() bool {
+		ks := &kustomizev1.Kustomization{}
+		if err := kube.Client.Get(t.Context(), p.ks, ks); err != nil {
+			return false
+		}
+		r, _ := gitops.ParseRecord(ks.Annotations)
+		return r.Current.Posted == gitops.StatePending && r.Current.Intent == nil
+	})
+	if got := reconcileStale(t, p, old).states(p.sha, p.ctx(gitops.KindKustomization)); len(got) != 0 {
+		t.Fatalf("posted again from a stale view: %v", got)
+	}
+}
+
 // A reconcile that still sees, in its cache, the intent of a status given up as lost in the
 // meantime neither posts it late nor reopens the request.
 func TestReportLostStaysLost(t *testing.T) {
@@ -461,15 +503,7 @@ func TestReportLostStaysLost(t *testing.T) {
 		return r.Current != nil && r.Current.Intent != nil && r.Current.Intent.State == gitops.StatePending
 	})
 	waitFor(t, "request given up as lost", func() bool { return p.lost(t) })
-
-	late := &recorder{} // Gitea is back
-	stale := gitops.NewCluster("local", "", staleCluster{Cluster: local.Cluster, cache: staleCache{Cache: local.GetCache(), old: ks}})
-	r := &gitops.Reporter{Cluster: stale, Poster: late, Lookup: late, ResultTimeout: 3 * time.Second}
-	target := gitops.Target{Cluster: "local", Kind: gitops.KindKustomization, Namespace: p.ns, Name: "app"}
-	if _, err := r.Reconcile(t.Context(), target); err != nil {
-		t.Fatal(err)
-	}
-	if got := late.states(p.sha, p.ctx(gitops.KindKustomization)); len(got) != 0 {
+	if got := reconcileStale(t, p, ks).states(p.sha, p.ctx(gitops.KindKustomization)); len(got) != 0 {
 		t.Fatalf("posted from a stale view: %v", got)
 	}
 	if !p.lost(t) {
