@@ -3,7 +3,7 @@
 #   docker build --build-arg VERSION=v0.1.0 --build-arg COMMIT=$(git rev-parse HEAD) .
 # The binary is built by `make build` (the Makefile's flags: CGO_ENABLED=0, -trimpath,
 # version and commit stamped); deploy/deploy_test.go runs this file's build steps.
-FROM golang:1.27.3-bookworm AS build
+FROM golang:1.27.4-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download

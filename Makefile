@@ -1,7 +1,7 @@
-# flux-webhook. Every target runs with Go 1.27.3: the go command fetches that toolchain from
+# flux-webhook. Every target runs with Go 1.27.4: the go command fetches that toolchain from
 # the module proxy on first use (~10 s). The machine's own Go (1.26.8) has known net/http,
 # crypto/tls and crypto/x509 vulnerabilities, and the Flux API modules need 1.27.
-export GOTOOLCHAIN := go1.27.3
+export GOTOOLCHAIN := go1.27.4
 # The module proxy only: its `direct` fallback would try to reach source hosts.
 export GOPROXY := $(shell go env GOPROXY | sed 's/,direct$$//')
 

@@ -1,6 +1,6 @@
 module github.com/openova-io/flux-webhook
 
-go 1.27.3
+go 1.27.4
 
 require (
 	code.gitea.io/sdk/gitea v0.25.1
@@ -11,7 +11,7 @@ require (
 	github.com/fluxcd/source-controller/api v1.10.1
 	github.com/go-logr/logr v1.4.4
 	github.com/google/uuid v1.6.0
-	github.com/labstack/echo/v4 v4.16.0
+	github.com/labstack/echo/v4 v4.16.4
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.10

@@ -12,7 +12,7 @@
 # go command's default, 60s, would spend most of a short run minimizing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.4}
 module=$(go list -m)
 
 # targets prints "<package dir> <Target>" for every fuzz target, found in the sources (no
