@@ -35,7 +35,7 @@ func (r *Requester) Await(ctx context.Context, push Push, res Result, timeout ti
 	}
 	var pending []Target
 	for _, o := range res.Targets {
-		if o.Requested() {
+		if o.Reported() {
 			pending = append(pending, o.Target)
 		}
 	}
@@ -133,17 +133,20 @@ func awaitVerdict(ctx context.Context, c *Cluster, t Target, push Push, at time.
 		}
 		return Status{}, false
 	}
-	rec, err := ParseRecord(obj.GetAnnotations())
-	if err != nil || rec.Current == nil {
+	rec, err := c.openRecord(t.Kind, obj)
+	if err != nil {
 		return Status{}, false
 	}
-	cur := rec.Current
-	if cur.Repository != push.Repository || cur.SHA != push.SHA {
-		for _, s := range rec.Superseded {
-			if s.Repository == push.Repository && s.SHA == push.SHA {
-				return Status{State: StateWarning, Description: "superseded by " + shortSHA(s.By)}, true
-			}
+	for _, s := range rec.Superseded {
+		if rec.RepositoryOf(s) == push.Repository && s.SHA == push.SHA {
+			return Status{State: StateWarning, Description: "superseded by " + s.By}, true
 		}
+	}
+	cur := rec.Current
+	if cur == nil {
+		return Status{}, false
+	}
+	if cur.Repository != push.Repository || cur.SHA != push.SHA {
 		if !cur.RequestedAt.After(at) {
 			return Status{}, false // the cache does not show this push's request yet
 		}

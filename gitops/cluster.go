@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
@@ -68,8 +69,12 @@ type Cluster struct {
 	// answer), fresher than the cache right after a write: the next request of a burst starts
 	// from it, and recognises a repeat without a call.
 	written *lru.Cache
-	stop    context.CancelFunc // remote clusters: stops their cache
-	done    chan struct{}      // remote clusters: closed when the cache stopped
+	// keys seal and open the request records (RecordMACAnnotation); rejections remembers the
+	// rejected records already counted and logged.
+	keys       Keys
+	rejections *lru.Cache
+	stop       context.CancelFunc // remote clusters: stops their cache
+	done       chan struct{}      // remote clusters: closed when the cache stopped
 }
 
 // writtenEntries bounds Cluster.written: the objects of the pushes of the last seconds.
@@ -88,15 +93,19 @@ func (c *Cluster) lock(o client.Object) func() {
 	return m.Unlock
 }
 
+// rejectionEntries bounds Cluster.rejections: rejected records already reported.
+const rejectionEntries = 4096
+
 // NewCluster wraps a controller-runtime cluster (a manager is one) whose cache the caller
-// starts; run Watch beside it.
-func NewCluster(name, region string, c cluster.Cluster) *Cluster {
-	return &Cluster{Name: name, Region: region, Cluster: c, events: c.GetEventRecorder(EventSource), written: lru.New(writtenEntries)}
+// starts; run Watch beside it. keys seal and open its request records.
+func NewCluster(name, region string, c cluster.Cluster, keys Keys) *Cluster {
+	return &Cluster{Name: name, Region: region, Cluster: c, events: c.GetEventRecorder(EventSource), written: lru.New(writtenEntries),
+		keys: keys, rejections: lru.New(rejectionEntries)}
 }
 
 // NewRemoteCluster builds a cluster from a kubeconfig's rest.Config, with a cache of the
 // Flux kinds only and the field indexes set up. Start it with Run.
-func NewRemoteCluster(ctx context.Context, name, region string, cfg *rest.Config) (*Cluster, error) {
+func NewRemoteCluster(ctx context.Context, name, region string, cfg *rest.Config, keys Keys) (*Cluster, error) {
 	c, err := cluster.New(cfg, func(o *cluster.Options) {
 		o.Scheme = NewScheme()
 		o.Cache = cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true}
@@ -107,7 +116,7 @@ func NewRemoteCluster(ctx context.Context, name, region string, cfg *rest.Config
 	if err := SetupIndexes(ctx, c.GetFieldIndexer()); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
-	return NewCluster(name, region, c), nil
+	return NewCluster(name, region, c, keys), nil
 }
 
 // Run starts a remote cluster's cache and its Watch in the background, until Stop.
@@ -248,6 +257,30 @@ func (c *Cluster) cachedObject(ctx context.Context, t Target) (client.Object, er
 		return nil, err
 	}
 	return obj, nil
+}
+
+// sourceURL returns the URL of the GitRepository o is, or builds from (through its
+// HelmChart for a HelmRelease), as the cluster's cache has it; "" when it has none.
+func (c *Cluster) sourceURL(ctx context.Context, o client.Object) (string, error) {
+	if repo, ok := o.(*sourcev1.GitRepository); ok {
+		return repo.Spec.URL, nil
+	}
+	gitRef, chartRef := sourceRefs(o)
+	if chartRef != nil {
+		hc := &sourcev1.HelmChart{}
+		if err := c.GetCache().Get(ctx, *chartRef, hc); err != nil {
+			return "", err
+		}
+		gitRef, _ = sourceRefs(hc)
+	}
+	if gitRef == nil {
+		return "", nil
+	}
+	src := &sourcev1.GitRepository{}
+	if err := c.GetCache().Get(ctx, *gitRef, src); err != nil {
+		return "", err
+	}
+	return src.Spec.URL, nil
 }
 
 // Get returns the named cluster, or nil.

@@ -69,7 +69,7 @@ func TestClusters(t *testing.T) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() {
-		_ = (&gitops.ClusterSecrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Log: logr.Discard()}).Start(runCtx)
+		_ = (&gitops.ClusterSecrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: recordKeys, Log: logr.Discard()}).Start(runCtx)
 		done <- struct{}{}
 	}()
 	go func() {
@@ -107,7 +107,15 @@ func TestClusters(t *testing.T) {
 			}
 		}
 	}
-	r := &gitops.Requester{Clusters: set, Errors: rec, ErrorDeadline: time.Minute, ErrorGrace: 5 * time.Second}
+	pushes := &gitops.PushStore{Client: kube.Client, Reader: kube.Client, Namespace: ns}
+	r := &gitops.Requester{Clusters: set, Backlog: pushes}
+	backlogCtx, stopBacklog := context.WithCancel(context.Background())
+	backlogDone := make(chan struct{})
+	go func() {
+		defer close(backlogDone)
+		_ = (&gitops.Backlog{Store: pushes, Clusters: set, Poster: rec, Lookup: rec, Grace: 5 * time.Second, ResultTimeout: time.Minute}).Start(backlogCtx)
+	}()
+	t.Cleanup(func() { stopBacklog(); <-backlogDone })
 	var res gitops.Result
 	waitFor(t, "every cluster's cache sees the objects", func() bool {
 		res, err = r.Request(ctx, pushOf(repo, "refs/heads/main", newSHA()))
@@ -149,8 +157,16 @@ func TestClusters(t *testing.T) {
 		}
 	}
 	waitStates(t, rec, down, contextOf("west", gitops.KindKustomization), gitops.StateError)
-	if d := rec.find(down, contextOf("west", gitops.KindKustomization)).Description; !strings.HasPrefix(d, "not requested: ") {
+	// The status says what kind of failure, and a reference to the log line: no internal
+	// address of the API server.
+	if d := rec.find(down, contextOf("west", gitops.KindKustomization)).Description; !strings.HasPrefix(d, "not requested: cluster west ") ||
+		!strings.Contains(d, "(ref ") || strings.Contains(d, "127.0.0.1") || strings.Contains(d, "https://") {
 		t.Fatalf("description %q", d)
+	}
+	for _, o := range res.Targets {
+		if o.Cluster == "west" && (strings.Contains(o.Error, "127.0.0.1") || !strings.Contains(o.Error, "(ref ")) {
+			t.Fatalf("answer's reason %q", o.Error)
+		}
 	}
 	waitStates(t, rec, down, contextOf("east", gitops.KindKustomization), gitops.StatePending)
 

@@ -3,18 +3,21 @@ package gitops
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // Labels of the Secrets that register clusters.
@@ -31,6 +34,13 @@ var kubeconfigKeys = []string{"kubeconfig", "config"}
 
 var _ manager.LeaderElectionRunnable = (*ClusterSecrets)(nil)
 
+var clustersRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "flux_webhook_clusters_refused_total",
+	Help: "Cluster Secrets not registered, by reason: a kubeconfig category not allowed (exec, files, tls, ...), an invalid kubeconfig or name.",
+}, []string{"reason"})
+
+func init() { metrics.Registry.MustRegister(clustersRefused) }
+
 // ClusterSecrets watches the Secrets of one namespace labelled ClusterLabel and keeps a
 // ClusterSet's remote clusters in step with them: a cluster added, changed or removed takes
 // effect without a restart, each with its own cache started and stopped.
@@ -41,7 +51,13 @@ type ClusterSecrets struct {
 	// QPS and Burst bound each remote cluster's client.
 	QPS   float32
 	Burst int
-	Log   logr.Logger
+	// Keys seal and open the request records of the clusters' objects.
+	Keys Keys
+	// Policy says which risky kubeconfig categories are allowed (none by default).
+	Policy KubeconfigPolicy
+	// Events records a refusal on the Secret (the local cluster's recorder); optional.
+	Events recorder.EventRecorder
+	Log    logr.Logger
 
 	mu      sync.Mutex
 	running map[string]registered // by Secret name
@@ -102,27 +118,31 @@ func (w *ClusterSecrets) apply(ctx context.Context, o any) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		logger.Error(fmt.Errorf("label %s=%q: %s", ClusterLabel, name, errs[0]), "ignoring cluster secret")
-		w.removeLocked(s.Name)
+		w.refuse(s, "invalid-name", fmt.Errorf("label %s=%q: %s", ClusterLabel, printableName(name), errs[0]))
 		return
 	}
 	if len(kubeconfig) == 0 {
-		logger.Error(fmt.Errorf("no kubeconfig under key kubeconfig or config"), "ignoring cluster secret", "cluster", name)
-		w.removeLocked(s.Name)
+		w.refuse(s, "no-kubeconfig", errors.New("no kubeconfig under key kubeconfig or config"))
 		return
 	}
 	digest := sha256.Sum256(append([]byte(name+"\x00"+region+"\x00"), kubeconfig...))
 	if cur, ok := w.running[s.Name]; ok && cur.digest == digest {
 		return // a resync, or a change of something else
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	// Checked before anything is connected to or read: no exec plugin, no file path, no
+	// proxy, no impersonation, TLS verified, unless the operator allowed the category.
+	cfg, err := w.Policy.RESTConfig(kubeconfig)
 	if err != nil {
-		logger.Error(err, "ignoring cluster secret: invalid kubeconfig", "cluster", name)
-		w.removeLocked(s.Name)
+		reason := "invalid-kubeconfig"
+		var refused *KubeconfigRefusedError
+		if errors.As(err, &refused) {
+			reason = refused.Category
+		}
+		w.refuse(s, reason, err)
 		return
 	}
 	cfg.QPS, cfg.Burst = w.QPS, w.Burst
-	c, err := NewRemoteCluster(ctx, name, region, cfg)
+	c, err := NewRemoteCluster(ctx, name, region, cfg, w.Keys)
 	if err != nil {
 		logger.Error(err, "ignoring cluster secret", "cluster", name)
 		w.removeLocked(s.Name)
@@ -139,6 +159,17 @@ func (w *ClusterSecrets) apply(ctx context.Context, o any) {
 	}
 	w.running[s.Name] = registered{cluster: name, digest: digest}
 	logger.Info("cluster registered", "cluster", name, "region", region, "server", cfg.Host)
+}
+
+// refuse leaves a Secret's cluster unregistered (stopping it if it ran): the reason is
+// logged, counted and recorded as an Event on the Secret.
+func (w *ClusterSecrets) refuse(s *corev1.Secret, reason string, err error) {
+	clustersRefused.WithLabelValues(reason).Inc()
+	w.Log.Error(err, "cluster secret refused: not registered", "secret", s.Namespace+"/"+s.Name, "reason", reason)
+	if w.Events != nil {
+		w.Events.Eventf(s, nil, corev1.EventTypeWarning, "ClusterRefused", "RegisterCluster", "not registered: %s", err.Error())
+	}
+	w.removeLocked(s.Name)
 }
 
 func (w *ClusterSecrets) remove(secret string) {

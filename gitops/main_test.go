@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openova-io/flux-webhook/internal/credentials"
+
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 
 	"github.com/openova-io/flux-webhook/gitops"
@@ -62,13 +64,24 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "cache did not sync")
 		return 1
 	}
-	local = gitops.NewCluster("local", "", c)
+	local = gitops.NewCluster("local", "", c, recordKeys)
 	go local.Watch(ctx)
 	for !local.Ready() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return m.Run()
 }
+
+// recordKey is the key the package's clusters seal their request records with.
+const recordKey = "test-record-key-0123456789abcdef-0123456"
+
+var recordKeys = func() *credentials.Keyring {
+	k := &credentials.Keyring{}
+	if err := k.Set(credentials.RecordKey, recordKey); err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 func integration(t *testing.T) {
 	t.Helper()
@@ -131,4 +144,11 @@ func (r *recorder) find(sha, context string) *gitops.CommitStatus {
 		}
 	}
 	return nil
+}
+
+// all returns every status posted, in order.
+func (r *recorder) all() []gitops.CommitStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]gitops.CommitStatus(nil), r.statuses...)
 }

@@ -25,6 +25,10 @@ type Push struct {
 	// SHA is the commit the reference now points at; Before the one it pointed at.
 	SHA    string
 	Before string
+	// Head, when set, is where the reference has moved since the push (a later push, before
+	// this one's delivery was verified): the push is recorded as superseded by Head on every
+	// object it feeds, and not requested.
+	Head string
 }
 
 // match returns the objects of one cluster that the push feeds, in request order: the

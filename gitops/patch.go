@@ -38,11 +38,12 @@ func (c *Cluster) readMetadata(ctx context.Context, o client.Object) (*metav1.Pa
 }
 
 // patchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock.
-// change edits the annotations of the freshest metadata known (from, when given, else o);
-// on a conflict the metadata is read again from the API server and change runs again. It
-// returns the metadata as the API server answered, or nil when change returned errNoChange.
+// change edits the annotations of a copy of the freshest metadata known (from, when given,
+// else o; its annotations never nil); on a conflict the metadata is read again from the API
+// server and change runs again. It returns the metadata as the API server answered, or nil
+// when change returned errNoChange.
 func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *metav1.PartialObjectMetadata,
-	change func(ann map[string]string) error) (*metav1.PartialObjectMetadata, error) {
+	change func(m *metav1.PartialObjectMetadata) error) (*metav1.PartialObjectMetadata, error) {
 	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
 	if err != nil {
 		return nil, err
@@ -53,11 +54,13 @@ func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *meta
 		m.SetGroupVersionKind(gvk)
 		m.SetNamespace(o.GetNamespace())
 		m.SetName(o.GetName())
+		m.SetUID(o.GetUID())
 		m.SetResourceVersion(o.GetResourceVersion())
 		m.SetAnnotations(maps.Clone(o.GetAnnotations()))
 	}
 	key := client.ObjectKeyFromObject(o)
 	first := true
+	var next *metav1.PartialObjectMetadata
 	err = retry.RetryOnConflict(conflictBackoff, func() error {
 		if !first {
 			if err := c.GetAPIReader().Get(ctx, key, m); err != nil {
@@ -65,16 +68,14 @@ func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *meta
 			}
 		}
 		first = false
-		base := m.DeepCopy()
-		ann := maps.Clone(m.GetAnnotations())
-		if ann == nil {
-			ann = map[string]string{}
+		next = m.DeepCopy()
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
 		}
-		if err := change(ann); err != nil {
+		if err := change(next); err != nil {
 			return err
 		}
-		m.SetAnnotations(ann)
-		return c.GetClient().Patch(ctx, m, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+		return c.GetClient().Patch(ctx, next, client.MergeFromWithOptions(m, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
 	})
 	switch {
 	case errors.Is(err, errNoChange):
@@ -82,5 +83,5 @@ func (c *Cluster) patchMetadata(ctx context.Context, o client.Object, from *meta
 	case err != nil:
 		return nil, fmt.Errorf("patch %s %s: %w", gvk.Kind, key, err)
 	}
-	return m, nil
+	return next, nil
 }

@@ -224,7 +224,7 @@ func (p *Platform) Reconcile(ctx context.Context, sel Selector) (*JobStatus, err
 		}
 		objs, err := c.selectObjects(ctx, sel)
 		if err != nil {
-			job.Unreachable = append(job.Unreachable, ClusterError{Cluster: c.Name, Error: err.Error()})
+			job.Unreachable = append(job.Unreachable, ClusterError{Cluster: c.Name, Error: publicError(ctx, c.Name, err)})
 			continue
 		}
 		if len(job.Targets)+len(objs) > maxJobTargets {
@@ -237,7 +237,7 @@ func (p *Platform) Reconcile(ctx context.Context, sel Selector) (*JobStatus, err
 				continue
 			}
 			if err := c.annotate(ctx, o, tok); err != nil {
-				job.Skipped = append(job.Skipped, Outcome{Target: t, Result: ResultError, Error: err.Error()})
+				job.Skipped = append(job.Skipped, Outcome{Target: t, Result: ResultError, Error: publicError(ctx, c.Name, err)})
 				continue
 			}
 			job.Targets = append(job.Targets, t)
@@ -418,8 +418,8 @@ func newList(kind string) client.ObjectList {
 
 // annotate merge-patches requestedAt on o's metadata only, retrying on conflict.
 func (c *Cluster) annotate(ctx context.Context, o client.Object, token string) error {
-	_, err := c.patchMetadata(ctx, o, nil, func(ann map[string]string) error {
-		ann[meta.ReconcileRequestAnnotation] = token
+	_, err := c.patchMetadata(ctx, o, nil, func(m *metav1.PartialObjectMetadata) error {
+		m.Annotations[meta.ReconcileRequestAnnotation] = token
 		return nil
 	})
 	return err

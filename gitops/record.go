@@ -4,8 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // RecordAnnotation holds, on each Flux object flux-webhook asked to reconcile, what it asked
@@ -13,12 +18,33 @@ import (
 // process: whichever replica leads finds it there and finishes the reports.
 const RecordAnnotation = "flux-webhook.openova.io/request"
 
-// maxSuperseded bounds the superseded requests kept on one object until their warning is
-// posted. The reporter drains a few dozen a second, so only a burst of more distinct pushes
-// than this to one object within seconds reaches it; the oldest are then dropped and counted
-// as lost. At ~400 bytes each the record stays under 100 KiB of the 256 KiB Kubernetes
-// allows for all of an object's annotations.
-const maxSuperseded = 200
+// The record's bounds. Everything in it is bounded, so that one request (or a burst of them)
+// cannot make flux-webhook, Flux's controllers and etcd carry large annotations on every Flux
+// object a push feeds:
+//
+//   - what a push brings is validated where it enters (webhook, server): repository
+//     "owner/name" of at most 100+1+100 bytes, reference at most 255 bytes, commit ids of 40
+//     or 64 hex digits, delivery id at most 128 printable bytes;
+//   - descriptions (Flux's messages) are cut to maxStoredDescription bytes;
+//   - superseded requests keep only their commit and the commit that superseded them;
+//
+// so that a record at its largest (TestRecordAtItsLargest) stays under maxRecordBytes.
+const (
+	// maxRecordBytes is the most the encoded record takes on one object: a few KiB of the
+	// 256 KiB Kubernetes allows for all of an object's annotations.
+	maxRecordBytes = 8 << 10
+
+	// maxSuperseded bounds the superseded requests kept on one object until their warning
+	// is posted. The reporter posts every superseded request of an object in one pass (two
+	// record writes, whatever their number), so only a burst of more distinct pushes than
+	// this to one object within a pass reaches it; the oldest are then dropped and counted
+	// as lost. About 200 bytes each at most.
+	maxSuperseded = 16
+
+	// maxStoredDescription bounds a status description, as posted and as kept in the record:
+	// Gitea shows a line of it, and a takeover compares the record's copy with Gitea's.
+	maxStoredDescription = 255
+)
 
 // coalesceWindow is how close together pushes to one object share a reconcile: Flux fetches
 // the branch's head when it reconciles, so a burst needs one reconcile after it, not one per
@@ -46,19 +72,20 @@ type Request struct {
 	// Token is the reconcile.fluxcd.io/requestedAt value set for this push.
 	Token string `json:"token"`
 	// Repository is the pushed repository's full name, "owner/name": statuses go there.
-	Repository string `json:"repository"`
-	Ref        string `json:"ref"`
+	// Superseded requests leave it out: they are of the current request's repository.
+	Repository string `json:"repository,omitempty"`
+	Ref        string `json:"ref,omitempty"`
 	SHA        string `json:"sha"`
 	// Before is the reference's previous commit, as the push event says.
 	Before   string `json:"before,omitempty"`
 	Delivery string `json:"delivery,omitempty"`
 	// RequestedAt is when the object was patched; the result timeout counts from here.
-	RequestedAt time.Time `json:"requestedAt"`
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Intent is the status being posted: recorded before the post, cleared after it, so a
 	// reporter that takes over knows what may have been posted already. IntentSince is when
 	// it was recorded: Gitea failures are retried until the result timeout after it.
 	Intent      *Status   `json:"intent,omitempty"`
-	IntentSince time.Time `json:"intentSince,omitempty"`
+	IntentSince time.Time `json:"intentSince,omitzero"`
 	// PatchAt, when set, is when requestedAt is still to be set to Token: the push came
 	// within coalesceWindow of the previous patch, which the reporter then makes once for
 	// the burst.
@@ -71,6 +98,9 @@ type Request struct {
 	// Final is set once the one final status has been posted; Description is its text.
 	Final       bool   `json:"final,omitempty"`
 	Description string `json:"description,omitempty"`
+
+	// head is the push's Head (never stored): a request for a push that was overtaken.
+	head string
 }
 
 // Status is a commit status state and its description.
@@ -93,7 +123,7 @@ type Record struct {
 	Current    *Request     `json:"current,omitempty"`
 	Superseded []Superseded `json:"superseded,omitempty"`
 	// PatchedAt is when flux-webhook last set requestedAt on the object.
-	PatchedAt time.Time `json:"patchedAt,omitempty"`
+	PatchedAt time.Time `json:"patchedAt,omitzero"`
 	// Seen remembers the pushes requested within repeatWindow, whatever became of them, so
 	// that a repeat arriving late (after a newer push) is recognised.
 	Seen []Seen `json:"seen,omitempty"`
@@ -105,8 +135,10 @@ type Seen struct {
 	At  time.Time `json:"at"`
 }
 
-// maxSeen bounds Record.Seen: a busy repository pushes far less than this per repeatWindow.
-const maxSeen = 64
+// maxSeen bounds Record.Seen: a repository seldom pushes more than this to one reference
+// per repeatWindow (a push beyond it repeated late is requested again: one more reconcile).
+// About 60 bytes each.
+const maxSeen = 16
 
 // pushKey identifies a push: the same repository, reference, previous and new commit. A
 // redelivery, or the Actions step and the native webhook of one push, share it; a force-push
@@ -130,13 +162,16 @@ func ParseRecord(annotations map[string]string) (Record, error) {
 	return r, nil
 }
 
-// Encode returns the annotation value.
+// Encode returns the annotation value. Characters HTML would mind stay as they are: escaped,
+// each would take six bytes of the record.
 func (r Record) Encode() string {
-	b, err := json.Marshal(r)
-	if err != nil { // only plain strings, times and bools: cannot fail
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil { // only plain strings, times and bools: cannot fail
 		panic(err)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // find returns the request with the given token, current or superseded, or nil.
@@ -159,9 +194,127 @@ func (q *Request) sameProgress(seen Request) bool {
 		(q.Intent == nil) == (seen.Intent == nil) && (q.Intent == nil || *q.Intent == *seen.Intent)
 }
 
+// compact returns what a superseded request keeps of q: what identifies it, and how far its
+// reporting got. Its final status is always the warning supersededStatus makes, so an intent
+// it inherits is one being posted for the current request, which is dropped: the warning is
+// what goes out now.
+func (q *Request) compact() Request {
+	return Request{Token: q.Token, SHA: q.SHA, Posted: q.Posted, Final: q.Final}
+}
+
+// bounded returns a description fit for a status and the record: control characters become
+// spaces, and it is cut to maxStoredDescription bytes, on a character boundary.
+func bounded(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= maxStoredDescription {
+		return s
+	}
+	cut := maxStoredDescription - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// RepositoryOf returns the repository of a superseded request: its own when it keeps one,
+// else the current request's.
+func (r Record) RepositoryOf(s Superseded) string {
+	if s.Repository == "" && r.Current != nil {
+		return r.Current.Repository
+	}
+	return s.Repository
+}
+
 // Pending reports whether the record still owes Gitea a status.
 func (r Record) Pending() bool {
 	return len(r.Superseded) > 0 || (r.Current != nil && !r.Current.Final)
+}
+
+// errRecordFull: a superseded request was dropped to keep the record within its bounds.
+var errRecordFull = errors.New("record full")
+
+// Apply returns the record after req: Supersede for a push to request, Stale for one that
+// was overtaken before it arrived.
+func (r Record) Apply(req Request) (out Record, dropped []Superseded, ok bool) {
+	if req.head != "" {
+		out, dropped, ok = r.Stale(req, req.head)
+	} else {
+		out, dropped, ok = r.Supersede(req)
+	}
+	if ok {
+		dropped = append(dropped, out.fit()...)
+	}
+	return out, dropped, ok
+}
+
+// Stale returns the record after req, a push whose reference had moved on to head before
+// it arrived: it is kept as superseded by head, and the current request stays. ok is false
+// for a repeat of a push already seen, and for a commit the record already holds.
+func (r Record) Stale(req Request, head string) (out Record, dropped []Superseded, ok bool) {
+	key := req.pushKey()
+	for _, s := range r.Seen {
+		if s.Key == key && req.RequestedAt.Sub(s.At) < repeatWindow {
+			return r, nil, false
+		}
+	}
+	if cur := r.Current; cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository {
+		return r, nil, false
+	}
+	if slices.ContainsFunc(r.Superseded, func(s Superseded) bool { return s.SHA == req.SHA }) {
+		return r, nil, false
+	}
+	out = r
+	out.Seen = r.seenWith(key, req.RequestedAt)
+	s := Superseded{Request: req.compact(), By: shortSHA(head)}
+	if r.Current == nil || r.Current.Repository != req.Repository {
+		s.Repository = req.Repository // not the current request's: kept with it
+	}
+	out.Superseded = append(slices.Clone(r.Superseded), s)
+	if n := len(out.Superseded); n > maxSuperseded {
+		dropped = out.Superseded[:n-maxSuperseded]
+		out.Superseded = out.Superseded[n-maxSuperseded:]
+	}
+	return out, dropped, true
+}
+
+// seenWith returns the pushes seen within repeatWindow of at, with key added.
+func (r Record) seenWith(key string, at time.Time) []Seen {
+	var out []Seen
+	for _, s := range r.Seen {
+		if at.Sub(s.At) < repeatWindow {
+			out = append(out, s)
+		}
+	}
+	out = append(out, Seen{Key: key, At: at})
+	if n := len(out); n > maxSeen {
+		out = out[n-maxSeen:]
+	}
+	return out
+}
+
+// fit drops the oldest superseded requests, then the oldest seen pushes, until the
+// encoded record is within maxRecordBytes, and returns the requests dropped. Within the
+// bounds of what enters a record it never drops anything (TestRecordAtItsLargest); it makes
+// the cap hold whatever the bounds are.
+func (r *Record) fit() []Superseded {
+	var dropped []Superseded
+	for len(r.Encode()) > maxRecordBytes {
+		switch {
+		case len(r.Superseded) > 0:
+			dropped = append(dropped, r.Superseded[0])
+			r.Superseded = r.Superseded[1:]
+		case len(r.Seen) > 0:
+			r.Seen = r.Seen[1:]
+		default:
+			return dropped
+		}
+	}
+	return dropped
 }
 
 // Supersede returns the record after a newer push asked for req: an unfinished request for
@@ -180,19 +333,34 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 		return r, nil, false
 	}
 	out.PatchedAt = r.PatchedAt
-	for _, s := range r.Seen {
-		if req.RequestedAt.Sub(s.At) < repeatWindow {
-			out.Seen = append(out.Seen, s)
+	out.Seen = r.seenWith(key, req.RequestedAt)
+	// One final status per commit and context: a superseded request for the commit now
+	// requested again is finished by the new request. An entry keeps its repository only
+	// when it is not the current request's.
+	oldRepository := ""
+	if cur != nil {
+		oldRepository = cur.Repository
+	}
+	for _, s := range r.Superseded {
+		if s.SHA == req.SHA {
+			continue
 		}
+		if s.Repository == "" {
+			s.Repository = oldRepository
+		}
+		if s.Repository == req.Repository {
+			s.Repository = ""
+		}
+		out.Superseded = append(out.Superseded, s)
 	}
-	out.Seen = append(out.Seen, Seen{Key: key, At: req.RequestedAt})
-	if n := len(out.Seen); n > maxSeen {
-		out.Seen = out.Seen[n-maxSeen:]
+	if cur != nil && !cur.Final && cur.SHA != req.SHA {
+		s := Superseded{Request: cur.compact(), By: shortSHA(req.SHA)}
+		if cur.Repository != req.Repository {
+			s.Repository = cur.Repository
+		}
+		out.Superseded = append(out.Superseded, s)
 	}
-	out.Superseded = append([]Superseded(nil), r.Superseded...)
-	if cur != nil && !cur.Final {
-		out.Superseded = append(out.Superseded, Superseded{Request: *cur, By: req.SHA})
-	}
+
 	if n := len(out.Superseded); n > maxSuperseded {
 		dropped = out.Superseded[:n-maxSuperseded]
 		out.Superseded = out.Superseded[n-maxSuperseded:]

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,6 +133,113 @@ func TestRecordSupersede(t *testing.T) {
 		}
 		if len(r.Superseded) != maxSuperseded || len(dropped) != 2 || dropped[0].SHA != "0" || dropped[1].SHA != "1" {
 			t.Fatalf("kept %d, dropped %+v", len(r.Superseded), dropped)
+		}
+	})
+}
+
+// Every field a push brings, at the largest the intake lets through, every description at
+// its largest and escaped at its worst, every list full: the record stays under its cap.
+func TestRecordAtItsLargest(t *testing.T) {
+	at := time.Date(2026, 11, 26, 12, 0, 0, 123456789, time.UTC)
+	hex64 := strings.Repeat("f", 64)
+	worst := strings.Repeat(`"`, maxStoredDescription*2) // each escaped as two bytes
+	ref := "refs/heads/" + strings.Repeat(`"`, 255-len("refs/heads/"))
+	repo := strings.Repeat("o", 100) + "/" + strings.Repeat("r", 100)
+	delivery := strings.Repeat(`\`, 128)
+	intent := Status{State: StateFailure, Description: bounded(worst)}
+	patchAt := at
+	var rec Record
+	for i := range maxSuperseded + maxSeen + 5 {
+		req := Request{Token: at.Add(time.Duration(i)).Format(time.RFC3339Nano), Repository: repo, Ref: ref,
+			SHA: fmt.Sprintf("%064x", i), Before: hex64, Delivery: delivery, RequestedAt: at.Add(time.Duration(i)),
+			Posted: StatePending, Intent: &intent, IntentSince: at, PatchAt: &patchAt, Final: false, Description: bounded(worst)}
+		rec, _, _ = rec.Supersede(req)
+	}
+	for i := range rec.Superseded {
+		in := supersededIntent
+		rec.Superseded[i].Intent, rec.Superseded[i].IntentSince, rec.Superseded[i].Posted = &in, at, StatePending
+	}
+	rec.Current.Lost = true
+	rec.PatchedAt = at
+	if len(rec.Superseded) != maxSuperseded || len(rec.Seen) != maxSeen {
+		t.Fatalf("lists not full: %d superseded, %d seen", len(rec.Superseded), len(rec.Seen))
+	}
+	if len(rec.Current.Description) != maxStoredDescription || len(rec.Current.Intent.Description) != maxStoredDescription {
+		t.Fatalf("descriptions not at their largest: %d", len(rec.Current.Description))
+	}
+	enc := rec.Encode()
+	t.Logf("largest record: %d bytes (cap %d)", len(enc), maxRecordBytes)
+	if len(enc) > maxRecordBytes {
+		t.Fatalf("record of %d bytes, over the cap of %d", len(enc), maxRecordBytes)
+	}
+	back, err := ParseRecord(map[string]string{RecordAnnotation: enc})
+	if err != nil || back.Current.Ref != ref || back.Current.Description != rec.Current.Description {
+		t.Fatalf("round trip: %v", err)
+	}
+}
+
+func TestBounded(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"short", "short"},
+		{"line\none\ttab\x1b[31m", "line one tab [31m"},
+		{strings.Repeat("é", 200), strings.Repeat("é", 126) + "…"},
+	} {
+		got := bounded(tc.in)
+		if got != tc.want || len(got) > maxStoredDescription {
+			t.Errorf("bounded(%q) = %q (%d bytes), want %q", tc.in, got, len(got), tc.want)
+		}
+	}
+}
+
+// A push overtaken before it arrived is recorded as superseded by the reference's head: the
+// current request stays, its repeats are absorbed, and its repository is kept only when it
+// is not the current request's.
+func TestRecordStale(t *testing.T) {
+	now := time.Now()
+	req := func(sha string, i int) Request {
+		return Request{Token: fmt.Sprint("t-", i), Repository: "org/app", SHA: sha, RequestedAt: now.Add(time.Duration(i) * time.Second)}
+	}
+	head, old := strings.Repeat("b", 40), strings.Repeat("a", 40)
+	t.Run("behind the head's own request", func(t *testing.T) {
+		r, _, _ := Record{}.Supersede(req(head, 1))
+		stale := req(old, 2)
+		stale.head = head
+		out, dropped, ok := r.Apply(stale)
+		if !ok || len(dropped) != 0 || out.Current.SHA != head || len(out.Superseded) != 1 {
+			t.Fatalf("got %+v %v", out, ok)
+		}
+		s := out.Superseded[0]
+		if s.SHA != old || s.By != head[:12] || s.Repository != "" || out.RepositoryOf(s) != "org/app" {
+			t.Fatalf("superseded %+v", s)
+		}
+		if supersededStatus(s).Description != "superseded by "+head[:12] {
+			t.Fatalf("status %+v", supersededStatus(s))
+		}
+		if _, _, ok := out.Apply(stale); ok {
+			t.Fatal("a repeat of the stale push recorded again")
+		}
+	})
+	t.Run("before anything was requested", func(t *testing.T) {
+		stale := req(old, 1)
+		stale.head = head
+		out, _, ok := Record{}.Apply(stale)
+		if !ok || out.Current != nil || len(out.Superseded) != 1 || out.RepositoryOf(out.Superseded[0]) != "org/app" {
+			t.Fatalf("got %+v %v", out, ok)
+		}
+		// The head's request comes after: the stale entry keeps nothing it does not need.
+		out, _, ok = out.Apply(req(head, 2))
+		if !ok || out.Current.SHA != head || len(out.Superseded) != 1 || out.Superseded[0].Repository != "" {
+			t.Fatalf("after the head's request: %+v %v", out, ok)
+		}
+	})
+	t.Run("the commit requested again finishes its superseded entry", func(t *testing.T) {
+		r, _, _ := Record{}.Supersede(req(old, 1))
+		r, _, _ = r.Supersede(req(head, 2))
+		back := req(old, 3)
+		back.Before = head
+		out, _, ok := r.Apply(back)
+		if !ok || out.Current.SHA != old || len(out.Superseded) != 1 || out.Superseded[0].SHA != head {
+			t.Fatalf("got %+v", out)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -74,11 +76,21 @@ type Reporter struct {
 	Notifier ResultNotifier
 	// ResultTimeout is how long Flux has to answer a request before it is reported as error.
 	ResultTimeout time.Duration
+	// Repositories says which forge repository an object's source names: a record's
+	// statuses go out only to that one. Nil skips the check (no forge to post to).
+	Repositories *Repositories
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
 	mu         sync.Mutex
-	tombstones map[Target]Record
+	tombstones map[Target]tombstone
+}
+
+// tombstone is what the reporter keeps of an object deleted with requests pending: their
+// record, and the repository its source named.
+type tombstone struct {
+	rec        Record
+	repository string
 }
 
 func (r *Reporter) now() time.Time {
@@ -173,14 +185,16 @@ func enqueue[T client.Object](r *Reporter, kind string, dependents ...client.Obj
 			add(ctx, e.ObjectNew, q)
 		},
 		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[T], q workqueue.TypedRateLimitingInterface[Target]) {
-			// The record goes with the object: keep it so the pass can still report.
-			if rec, err := ParseRecord(e.Object.GetAnnotations()); err == nil && rec.Pending() {
+			// The record goes with the object: keep it, and the repository its source named,
+			// so the pass can still report.
+			if rec := r.Cluster.readRecord(ctx, e.Object); rec.Pending() {
+				repository, _ := r.repositoryOf(ctx, e.Object)
 				t := Target{Cluster: r.Cluster.Name, Kind: kind, Namespace: e.Object.GetNamespace(), Name: e.Object.GetName()}
 				r.mu.Lock()
 				if r.tombstones == nil {
-					r.tombstones = map[Target]Record{}
+					r.tombstones = map[Target]tombstone{}
 				}
-				r.tombstones[t] = rec
+				r.tombstones[t] = tombstone{rec, repository}
 				r.mu.Unlock()
 			}
 			add(ctx, e.Object, q)
@@ -213,35 +227,34 @@ func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, erro
 		}
 		return reconcile.Result{}, err
 	}
-	rec, err := ParseRecord(obj.GetAnnotations())
+	rec, err := r.Cluster.openRecord(t.Kind, obj)
+	if err == nil {
+		err = r.sameRepository(ctx, obj, rec)
+	}
 	if err != nil {
-		log.FromContext(ctx).Error(err, "ignoring object with a malformed record")
+		r.Cluster.rejected(ctx, t.Kind, obj, err)
 		return reconcile.Result{}, nil
 	}
-	for _, s := range rec.Superseded {
-		st := Status{State: StateWarning, Description: "superseded by " + shortSHA(s.By)}
-		if s.Final {
-			st = Status{} // its final status went out before the newer push: only drop it
-		}
-		if err := r.deliver(ctx, t, obj, s.Request, st, true); err != nil {
+	if len(rec.Superseded) > 0 {
+		if err := r.reportSuperseded(ctx, t, obj, rec); err != nil {
 			return reconcile.Result{}, err
 		}
+		rec, _ = r.Cluster.openRecord(t.Kind, obj)
 	}
-	rec, _ = ParseRecord(obj.GetAnnotations())
 	cur := rec.Current
 	if cur == nil || cur.Final {
 		return reconcile.Result{}, nil
 	}
 	if cur.Intent != nil && final(cur.Intent.State) {
 		// A final status was on its way when the last reporter stopped: finish that one.
-		return reconcile.Result{}, r.deliver(ctx, t, obj, *cur, *cur.Intent, false)
+		return reconcile.Result{}, r.deliver(ctx, t, obj, *cur, *cur.Intent)
 	}
 	if cur.Posted == "" {
 		st := Status{State: StatePending, Description: "reconcile requested for " + shortSHA(cur.SHA)}
-		if err := r.deliver(ctx, t, obj, *cur, st, false); err != nil {
+		if err := r.deliver(ctx, t, obj, *cur, st); err != nil {
 			return reconcile.Result{}, err
 		}
-		if rec, _ = ParseRecord(obj.GetAnnotations()); rec.Current == nil || rec.Current.Token != cur.Token {
+		if rec, _ = r.Cluster.openRecord(t.Kind, obj); rec.Current == nil || rec.Current.Token != cur.Token {
 			return reconcile.Result{}, errMoved
 		}
 		cur = rec.Current
@@ -272,10 +285,48 @@ func (r *Reporter) report(ctx context.Context, t Target) (reconcile.Result, erro
 		}
 		v = Verdict{StateError, fmt.Sprintf("no answer from Flux within %s: %s", r.ResultTimeout, msg)}
 	}
-	if err := r.deliver(ctx, t, obj, *cur, Status{State: v.State, Description: v.Description}, false); err != nil {
+	if err := r.deliver(ctx, t, obj, *cur, Status{State: v.State, Description: v.Description}); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// repositoryOf returns the forge repository obj's source names ("owner/name"), false when
+// there is none (no Repositories: every repository).
+func (r *Reporter) repositoryOf(ctx context.Context, obj client.Object) (string, bool) {
+	if r.Repositories == nil {
+		return "", true
+	}
+	u, err := r.Cluster.sourceURL(ctx, obj)
+	if err != nil || u == "" {
+		return "", false
+	}
+	return r.Repositories.Of(u)
+}
+
+// sameRepository returns a *RejectedError unless every request of rec names the repository
+// obj's source names: a status goes where both the record and the object say.
+func (r *Reporter) sameRepository(ctx context.Context, obj client.Object, rec Record) error {
+	if r.Repositories == nil || (rec.Current == nil && len(rec.Superseded) == 0) {
+		return nil
+	}
+	want, ok := r.repositoryOf(ctx, obj)
+	if !ok {
+		return &RejectedError{RejectedRepository, "the object's source is no repository of the forge"}
+	}
+	names := []string{}
+	if rec.Current != nil {
+		names = append(names, rec.Current.Repository)
+	}
+	for _, s := range rec.Superseded {
+		names = append(names, rec.RepositoryOf(s))
+	}
+	for _, n := range names {
+		if !strings.EqualFold(n, want) {
+			return &RejectedError{RejectedRepository, fmt.Sprintf("the record names %s, the object's source %s", printableName(n), want)}
+		}
+	}
+	return nil
 }
 
 // verdict evaluates a request against the object and the objects it builds from, as the
@@ -312,8 +363,9 @@ func (c *Cluster) verdict(ctx context.Context, obj client.Object, req Request) (
 // the result, so that a reporter taking over after a crash neither loses nor repeats a
 // status. For a superseded request the result removes it from the record; an empty st
 // only removes it.
-func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req Request, st Status, superseded bool) error {
+func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req Request, st Status) error {
 	logger := log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery)
+	st.Description = bounded(st.Description)
 	if st.State != "" && req.Posted != st.State {
 		post := true
 		since := req.IntentSince
@@ -356,21 +408,13 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
 					return fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
 				}
-				return r.lose(ctx, t, obj, req, st, superseded, err)
+				return r.lose(ctx, t, obj, req, st, err)
 			}
 			statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
 		}
 		logger.Info("status posted", "context", t.Context(), "state", st.State, "description", st.Description, "repeat", !post)
 	}
 	err := r.updateRecord(ctx, obj, func(rec *Record) error {
-		if superseded {
-			i := slices.IndexFunc(rec.Superseded, func(s Superseded) bool { return s.Token == req.Token })
-			if i < 0 {
-				return errMoved
-			}
-			rec.Superseded = slices.Delete(rec.Superseded, i, i+1)
-			return nil
-		}
 		q := rec.find(req.Token)
 		if q == nil || q.Final {
 			return errMoved // finished or given up meanwhile: never reopen it
@@ -390,13 +434,129 @@ func (r *Reporter) deliver(ctx context.Context, t Target, obj client.Object, req
 	return nil
 }
 
+// supersededStatus is the final status of a request a newer push overtook. Its record keeps
+// only the state as its intent (the description follows from By).
+func supersededStatus(s Superseded) Status {
+	return Status{State: StateWarning, Description: "superseded by " + s.By}
+}
+
+// supersededIntent is the intent recorded on a superseded request while its warning goes out.
+var supersededIntent = Status{State: StateWarning}
+
+// reportSuperseded posts the warning of every superseded request of the record, in one pass
+// whatever their number: one record write records the intent of all of them, the posts
+// follow, and one more write removes the posted ones. A request whose intent a stopped
+// reporter recorded is first looked up in Gitea, so that nothing is posted twice. When a post
+// fails and may succeed later, what was posted is removed and the pass is retried.
+func (r *Reporter) reportSuperseded(ctx context.Context, t Target, obj client.Object, rec Record) error {
+	logger := log.FromContext(ctx)
+	now := r.now()
+	var fresh, inherited []Superseded
+	for _, s := range rec.Superseded {
+		switch {
+		case s.Final:
+			inherited = append(inherited, s) // its final went out before the newer push: only drop it
+		case s.Intent != nil && *s.Intent == supersededIntent:
+			inherited = append(inherited, s)
+		default:
+			fresh = append(fresh, s)
+		}
+	}
+	if len(fresh) > 0 {
+		err := r.updateRecord(ctx, obj, func(rec *Record) error {
+			for i := range rec.Superseded {
+				q := &rec.Superseded[i]
+				for _, f := range fresh {
+					if q.Token == f.Token && !q.Final && q.sameProgress(f.Request) {
+						in := supersededIntent
+						q.Intent, q.IntentSince = &in, now
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range fresh {
+			in := supersededIntent
+			fresh[i].Intent, fresh[i].IntentSince = &in, now
+		}
+	}
+	if len(inherited) > 0 {
+		// Only a read from the API server shows whether they were finished since (the cache
+		// can lag behind our own last write).
+		m, err := r.Cluster.readMetadata(ctx, obj)
+		if err != nil {
+			return err
+		}
+		live, err := r.Cluster.openRecord(t.Kind, m)
+		if err != nil {
+			return err
+		}
+		inherited = slices.DeleteFunc(inherited, func(s Superseded) bool {
+			return !slices.ContainsFunc(live.Superseded, func(l Superseded) bool { return l.Token == s.Token && l.sameProgress(s.Request) })
+		})
+	}
+	done := map[string]bool{}
+	var failed error
+	for _, s := range slices.Concat(inherited, fresh) {
+		if s.Final {
+			done[s.Token] = true
+			continue
+		}
+		st := supersededStatus(s)
+		repository := rec.RepositoryOf(s)
+		post := true
+		if s.IntentSince.Before(now) && r.Lookup != nil {
+			latest, err := r.Lookup.LatestStatus(ctx, repository, s.SHA, t.Context())
+			if err != nil {
+				failed = fmt.Errorf("look up status %s: %w", t.Context(), err)
+				break
+			}
+			post = latest == nil || *latest != st
+		}
+		if post {
+			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Status: st}
+			if err := r.Poster.PostStatus(ctx, cs); err != nil {
+				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
+				if !permanent(err) && r.now().Sub(s.IntentSince) < r.ResultTimeout {
+					failed = fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
+					break
+				}
+				statusesLost.WithLabelValues(r.Cluster.Name).Inc()
+				logger.Error(err, "status lost", "repository", repository, "commit", s.SHA, "context", t.Context(), "state", st.State)
+				done[s.Token] = true
+				continue
+			}
+			statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
+		}
+		logger.Info("status posted", "repository", repository, "commit", s.SHA, "context", t.Context(),
+			"state", st.State, "description", st.Description, "repeat", !post)
+		done[s.Token] = true
+		req := s.Request
+		req.Repository = repository
+		r.finished(ctx, t, obj, req, st)
+	}
+	if len(done) > 0 {
+		err := r.updateRecord(ctx, obj, func(rec *Record) error {
+			rec.Superseded = slices.DeleteFunc(rec.Superseded, func(s Superseded) bool { return done[s.Token] })
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return failed
+}
+
 // asSeen returns errMoved unless the record on the API server holds req as seen, not final.
 func (r *Reporter) asSeen(ctx context.Context, obj client.Object, req Request) error {
 	m, err := r.Cluster.readMetadata(ctx, obj)
 	if err != nil {
 		return err
 	}
-	rec, err := ParseRecord(m.GetAnnotations())
+	rec, err := r.Cluster.openRecord(kindOf(obj), m)
 	if err != nil {
 		return err
 	}
@@ -450,17 +610,11 @@ func (r *Reporter) finished(ctx context.Context, t Target, obj client.Object, re
 // lose gives up on a status Gitea refused (4xx) or did not take within the result timeout:
 // it is logged and counted as lost, and the record says so (Lost), so nothing pretends it
 // was posted and nobody retries it.
-func (r *Reporter) lose(ctx context.Context, t Target, obj client.Object, req Request, st Status, superseded bool, cause error) error {
+func (r *Reporter) lose(ctx context.Context, t Target, obj client.Object, req Request, st Status, cause error) error {
 	statusesLost.WithLabelValues(r.Cluster.Name).Inc()
 	log.FromContext(ctx).Error(cause, "status lost", "repository", req.Repository, "commit", req.SHA,
 		"delivery", req.Delivery, "context", t.Context(), "state", st.State, "description", st.Description)
 	return r.updateRecord(ctx, obj, func(rec *Record) error {
-		if superseded {
-			if i := slices.IndexFunc(rec.Superseded, func(s Superseded) bool { return s.Token == req.Token }); i >= 0 {
-				rec.Superseded = slices.Delete(rec.Superseded, i, i+1)
-			}
-			return nil
-		}
 		q := rec.find(req.Token)
 		if q == nil {
 			return errMoved
@@ -473,12 +627,13 @@ func (r *Reporter) lose(ctx context.Context, t Target, obj client.Object, req Re
 // reportDeleted posts the final statuses of an object deleted while requests were pending.
 func (r *Reporter) reportDeleted(ctx context.Context, t Target) error {
 	r.mu.Lock()
-	rec, ok := r.tombstones[t]
+	ts, ok := r.tombstones[t]
 	delete(r.tombstones, t)
 	r.mu.Unlock()
 	if !ok {
 		return nil
 	}
+	rec := ts.rec
 	var pending []Superseded
 	for _, s := range rec.Superseded {
 		if !s.Final {
@@ -488,16 +643,24 @@ func (r *Reporter) reportDeleted(ctx context.Context, t Target) error {
 	if c := rec.Current; c != nil && !c.Final {
 		pending = append(pending, Superseded{Request: *c})
 	}
+	for i := range pending {
+		pending[i].Repository = rec.RepositoryOf(pending[i])
+	}
 	for i, p := range pending {
 		st := Status{State: StateError, Description: "deleted before Flux answered"}
 		if p.By != "" {
-			st = Status{State: StateWarning, Description: "superseded by " + shortSHA(p.By)}
+			st = supersededStatus(p)
+		}
+		if r.Repositories != nil && !strings.EqualFold(p.Repository, ts.repository) {
+			log.FromContext(ctx).Error(&RejectedError{RejectedRepository, "the deleted object's source named another repository"},
+				"status not posted", "repository", p.Repository, "commit", p.SHA, "context", t.Context())
+			continue
 		}
 		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
 		if err := r.Poster.PostStatus(ctx, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 			r.mu.Lock()
-			r.tombstones[t] = Record{Superseded: pending[i:]}
+			r.tombstones[t] = tombstone{Record{Superseded: pending[i:]}, ts.repository}
 			r.mu.Unlock()
 			return fmt.Errorf("post status %s: %w", t.Context(), err)
 		}
@@ -515,16 +678,16 @@ func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change f
 
 // updateMetadata is updateRecord with access to the other annotations.
 func (r *Reporter) updateMetadata(ctx context.Context, obj client.Object, change func(*Record, map[string]string) error) error {
-	m, err := r.Cluster.patchMetadata(ctx, obj, nil, func(ann map[string]string) error {
-		rec, err := ParseRecord(ann)
+	kind := kindOf(obj)
+	m, err := r.Cluster.patchMetadata(ctx, obj, nil, func(m *metav1.PartialObjectMetadata) error {
+		rec, err := r.Cluster.openRecord(kind, m)
 		if err != nil {
+			return errMoved // replaced by one flux-webhook did not write: not ours to change
+		}
+		if err := change(&rec, m.Annotations); err != nil {
 			return err
 		}
-		if err := change(&rec, ann); err != nil {
-			return err
-		}
-		ann[RecordAnnotation] = rec.Encode()
-		return nil
+		return r.Cluster.sealRecord(kind, m, rec)
 	})
 	if err != nil {
 		return fmt.Errorf("update record: %w", err)

@@ -258,7 +258,9 @@ func TestReportTakeoverDoesNotRepost(t *testing.T) {
 		r, _ := gitops.ParseRecord(ks.Annotations)
 		r.Current.Posted, r.Current.Intent = gitops.StatePending, &final
 		base := ks.DeepCopy()
-		ks.Annotations[gitops.RecordAnnotation] = r.Encode()
+		if err := gitops.Seal(local, ks, r); err != nil {
+			t.Fatal(err)
+		}
 		if err := kube.Client.Patch(ctx, ks, client.MergeFrom(base)); err != nil {
 			t.Fatal(err)
 		}
@@ -449,7 +451,7 @@ func (c staleCluster) GetCache() cache.Cache { return c.cache }
 func reconcileStale(t *testing.T, p *pipeline, old *kustomizev1.Kustomization) *recorder {
 	t.Helper()
 	late := &recorder{}
-	stale := gitops.NewCluster("local", "", staleCluster{Cluster: local.Cluster, cache: staleCache{Cache: local.GetCache(), old: old}})
+	stale := gitops.NewCluster("local", "", staleCluster{Cluster: local.Cluster, cache: staleCache{Cache: local.GetCache(), old: old}}, recordKeys)
 	r := &gitops.Reporter{Cluster: stale, Poster: late, Lookup: late, ResultTimeout: time.Minute}
 	if _, err := r.Reconcile(t.Context(), gitops.Target{Cluster: "local", Kind: gitops.KindKustomization, Namespace: p.ns, Name: "app"}); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +36,9 @@ const (
 	ResultCoalesced = "coalesced"
 	// ResultSuspended: Flux is told to leave the object alone; it was not touched.
 	ResultSuspended = "suspended"
+	// ResultSuperseded: the push was overtaken before it arrived; it is recorded on the
+	// object, to be reported as superseded, and not requested.
+	ResultSuperseded = "superseded"
 	// ResultError: the object could not be patched; Error says why.
 	ResultError = "error"
 )
@@ -94,17 +97,17 @@ func (o Outcome) Requested() bool {
 	return o.Result == ResultRequested || o.Result == ResultCoalesced || o.Result == ResultAlreadyRequested
 }
 
+// Reported reports whether the target gets a final status for the push: it was requested,
+// or recorded as superseded.
+func (o Outcome) Reported() bool { return o.Requested() || o.Result == ResultSuperseded }
+
 // Requester turns a push into reconcile requests on the Flux objects it feeds.
 type Requester struct {
 	Clusters *ClusterSet
-	// Errors, when set, gets an error status for each target that could not be patched in
-	// a request that is otherwise accepted (a cluster went down): the record that would
-	// carry it to the reporter lives on the object itself.
-	Errors StatusPoster
-	// ErrorDeadline bounds the retries of those posts.
-	ErrorDeadline time.Duration
-	// ErrorGrace delays those posts; DefaultErrorGrace when zero.
-	ErrorGrace time.Duration
+	// Backlog, when set, keeps the targets that could not be patched in a request that is
+	// otherwise accepted (a cluster went down), for the leader's Backlog to post their error
+	// status: the record that would carry it lives on the object itself.
+	Backlog *PushStore
 	// Aliases map the repository URLs pushes report to those GitRepositories fetch from.
 	Aliases []Alias
 	// Now is the clock; time.Now when nil.
@@ -141,7 +144,7 @@ func nextToken(now func() time.Time) (string, time.Time) {
 func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	tok, at := nextToken(r.Now)
 	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
-		Delivery: push.Delivery, RequestedAt: at}
+		Delivery: push.Delivery, RequestedAt: at, head: push.Head}
 	ctx, cancel := context.WithTimeout(ctx, requestBudget)
 	defer cancel()
 	clusters := r.Clusters.Clusters()
@@ -151,12 +154,12 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	// Match everywhere first: a push that feeds too many objects patches none of them.
 	forEach(clusters, func(i int, c *Cluster) {
 		if !c.Ready() {
-			errs[i] = fmt.Errorf("%w: cluster %s: never reached (caches not synced)", ErrUnavailable, c.Name)
+			errs[i] = fmt.Errorf("%w: cluster %s never reached (caches not synced)", ErrUnavailable, c.Name)
 			return
 		}
 		var err error
 		if objs[i], err = match(ctx, c.GetCache(), push, r.Aliases); err != nil {
-			errs[i] = fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
+			errs[i] = fmt.Errorf("%w: %s", ErrUnavailable, publicError(ctx, c.Name, err))
 		}
 	})
 	total := 0
@@ -182,14 +185,18 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 		if errs[i] != nil {
 			failures = append(failures, errs[i])
 			if len(outs[i]) == 0 {
-				res.Unreachable = append(res.Unreachable, ClusterError{Cluster: c.Name, Error: errs[i].Error()})
+				res.Unreachable = append(res.Unreachable, ClusterError{Cluster: c.Name, Error: strings.TrimPrefix(errs[i].Error(), ErrUnavailable.Error()+": ")})
 			}
 		}
 	}
 	if len(failures) > 0 && !requested {
 		return res, errors.Join(failures...)
 	}
-	r.reportErrors(push, res.Targets, req.pushKey())
+	if err := r.keepUnpatched(ctx, req, res.Targets); err != nil {
+		// Nothing may be lost: without the record of what was not requested, the sender
+		// retries (what was requested is recognised as requested).
+		return res, fmt.Errorf("%w: %s", ErrUnavailable, publicError(ctx, "local", err))
+	}
 	return res, nil
 }
 
@@ -200,45 +207,19 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 // gets the error.
 const DefaultErrorGrace = 10 * time.Second
 
-// reportErrors posts an error status, in the background, for each target that could not be
-// patched, unless another delivery of the push requested it meanwhile.
-func (r *Requester) reportErrors(push Push, out []Outcome, key string) {
-	if r.Errors == nil {
-		return
-	}
-	grace := r.ErrorGrace
-	if grace == 0 {
-		grace = DefaultErrorGrace
-	}
+// keepUnpatched records, for the leader's Backlog, the targets of the request that could
+// not be patched.
+func (r *Requester) keepUnpatched(ctx context.Context, req Request, out []Outcome) error {
+	var failed []unpatched
 	for _, o := range out {
-		if o.Result != ResultError {
-			continue
+		if o.Result == ResultError {
+			failed = append(failed, unpatched{Target: o.Target, Reason: o.Error})
 		}
-		cs := CommitStatus{Repository: push.Repository, SHA: push.SHA, Context: o.Context(),
-			Status: Status{State: StateError, Description: "not requested: " + o.Error}}
-		go func() {
-			time.Sleep(grace)
-			if r.recorded(o.Target, key) {
-				return
-			}
-			postWithRetry(context.Background(), r.Errors, cs, r.ErrorDeadline, o.Cluster, o.Kind)
-		}()
 	}
-}
-
-// recorded reports whether the target's record, as its cluster's cache has it, knows the
-// push with the given key.
-func (r *Requester) recorded(t Target, key string) bool {
-	c := r.Clusters.Get(t.Cluster)
-	if c == nil {
-		return false
+	if len(failed) == 0 || r.Backlog == nil {
+		return nil
 	}
-	obj, err := c.cachedObject(context.Background(), t)
-	if err != nil {
-		return false
-	}
-	rec, err := ParseRecord(obj.GetAnnotations())
-	return err == nil && slices.ContainsFunc(rec.Seen, func(s Seen) bool { return s.Key == key })
+	return r.Backlog.addUnpatched(ctx, req, failed)
 }
 
 // request patches the objects a push matched in one cluster, sources first.
@@ -254,16 +235,21 @@ func (c *Cluster) request(ctx context.Context, objs []client.Object, req Request
 			res.Result = ResultSuspended
 		case failed != nil:
 			// The API server stopped answering: do not wait out the budget once per object.
-			res.Result, res.Error = ResultError, failed.Error()
+			res.Result, res.Error = ResultError, strings.TrimPrefix(failed.Error(), ErrUnavailable.Error()+": ")
 		default:
 			patched, deferred, err := c.requestReconcile(ctx, o, req)
 			switch {
 			case err != nil && apierrors.IsNotFound(err):
 				continue // deleted since the cache saw it
+			case err == nil && req.head != "":
+				res.Result = ResultSuperseded
+				if !patched {
+					res.Result = ResultAlreadyRequested
+				}
 			case err != nil:
-				res.Result, res.Error = ResultError, err.Error()
+				res.Result, res.Error = ResultError, publicError(ctx, c.Name, err)
 				if unavailable(err) || ctx.Err() != nil {
-					failed = fmt.Errorf("%w: cluster %s: %v", ErrUnavailable, c.Name, err)
+					failed = fmt.Errorf("%w: %s", ErrUnavailable, res.Error)
 				}
 			case !patched:
 				res.Result = ResultAlreadyRequested
@@ -275,7 +261,7 @@ func (c *Cluster) request(ctx context.Context, objs []client.Object, req Request
 			}
 		}
 		targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
-		logger.Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "error", res.Error)
+		logger.Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "reason", res.Error)
 		out = append(out, res)
 	}
 	return out, failed
@@ -287,17 +273,19 @@ func (c *Cluster) request(ctx context.Context, objs []client.Object, req Request
 // because another push patched o less than coalesceWindow ago.
 func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Request) (patched, deferred bool, err error) {
 	// A repeat is recognised, without a call and without queueing for the object, from the
-	// cached record or from what this replica wrote last.
-	wkey := kindOf(o) + "/" + client.ObjectKeyFromObject(o).String()
-	repeat := func(ann map[string]string) bool {
-		rec, err := ParseRecord(ann)
-		_, _, ok := rec.Supersede(req)
+	// cached record or from what this replica wrote last (a record flux-webhook did not
+	// write is none: it could otherwise make a real push look like a repeat).
+	kind := kindOf(o)
+	wkey := kind + "/" + client.ObjectKeyFromObject(o).String()
+	repeat := func(m metav1.Object) bool {
+		rec, err := c.openRecord(kind, m)
+		_, _, ok := rec.Apply(req)
 		return err == nil && !ok
 	}
-	if repeat(o.GetAnnotations()) {
+	if repeat(o) {
 		return false, false, nil
 	}
-	if w, ok := c.written.Get(wkey); ok && repeat(w.(*metav1.PartialObjectMetadata).GetAnnotations()) {
+	if w, ok := c.written.Get(wkey); ok && repeat(w.(*metav1.PartialObjectMetadata)) {
 		return false, false, nil
 	}
 	defer c.lock(o)()
@@ -305,31 +293,32 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 	if w, ok := c.written.Get(wkey); ok {
 		from = w.(*metav1.PartialObjectMetadata).DeepCopy() // what this replica wrote last
 	}
-	logger := log.FromContext(ctx).WithValues("kind", kindOf(o), "namespace", o.GetNamespace(), "name", o.GetName())
-	m, err := c.patchMetadata(ctx, o, from, func(ann map[string]string) error {
-		rec, err := ParseRecord(ann)
+	logger := log.FromContext(ctx).WithValues("kind", kind, "namespace", o.GetNamespace(), "name", o.GetName())
+	m, err := c.patchMetadata(ctx, o, from, func(m *metav1.PartialObjectMetadata) error {
+		rec, err := c.openRecord(kind, m)
 		if err != nil {
-			logger.Info("replacing malformed record", "error", err.Error())
+			c.rejected(ctx, kind, m, err) // replaced by this request's record
 		}
-		next, dropped, ok := rec.Supersede(req)
+		next, dropped, ok := rec.Apply(req)
 		if !ok {
 			return errNoChange
 		}
 		for _, d := range dropped {
 			statusesLost.WithLabelValues(c.Name).Inc()
-			logger.Info("superseded request dropped unreported", "sha", d.SHA, "by", d.By)
+			logger.Error(errRecordFull, "superseded request dropped unreported", "sha", d.SHA, "by", d.By)
 		}
 		deferred = false
-		if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
-			// Jitter spreads the deferred patches of a push that feeds many objects.
-			at := rec.PatchedAt.Add(coalesceWindow + time.Duration(rand.Int64N(int64(coalesceWindow/4))))
-			next.Current.PatchAt, deferred = &at, true
-		} else {
-			ann[meta.ReconcileRequestAnnotation] = req.Token
-			next.PatchedAt = req.RequestedAt
-		}
-		ann[RecordAnnotation] = next.Encode()
-		return nil
+		if req.head == "" {
+			if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
+				// Jitter spreads the deferred patches of a push that feeds many objects.
+				at := rec.PatchedAt.Add(coalesceWindow + time.Duration(rand.Int64N(int64(coalesceWindow/4))))
+				next.Current.PatchAt, deferred = &at, true
+			} else {
+				m.Annotations[meta.ReconcileRequestAnnotation] = req.Token
+				next.PatchedAt = req.RequestedAt
+			}
+		} // else recorded only: the reference's head is what Flux fetches, at its own push
+		return c.sealRecord(kind, m, next)
 	})
 	if err != nil {
 		c.written.Remove(wkey)

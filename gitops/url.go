@@ -121,12 +121,10 @@ func ParseAlias(s string) (Alias, error) {
 	}
 	var a Alias
 	for i, u := range []string{from, to} {
-		// A base URL has no repository path of its own: normalize it with one, then drop it.
-		n, err := NormalizeURL(strings.TrimSuffix(u, "/") + "/x")
+		n, err := normalizeBase(u)
 		if err != nil {
 			return Alias{}, fmt.Errorf("%w: alias %q: %q is not a base URL", ErrInvalidURL, s, u)
 		}
-		n = strings.TrimSuffix(n, "/x")
 		if i == 0 {
 			a.From = n
 		} else {
@@ -145,4 +143,50 @@ func expand(key string, aliases []Alias) []string {
 		}
 	}
 	return out
+}
+
+// normalizeBase normalizes a base URL (scheme, host, optional port and path) the way
+// NormalizeURL normalizes a repository URL: "host[:port][/path]".
+func normalizeBase(u string) (string, error) {
+	n, err := NormalizeURL(strings.TrimSuffix(u, "/") + "/x")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(n, "/x"), nil
+}
+
+// Repositories maps the URL a Flux object fetches from to the forge repository it names
+// ("owner/name"): the repository a status about that object may go to. The request record
+// names one too; a status goes out only when both agree, so that neither a record nor an
+// object alone decides where flux-webhook writes.
+type Repositories struct {
+	bases []string // normalized: the forge's own base URL and both sides of every alias
+}
+
+// NewRepositories returns the mapping for a forge at forgeURL (e.g. Gitea's base URL) and
+// the aliases Flux reaches it by.
+func NewRepositories(forgeURL string, aliases []Alias) (*Repositories, error) {
+	b, err := normalizeBase(forgeURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: forge URL %q", ErrInvalidURL, forgeURL)
+	}
+	r := &Repositories{bases: []string{b}}
+	for _, a := range aliases {
+		r.bases = append(r.bases, a.From, a.To)
+	}
+	return r, nil
+}
+
+// Of returns the repository rawURL names, false when it is not a repository of the forge.
+func (r *Repositories) Of(rawURL string) (string, bool) {
+	n, err := NormalizeURL(rawURL)
+	if err != nil {
+		return "", false
+	}
+	for _, b := range r.bases {
+		if rest, ok := strings.CutPrefix(n, b+"/"); ok && strings.Count(rest, "/") == 1 {
+			return rest, true
+		}
+	}
+	return "", false
 }

@@ -18,13 +18,11 @@ import (
 // errBadQuery: a query parameter or an API body is malformed.
 var errBadQuery = errors.New("bad request")
 
-// reconcile handles POST /api/v1/reconcile: a platform team's region-wide reconcile.
-func (s *Server) reconcile(c echo.Context) error {
+// handleReconcile handles POST /api/v1/reconcile, already authenticated: a platform team's
+// region-wide reconcile.
+func (s *Server) handleReconcile(c echo.Context) error {
 	body, err := s.readBody(c, maxAPIBodyBytes)
 	if err != nil {
-		return err
-	}
-	if err := s.authenticate(c, s.PlatformAuth, body); err != nil {
 		return err
 	}
 	sel, err := decodeSelector(c.Request().Header.Get(echo.HeaderContentType), body)
@@ -76,11 +74,8 @@ func selectorError(err error) string {
 	return "invalid JSON"
 }
 
-// reconcileStatus handles GET /api/v1/reconcile/<id>.
-func (s *Server) reconcileStatus(c echo.Context) error {
-	if err := s.authenticate(c, s.PlatformAuth, nil); err != nil {
-		return err
-	}
+// handleReconcileStatus handles GET /api/v1/reconcile/<id>, already authenticated.
+func (s *Server) handleReconcileStatus(c echo.Context) error {
 	st, err := s.Platform.Status(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err

@@ -6,11 +6,13 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
 )
 
@@ -32,8 +34,14 @@ func (s *Server) handleError(err error, c echo.Context) {
 	var authLimited *authLimitedError
 	var tooLarge *bodyTooLargeError
 	switch {
-	case errors.Is(err, webhook.ErrUnauthorized):
+	case errors.Is(err, credentials.ErrUnauthorized):
 		code, msg = http.StatusUnauthorized, "unauthorized"
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="flux-webhook"`)
+	case errors.Is(err, credentials.ErrForbidden), errors.Is(err, webhook.ErrContradicted):
+		code, msg = http.StatusForbidden, err.Error()
+	case errors.Is(err, webhook.ErrForgeUnavailable):
+		code, msg = http.StatusServiceUnavailable, "gitea unavailable to verify the push, retry later"
+		c.Response().Header().Set("Retry-After", retryAfterSeconds)
 	case errors.As(err, &authLimited):
 		code, msg = http.StatusTooManyRequests, authLimited.Error()
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(authLimited.RetryAfter.Seconds()))))
@@ -67,6 +75,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 			msg = m
 		}
 	}
+	if !requestOf(c).bodyRead && c.Request().ContentLength != 0 {
+		// Answered without reading the body (not authenticated, or refused on its headers):
+		// close the connection rather than read a body net/http would otherwise drain
+		// first, however slowly its sender trickles it.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+	}
 	logger := log.FromContext(c.Request().Context())
 	if code >= 500 && !errors.Is(err, errOverloaded) {
 		logger.Error(err, "request failed", "status", code)
@@ -78,4 +92,18 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	_ = c.JSON(code, ErrorResponse{Error: msg})
+}
+
+// sanitize keeps a value from a request fit for a JSON answer and a log line: at most 64
+// bytes of printable ASCII.
+func sanitize(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, s)
 }

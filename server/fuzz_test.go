@@ -122,11 +122,8 @@ func FuzzHook(f *testing.F) {
 	f.Add("application/json", []byte(`{"ref":"refs/heads/main","REF":"x"}`), "", "", "", true)
 	f.Add("text/plain", push, "", "", "", true)
 	req := &countingRequester{}
-	s := &Server{Requester: req, Log: logr.Discard()}
-	tokens := &webhook.Tokens{}
-	tokens.Set(secret)
-	s.Auth = tokens
-	h := s.Handler()
+	s := &Server{Keys: testKeys(false), Intake: &webhook.Intake{Requester: req}, Awaiter: req, Log: logr.Discard()}
+	h := s.HookHandler()
 	f.Fuzz(func(t *testing.T, ct string, body []byte, event, delivery, query string, withToken bool) {
 		before := req.calls.Load()
 		r := httptest.NewRequest(http.MethodPost, "/hook", bytes.NewReader(body))

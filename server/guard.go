@@ -13,8 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"github.com/openova-io/flux-webhook/webhook"
 )
 
 // The guards of the HTTP surface against more than it should take: requests in flight,
@@ -44,9 +42,13 @@ var (
 		Name: "flux_webhook_http_body_bytes_in_flight",
 		Help: "Bytes reserved by the bodies of requests being handled (at most 64 MiB per replica).",
 	})
+	httpSignedReads = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flux_webhook_http_signed_reads_in_flight",
+		Help: "Signed /hook requests being read before their signature is checked (at most 32 per replica).",
+	})
 )
 
-func init() { metrics.Registry.MustRegister(httpInFlight, httpWaiting, httpBodyBytes) }
+func init() { metrics.Registry.MustRegister(httpInFlight, httpWaiting, httpBodyBytes, httpSignedReads) }
 
 // slots is a counting semaphore.
 type slots struct {
@@ -84,33 +86,19 @@ func (s *slots) acquire(ctx context.Context, wait time.Duration) (release func()
 	}, nil
 }
 
-const (
-	releaseKey     = "release-in-flight"
-	releaseBodyKey = "release-body-bytes"
-)
-
-// limitInFlight holds a slot for each request from the start of its handler to its
-// answer; over maxInFlight a request waits up to inFlightWait, then gets 503. The bytes its
-// body reserved (readBody) are given back with the slot.
+// limitInFlight holds a slot for each authenticated request from the start of its handler
+// to its answer; over maxInFlight a request waits up to inFlightWait, then gets 503. The slot
+// and the bytes its body reserved (readBody) are given back when the request ends, or
+// earlier by a waiting stream, which holds a waiting slot instead.
 func (s *Server) limitInFlight(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		release, err := s.inFlight.acquire(c.Request().Context(), s.lim.inFlightWait)
 		if err != nil {
 			return err
 		}
-		c.Set(releaseKey, release)
-		defer releaseInFlight(c)
+		st := requestOf(c)
+		st.releases = append(st.releases, release)
 		return next(c)
-	}
-}
-
-// releaseInFlight gives the request's slot and body bytes back, early for a waiting stream,
-// which holds a waiting slot instead.
-func releaseInFlight(c echo.Context) {
-	for _, key := range []string{releaseKey, releaseBodyKey} {
-		if release, ok := c.Get(key).(func()); ok {
-			release()
-		}
 	}
 }
 
@@ -123,12 +111,10 @@ func (s *Server) reserveBody(c echo.Context, n int64) error {
 		return errOverloaded
 	}
 	httpBodyBytes.Add(float64(n))
-	var once sync.Once
-	c.Set(releaseBodyKey, func() {
-		once.Do(func() {
-			s.bodyBytes.Release(n)
-			httpBodyBytes.Sub(float64(n))
-		})
+	st := requestOf(c)
+	st.releases = append(st.releases, func() {
+		s.bodyBytes.Release(n)
+		httpBodyBytes.Sub(float64(n))
 	})
 	return nil
 }
@@ -176,18 +162,17 @@ func (a *authLimiter) fail(ip string, now time.Time) (time.Duration, bool) {
 	return max(d, time.Second), true
 }
 
-// authenticate checks a request's credentials with auth. A failure counts against the
-// client's address: over the budget, the answer is 429 instead of 401. A success is never
-// limited.
-func (s *Server) authenticate(c echo.Context, auth Authenticator, body []byte) error {
-	err := auth.Authenticate(c.Request().Header, body)
-	if err == nil || !errors.Is(err, webhook.ErrUnauthorized) {
-		return err
+// check returns an authLimitedError when ip has no failure left in its budget: a signed
+// request from it is then refused before its body is read.
+func (a *authLimiter) check(ip string, now time.Time) error {
+	lim := a.table.getOrAdd(clientKey(ip), func() *rate.Limiter { return rate.NewLimiter(a.every, a.burst) })
+	if lim.TokensAt(now) >= 1 {
+		return nil
 	}
-	if d, limited := s.authFailures.fail(c.RealIP(), time.Now()); limited {
-		return &authLimitedError{RetryAfter: d}
-	}
-	return err
+	r := lim.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	r.CancelAt(now)
+	return &authLimitedError{RetryAfter: max(d, time.Second)}
 }
 
 // deliveryID is what identifies a delivery for its replay: the sender's delivery id and
@@ -204,10 +189,17 @@ type answer struct {
 }
 
 // replayKey returns the key of a request's answer, false when the sender gave no delivery
-// id of its own (one generated here never repeats).
+// id of its own (one generated here never repeats). The digest covers the body, the path
+// (/hook/<owner>/<repo> names what is pushed) and who authenticated.
 func replayKey(c echo.Context, body []byte) (deliveryID, bool) {
-	if given, _ := c.Get(senderDeliveryKey).(bool); !given {
+	st := requestOf(c)
+	if !st.senderDelivery {
 		return deliveryID{}, false
 	}
-	return deliveryID{delivery: c.Get(deliveryKey).(string), body: sha256.Sum256(body)}, true
+	h := sha256.New()
+	h.Write([]byte(st.principal.String() + "\x00" + c.Request().URL.Path + "\x00"))
+	h.Write(body)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return deliveryID{delivery: st.delivery, body: sum}, true
 }

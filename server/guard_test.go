@@ -20,7 +20,6 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/openova-io/flux-webhook/gitops"
-	"github.com/openova-io/flux-webhook/webhook"
 )
 
 // blockingRequester holds every Request until release is closed.
@@ -83,10 +82,9 @@ func TestInFlightLimit(t *testing.T) {
 	push := payload(t, "gitea-push-branch.json")
 	req := &blockingRequester{stubRequester: stubRequester{out: requested}, entered: make(chan struct{}, 10), release: make(chan struct{})}
 	var logs bytes.Buffer
-	s := newServer(nil, &logs)
-	s.Requester = req
+	s := newServer(req, &logs)
 	s.lim = limits{maxInFlight: 2, inFlightWait: 300 * time.Millisecond}
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewServer(s.HookHandler())
 	defer srv.Close()
 	bearer := map[string]string{"Authorization": "Bearer " + secret}
 
@@ -127,7 +125,7 @@ func TestBodyBytesBudget(t *testing.T) {
 	push := payload(t, "gitea-push-branch.json")
 	s := newServer(&stubRequester{out: requested}, &bytes.Buffer{})
 	s.lim = limits{maxBodyBytesInFlight: 4 << 20, inFlightWait: 200 * time.Millisecond}
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewServer(s.HookHandler())
 	defer srv.Close()
 	bearer := map[string]string{"Authorization": "Bearer " + secret}
 
@@ -137,7 +135,7 @@ func TestBodyBytesBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", 3<<20)
+	fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n{", secret, 3<<20)
 	time.Sleep(100 * time.Millisecond)
 
 	big := append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), 2<<20)...), `"}`...)
@@ -180,10 +178,9 @@ func TestWaitingStreamsHoldTheirOwnSlots(t *testing.T) {
 		release: make(chan struct{})}
 	close(req.release)
 	var logs bytes.Buffer
-	s := newServer(nil, &logs)
-	s.Requester = req
+	s := newServer(req, &logs)
 	s.lim = limits{maxInFlight: 1, maxWaiting: 1, inFlightWait: 100 * time.Millisecond}
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewServer(s.HookHandler())
 	defer srv.Close()
 	bearer := map[string]string{"Authorization": "Bearer " + secret}
 
@@ -232,12 +229,12 @@ func TestFailedAuthenticationIsRateLimitedPerAddress(t *testing.T) {
 	var logs bytes.Buffer
 	stub := &stubRequester{out: requested}
 	s := newServer(stub, &logs)
-	platform := &webhook.Tokens{}
-	platform.Set("platform-s3cret")
-	s.PlatformAuth, s.Platform = platform, stubPlatform{}
+	s.Platform = stubPlatform{}
 	s.lim = limits{authFailureBurst: 3, authFailureRate: 0.001}
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewServer(s.HookHandler())
 	defer srv.Close()
+	api := httptest.NewServer(s.PlatformHandler())
+	defer api.Close()
 	attacker, other := clientFrom("127.0.0.7"), clientFrom("127.0.0.8")
 	wrong := map[string]string{"Authorization": "Bearer wrong"}
 
@@ -255,19 +252,19 @@ func TestFailedAuthenticationIsRateLimitedPerAddress(t *testing.T) {
 			t.Fatalf("error %q", msg)
 		}
 	}
-	if a := post(t, attacker, srv.URL+"/api/v1/reconcile", []byte(`{"region":"x"}`), map[string]string{"Authorization": "Bearer wrong"}); a.code != http.StatusTooManyRequests {
+	if a := post(t, attacker, api.URL+"/api/v1/reconcile", []byte(`{"region":"x"}`), map[string]string{"Authorization": "Bearer wrong"}); a.code != http.StatusTooManyRequests {
 		t.Fatalf("platform API from the same address: %d %s", a.code, a.body)
 	}
 	if a := post(t, attacker, srv.URL+"/hook", push, map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusAccepted {
 		t.Fatalf("the right token from a limited address: %d %s", a.code, a.body)
 	}
-	if a := post(t, attacker, srv.URL+"/api/v1/reconcile", []byte(`{"region":"x"}`), map[string]string{"Authorization": "Bearer platform-s3cret"}); a.code != http.StatusAccepted {
+	if a := post(t, attacker, api.URL+"/api/v1/reconcile", []byte(`{"region":"x"}`), map[string]string{"Authorization": "Bearer " + platformKey}); a.code != http.StatusAccepted {
 		t.Fatalf("the platform token from a limited address: %d %s", a.code, a.body)
 	}
 	if a := post(t, other, srv.URL+"/hook", push, wrong); a.code != http.StatusUnauthorized {
 		t.Fatalf("another address: %d %s", a.code, a.body)
 	}
-	if strings.Contains(logs.String(), secret) || strings.Contains(logs.String(), "platform-s3cret") {
+	if strings.Contains(logs.String(), secret) || strings.Contains(logs.String(), platformKey) {
 		t.Fatalf("token in the logs:\n%s", logs.String())
 	}
 }
@@ -317,7 +314,7 @@ func TestDeliveryReplay(t *testing.T) {
 	var logs bytes.Buffer
 	stub := &stubRequester{out: requested}
 	s := newServer(stub, &logs)
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewServer(s.HookHandler())
 	defer srv.Close()
 	sig := func(b []byte) map[string]string {
 		return map[string]string{"X-Gitea-Signature": sign(b), "X-Gitea-Delivery": "d-1"}
@@ -332,7 +329,7 @@ func TestDeliveryReplay(t *testing.T) {
 	}
 	// The same delivery id with another body, or a replay that does not authenticate, is
 	// not the delivery.
-	other := bytes.Replace(push, []byte(`"gitea-admin/payloads"`), []byte(`"gitea-admin/other"`), 1)
+	other := bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "1d81d02ec37935798c915e905529535b4a9c82f5"`), 1)
 	if a := post(t, srv.Client(), srv.URL+"/hook", other, sig(other)); a.code != http.StatusAccepted || len(stub.calls) != 2 {
 		t.Fatalf("same id, other body: %d, %d calls", a.code, len(stub.calls))
 	}
@@ -518,7 +515,7 @@ func TestRequestEdges(t *testing.T) {
 // What maxInFlight's memory reasoning relies on: a request of the largest body allocates
 // about that body once (JSON) or twice (form), not the several copies a decoder would make.
 func TestLargestBodyMemory(t *testing.T) {
-	h := newServer(&stubRequester{out: requested}, &bytes.Buffer{}).Handler()
+	h := newServer(&stubRequester{out: requested}, &bytes.Buffer{}).HookHandler()
 	push := payload(t, "gitea-push-branch.json")
 	padded := func(n int) []byte {
 		return bytes.Replace(push, []byte(`"ref"`), []byte(`"x":"`+strings.Repeat("a", n-len(push)-20)+`","ref"`), 1)
@@ -547,5 +544,148 @@ func TestLargestBodyMemory(t *testing.T) {
 		if bodies > tt.max {
 			t.Errorf("%s: allocated %.2f times the body, want at most %.1f", tt.ct, bodies, tt.max)
 		}
+	}
+}
+
+// trickle opens a connection from ip and sends a request's headers, then one byte of a body
+// announced as much larger: a sender that never finishes.
+func trickle(t *testing.T, from, addr string, headers string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: 100000\r\n\r\n{", headers)
+	return c
+}
+
+// answerWithin reads the status line the server sends on c within d, "" if none.
+func answerWithin(c net.Conn, d time.Duration) string {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// A request without credentials, or with a Bearer token that does not verify, is answered
+// from its headers: 401 at once, its body never read, no in-flight slot or body bytes taken.
+// Hundreds of them, trickling, leave room for a delivery that authenticates.
+func TestUnauthenticatedRequestsTakeNothing(t *testing.T) {
+	push := payload(t, "gitea-push-branch.json")
+	s := newServer(&stubRequester{out: requested}, &bytes.Buffer{})
+	s.lim = limits{maxInFlight: 2, maxBodyBytesInFlight: 1 << 20, inFlightWait: 100 * time.Millisecond, authFailureBurst: 1 << 20}
+	addr := startServer(t, s)
+	for i, h := range []string{"", "Authorization: Bearer wrong\r\n", "Authorization: Basic " + secret + "\r\n"} {
+		c := trickle(t, "127.0.0.1", addr, h)
+		if got := answerWithin(c, 2*time.Second); !strings.HasPrefix(got, "HTTP/1.1 401") {
+			t.Fatalf("case %d: %q, want 401 before the body", i, got)
+		}
+	}
+	var conns []net.Conn
+	for i := range 300 {
+		conns = append(conns, trickle(t, fmt.Sprintf("127.0.1.%d", i%250+1), addr, ""))
+	}
+	for range 5 {
+		if a := post(t, http.DefaultClient, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusAccepted {
+			t.Fatalf("a delivery among 300 unauthenticated senders: %d %s", a.code, a.body)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// A signed request is read before it is authenticated, but only within the pool of signed
+// reads, a few per client address, for a short while, and not at all from an address over
+// its failure budget.
+func TestSignedReadsAreBounded(t *testing.T) {
+	push := payload(t, "gitea-push-branch.json")
+	s := newServer(&stubRequester{out: requested}, &bytes.Buffer{})
+	s.lim = limits{maxSignedReads: 4, maxSignedReadsPerClient: 2, signedReadTimeout: 2 * time.Second,
+		authFailureBurst: 2, authFailureRate: 0.001, inFlightWait: 300 * time.Millisecond}
+	addr := startServer(t, s)
+	sig := "X-Gitea-Signature: " + sign([]byte("other")) + "\r\n"
+	held := func() int { return len(s.signedReads.pool.ch) }
+	// Two trickling signed requests fill 127.0.2.1's share; a third is refused unread.
+	start := time.Now()
+	first := trickle(t, "127.0.2.1", addr, sig)
+	trickle(t, "127.0.2.1", addr, sig)
+	waitUntil(t, func() bool { return held() == 2 })
+	if got := answerWithin(trickle(t, "127.0.2.1", addr, sig), time.Second); !strings.HasPrefix(got, "HTTP/1.1 503") {
+		t.Fatalf("third signed read from one address: %q", got)
+	}
+	// Another address takes the rest of the pool; then a signed delivery waits for a place,
+	// and gets 503 when none frees up in time.
+	trickle(t, "127.0.2.2", addr, sig)
+	trickle(t, "127.0.2.2", addr, sig)
+	waitUntil(t, func() bool { return held() == 4 })
+	if a := post(t, clientFrom("127.0.2.3"), "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push)}); a.code != http.StatusServiceUnavailable || a.retryAfter == "" {
+		t.Fatalf("signed delivery with the pool full: %d %s", a.code, a.body)
+	}
+	// Bearer deliveries never need the pool.
+	if a := post(t, clientFrom("127.0.2.1"), "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusAccepted {
+		t.Fatalf("bearer delivery with the pool full: %d %s", a.code, a.body)
+	}
+	// A trickling body gets its deadline: 408, and its place back.
+	if got := answerWithin(first, 5*time.Second); !strings.HasPrefix(got, "HTTP/1.1 408") || time.Since(start) > 4*time.Second {
+		t.Fatalf("trickling signed read after %s: %q", time.Since(start), got)
+	}
+	waitUntil(t, func() bool { return held() == 0 })
+	if a := post(t, clientFrom("127.0.2.3"), "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push)}); a.code != http.StatusAccepted {
+		t.Fatalf("signed delivery once the trickles were cut: %d %s", a.code, a.body)
+	}
+	// An address that failed its budget is refused before its signed body is read.
+	bad := clientFrom("127.0.2.4")
+	for range 2 {
+		if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer wrong"}); a.code != http.StatusUnauthorized {
+			t.Fatalf("failure: %d", a.code)
+		}
+	}
+	if got := answerWithin(trickle(t, "127.0.2.4", addr, sig), 2*time.Second); !strings.HasPrefix(got, "HTTP/1.1 429") {
+		t.Fatalf("signed read from an address over its budget: %q", got)
+	}
+}
+
+// The platform API takes a Bearer token only: a signature over its (empty) body would be a
+// constant anyone who saw it once could replay.
+func TestPlatformTakesBearerOnly(t *testing.T) {
+	s := newServer(&stubRequester{}, &bytes.Buffer{})
+	s.Platform = stubPlatform{}
+	api := httptest.NewServer(s.PlatformHandler())
+	defer api.Close()
+	get := func(h map[string]string) int {
+		req, _ := http.NewRequest(http.MethodGet, api.URL+"/api/v1/reconcile/0123456789abcdef", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, h := range []map[string]string{
+		{"X-Gitea-Signature": hmacHex(platformKey, nil)},
+		{"X-Hub-Signature-256": "sha256=" + hmacHex(platformKey, nil)},
+		{"Authorization": "Bearer " + secret},
+		{},
+	} {
+		if code := get(h); code != http.StatusUnauthorized {
+			t.Fatalf("%v: %d, want 401", h, code)
+		}
+	}
+	if code := get(map[string]string{"Authorization": "Bearer " + platformKey}); code != http.StatusNotFound {
+		t.Fatalf("the platform token: %d, want the job's 404", code)
+	}
+	// /hook is not served on the platform API's address, nor the API on /hook's.
+	if a := post(t, http.DefaultClient, api.URL+"/hook", payload(t, "gitea-push-branch.json"), map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusNotFound {
+		t.Fatalf("/hook on the platform address: %d", a.code)
+	}
+	hook := httptest.NewServer(s.HookHandler())
+	defer hook.Close()
+	if a := post(t, http.DefaultClient, hook.URL+"/api/v1/reconcile", []byte(`{"all":true}`), map[string]string{"Authorization": "Bearer " + platformKey}); a.code != http.StatusNotFound {
+		t.Fatalf("the platform API on /hook's address: %d", a.code)
 	}
 }

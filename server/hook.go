@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -29,53 +28,42 @@ type HookResponse struct {
 	Unreachable []gitops.ClusterError `json:"unreachable,omitempty"`
 }
 
-// Event headers: Gitea sends all three.
-var eventHeaders = []string{"X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event"}
-
-// hook handles POST /hook: authenticate the raw body, decode the push, request the
-// reconciles, answer. Waiting for Flux happens after the answer, in the reporter.
-func (s *Server) hook(c echo.Context) error {
+// handleHook handles POST /hook, already authenticated: decode the delivery, hand the push to
+// the intake (which verifies its claim and requests the reconciles), answer. Waiting for
+// Flux happens after the answer, in the reporter (or in the stream, with ?wait=true).
+func (s *Server) handleHook(c echo.Context) error {
+	st := requestOf(c)
 	body, err := s.readBody(c, maxBodyBytes)
 	if err != nil {
-		return err
-	}
-	r := c.Request()
-	if err := s.authenticate(c, s.Auth, body); err != nil {
 		return err
 	}
 	wait, timeout, err := waitParams(c)
 	if err != nil {
 		return err
 	}
-	res := HookResponse{Delivery: c.Get(deliveryKey).(string)}
-	// A repeat of a delivery already answered gets that answer, without asking Kubernetes
-	// again. A waiting stream is not kept: its repeat waits again.
+	res := HookResponse{Delivery: st.delivery}
+	// A repeat of a delivery already answered gets that answer, without asking Gitea or
+	// Kubernetes again. A waiting stream is not kept: its repeat waits again.
 	key, keep := replayKey(c, body)
 	keep = keep && !wait
 	if keep {
 		if a, ok := s.deliveries.get(key); ok {
-			log.FromContext(r.Context()).Info("delivery repeated: earlier answer returned")
+			log.FromContext(c.Request().Context()).Info("delivery repeated: earlier answer returned")
 			c.Response().Header().Set("X-Delivery-Replayed", "true")
 			return c.JSONBlob(a.code, a.body)
 		}
 	}
-	for _, h := range eventHeaders {
-		if ev := r.Header.Get(h); ev != "" && ev != "push" {
-			res.Result, res.Reason = "ignored", fmt.Sprintf("%s event, not a push", sanitize(ev))
-			return c.JSON(http.StatusOK, res)
-		}
-	}
-	ev, err := webhook.DecodePush(r.Header.Get(echo.HeaderContentType), body)
-	if err != nil {
+	ev, ignored, err := webhook.DecodeEvent(c.Request().Header, body)
+	switch {
+	case err != nil:
 		return err
-	}
-	res.Repository, res.Ref, res.SHA = ev.Repository.FullName, ev.Ref, ev.After
-	ctx := log.IntoContext(r.Context(), log.FromContext(r.Context()).WithValues(
-		"repository", ev.Repository.FullName, "ref", ev.Ref, "commit", ev.After))
-	if ev.Deleted() {
-		res.Result, res.Reason = "ignored", "the push deleted "+ev.Ref
+	case ignored != "":
+		res.Result, res.Reason = "ignored", ignored
 		return c.JSON(http.StatusOK, res)
 	}
+	res.Repository, res.Ref, res.SHA = ev.Repository.FullName, ev.Ref, ev.After
+	ctx := log.IntoContext(c.Request().Context(), log.FromContext(c.Request().Context()).WithValues(
+		"repository", ev.Repository.FullName, "ref", ev.Ref, "commit", ev.After))
 	if wait {
 		// Refused before anything is patched when this replica has enough open streams.
 		release, err := s.waiting.acquire(ctx, 0)
@@ -84,36 +72,37 @@ func (s *Server) hook(c echo.Context) error {
 		}
 		defer release()
 	}
-	push := gitops.Push{
-		Delivery:   res.Delivery,
-		Repository: ev.Repository.FullName,
-		URLs:       ev.URLs(),
-		Ref:        ev.Ref,
-		SHA:        ev.After,
-		Before:     ev.Before,
-	}
-	result, err := s.Requester.Request(ctx, push)
+	acc, err := s.Intake.Accept(ctx, st.principal, ev.Push(st.delivery))
 	if err != nil {
 		return err
 	}
+	res.Repository = acc.Push.Repository
+	if acc.Ignored != "" {
+		res.Result, res.Reason = "ignored", acc.Ignored
+		return s.reply(c, http.StatusOK, res, key, keep)
+	}
+	result := acc.Result
 	res.Targets, res.Unreachable = result.Targets, result.Unreachable
-	requested := 0
+	reported := 0
 	for _, o := range result.Targets {
-		if o.Requested() {
-			requested++
+		if o.Reported() {
+			reported++
 		}
 	}
 	switch {
 	case len(result.Targets) == 0:
-		res.Result, res.Reason = "no-match", fmt.Sprintf("no GitRepository in any cluster follows %s of %s", ev.Ref, ev.Repository.FullName)
+		res.Result, res.Reason = "no-match", fmt.Sprintf("no GitRepository in any cluster follows %s of %s", ev.Ref, acc.Push.Repository)
 		return s.reply(c, http.StatusOK, res, key, keep)
-	case requested == 0:
+	case reported == 0:
 		res.Result, res.Reason = "no-match", "every Flux object fed by this push is suspended"
 		return s.reply(c, http.StatusOK, res, key, keep)
 	}
 	res.Result = "accepted"
+	if acc.Push.Head != "" {
+		res.Reason = fmt.Sprintf("%s moved on to %s before this push arrived: it is reported as superseded, the later push is what reconciles", ev.Ref, acc.Push.Head)
+	}
 	if wait {
-		return s.stream(c, res, push, result, timeout)
+		return s.stream(c, res, acc.Push, result, timeout)
 	}
 	return s.reply(c, http.StatusAccepted, res, key, keep)
 }
@@ -130,17 +119,4 @@ func (s *Server) reply(c echo.Context, code int, res HookResponse, key deliveryI
 		s.deliveries.add(key, answer{code: code, body: b}, len(b)+len(key.delivery)+len(key.body))
 	}
 	return c.JSONBlob(code, b)
-}
-
-// sanitize keeps a header value fit for a JSON answer and a log line.
-func sanitize(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r > '~' {
-			return '?'
-		}
-		return r
-	}, s)
 }

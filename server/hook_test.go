@@ -21,10 +21,44 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
 )
 
-const secret = "hook-s3cret-value"
+// The test's secrets, each of the 32 bytes or more the keyring wants.
+const (
+	hookKey     = "test-hook-key-0123456789abcdef-0123456789"
+	webhookKey  = "test-webhook-key-0123456789abcdef-0123456"
+	sharedValue = "test-shared-token-0123456789abcdef-012345"
+	platformKey = "test-platform-token-0123456789abcdef-0123"
+	pushedRepo  = "gitea-admin/payloads" // the repository of testdata's push payloads
+)
+
+// secret is the scoped token of the pushed repository: what an Actions workflow presents.
+var secret = credentials.DeriveToken([]byte(hookKey), mustScope(credentials.RepositoryScope(pushedRepo)))
+
+func mustScope(s credentials.Scope, err error) credentials.Scope {
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// testKeys is a keyring with every secret of the tests, the shared token only when shared.
+func testKeys(shared bool) *credentials.Keyring {
+	k := &credentials.Keyring{}
+	for p, v := range map[credentials.Purpose]string{credentials.HookKey: hookKey, credentials.WebhookKey: webhookKey, credentials.PlatformToken: platformKey} {
+		if err := k.Set(p, v); err != nil {
+			panic(err)
+		}
+	}
+	if shared {
+		if err := k.Set(credentials.SharedToken, sharedValue); err != nil {
+			panic(err)
+		}
+	}
+	return k
+}
 
 // stubRequester stands in for the Flux side: this package only maps HTTP to a domain call
 // and back (gitops and cmd/flux-webhook prove the domain on a real API server).
@@ -48,8 +82,11 @@ func (s *stubRequester) Request(_ context.Context, p gitops.Push) (gitops.Result
 	return gitops.Result{Targets: s.out}, s.err
 }
 
-func sign(body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
+// sign signs a body as a native Gitea webhook with the webhook key.
+func sign(body []byte) string { return hmacHex(webhookKey, body) }
+
+func hmacHex(key string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(key))
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
@@ -63,28 +100,39 @@ func payload(t *testing.T, name string) []byte {
 	return b
 }
 
-type request struct {
+type hookRequest struct {
 	method, path, ct string
 	body             []byte
 	headers          map[string]string
 }
 
-func newServer(req *stubRequester, logs *bytes.Buffer) *Server {
-	tokens := &webhook.Tokens{}
-	tokens.Set(secret)
-	return &Server{Auth: tokens, Requester: req, Log: funcr.New(func(prefix, args string) {
-		fmt.Fprintln(logs, prefix, args)
-	}, funcr.Options{})}
+// newServer returns a server whose domain is a real Intake (without a forge: the payload's
+// consistency and the credential's scope are checked) over req. The shared token is on.
+func newServer(req requester, logs *bytes.Buffer) *Server {
+	return &Server{Keys: testKeys(true), Intake: &webhook.Intake{Requester: req}, Awaiter: req,
+		Log: funcr.New(func(prefix, args string) { fmt.Fprintln(logs, prefix, args) }, funcr.Options{})}
+}
+
+// requester is what the tests stand in for the Flux side with.
+type requester interface {
+	webhook.Requester
+	Awaiter
 }
 
 func TestHook(t *testing.T) {
 	push := payload(t, "gitea-push-branch.json")
 	form := payload(t, "gitea-push-branch.form")
+	// Gitea signs the JSON payload, also when it delivers it form-encoded.
+	formValues, err := url.ParseQuery(string(form))
+	if err != nil {
+		t.Fatal(err)
+	}
+	formJSON := []byte(formValues.Get("payload"))
 	requested := []gitops.Outcome{{Target: gitops.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: gitops.ResultRequested}}
 	bearer := map[string]string{"Authorization": "Bearer " + secret}
 	tests := []struct {
 		name    string
-		req     request
+		req     hookRequest
 		out     []gitops.Outcome
 		err     error
 		code    int
@@ -92,38 +140,54 @@ func TestHook(t *testing.T) {
 		calls   int
 		headers map[string]string
 	}{
-		{"bearer json", request{ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
-		{"gitea signature", request{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(push), "X-Gitea-Event": "push"}}, requested, nil, 202, "accepted", 1, nil},
-		{"hub signature", request{ct: "application/json", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=" + sign(push)}}, requested, nil, 202, "accepted", 1, nil},
-		{"form body", request{ct: "application/x-www-form-urlencoded", body: form, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, requested, nil, 202, "accepted", 1, nil},
-		{"path suffix", request{path: "/hook/org/app", ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
-		{"no match", request{ct: "application/json", body: push, headers: bearer}, nil, nil, 200, "no-match", 1, nil},
-		{"all suspended", request{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultSuspended}}, nil, 200, "no-match", 1, nil},
-		{"redelivery", request{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultAlreadyRequested}}, nil, 202, "accepted", 1, nil},
-		{"delete event", request{ct: "application/json", body: payload(t, "gitea-delete.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "delete"}}, nil, nil, 200, "ignored", 0, nil},
-		{"create event", request{ct: "application/json", body: payload(t, "gitea-create.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "create"}}, nil, nil, 200, "ignored", 0, nil},
-		{"branch deletion as a push", request{ct: "application/json", body: bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "0000000000000000000000000000000000000000"`), 1), headers: bearer}, nil, nil, 200, "ignored", 0, nil},
-		{"no credentials", request{ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
-		{"wrong bearer", request{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer nope"}}, nil, nil, 401, "unauthorized", 0, nil},
-		{"token in the query string", request{path: "/hook?token=" + secret, ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
-		{"signature of another body", request{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, nil, nil, 401, "unauthorized", 0, nil},
-		{"unauthenticated bad payload", request{ct: "application/json", body: []byte("{"), headers: nil}, nil, nil, 401, "unauthorized", 0, nil},
-		{"malformed json", request{ct: "application/json", body: []byte(`{"ref":`), headers: bearer}, nil, nil, 400, "malformed payload: truncated JSON", 0, nil},
-		{"missing repository", request{ct: "application/json", body: []byte(`{"ref":"refs/heads/main","after":"0d81d02ec37935798c915e905529535b4a9c82f5"}`), headers: bearer}, nil, nil, 400, "malformed payload: repository is missing", 0, nil},
-		{"wrong type", request{ct: "application/json", body: []byte(`{"ref":["refs/heads/main"]}`), headers: bearer}, nil, nil, 400, "malformed payload: ref must be string, not array", 0, nil},
-		{"text/plain", request{ct: "text/plain", body: push, headers: bearer}, nil, nil, 415, "", 0, nil},
-		{"too large", request{ct: "application/json", body: bytes.Repeat([]byte(" "), maxBodyBytes+1), headers: bearer}, nil, nil, 413, "request body over 3 MiB", 0, nil},
-		{"GET", request{method: http.MethodGet, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
-		{"PUT", request{method: http.MethodPut, ct: "application/json", body: push, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
-		{"unknown path", request{path: "/hooks", ct: "application/json", body: push, headers: bearer}, nil, nil, 404, "Not Found", 0, nil},
-		{"kubernetes unavailable", request{ct: "application/json", body: push, headers: bearer}, nil, fmt.Errorf("%w: cluster local: connection refused", gitops.ErrUnavailable), 503, "kubernetes api unavailable, retry later", 1, map[string]string{"Retry-After": "10"}},
-		{"unexpected error", request{ct: "application/json", body: push, headers: bearer}, nil, errors.New("boom with detail"), 500, "internal error", 1, nil},
+		{"bearer json", hookRequest{ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
+		{"gitea signature", hookRequest{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(push), "X-Gitea-Event": "push"}}, requested, nil, 202, "accepted", 1, nil},
+		{"hub signature", hookRequest{ct: "application/json", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=" + sign(push)}}, requested, nil, 202, "accepted", 1, nil},
+		{"form body", hookRequest{ct: "application/x-www-form-urlencoded", body: form, headers: map[string]string{"X-Gitea-Signature": sign(formJSON)}}, requested, nil, 202, "accepted", 1, nil},
+		{"form body signed as sent", hookRequest{ct: "application/x-www-form-urlencoded", body: form, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"path suffix", hookRequest{path: "/hook/org/app", ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
+		{"no match", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, nil, 200, "no-match", 1, nil},
+		{"all suspended", hookRequest{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultSuspended}}, nil, 200, "no-match", 1, nil},
+		{"redelivery", hookRequest{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultAlreadyRequested}}, nil, 202, "accepted", 1, nil},
+		{"delete event", hookRequest{ct: "application/json", body: payload(t, "gitea-delete.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "delete"}}, nil, nil, 200, "ignored", 0, nil},
+		{"create event", hookRequest{ct: "application/json", body: payload(t, "gitea-create.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "create"}}, nil, nil, 200, "ignored", 0, nil},
+		{"branch deletion as a push", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "0000000000000000000000000000000000000000"`), 1), headers: bearer}, nil, nil, 200, "ignored", 0, nil},
+		{"organization token", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + credentials.DeriveToken([]byte(hookKey), mustScope(credentials.OrganizationScope("Gitea-Admin")))}}, requested, nil, 202, "accepted", 1, nil},
+		{"shared token", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + sharedValue}}, requested, nil, 202, "accepted", 1, nil},
+		{"token of another repository", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + credentials.DeriveToken([]byte(hookKey), mustScope(credentials.RepositoryScope("gitea-admin/other")))}}, nil, nil, 403, "forbidden: a scoped token for repo gitea-admin/other may not push for gitea-admin/payloads", 0, nil},
+		{"token of another organization", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + credentials.DeriveToken([]byte(hookKey), mustScope(credentials.OrganizationScope("gitea")))}}, nil, nil, 403, "", 0, nil},
+		{"token under another hook key", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + credentials.DeriveToken([]byte(webhookKey), mustScope(credentials.RepositoryScope(pushedRepo)))}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"the hook key itself as a bearer", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + hookKey}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"the webhook key as a bearer", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + webhookKey}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"the platform token on /hook", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + platformKey}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"signed with the hook key", hookRequest{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": hmacHex(hookKey, push)}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"basic auth", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Basic " + secret}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"bearer and a bad signature", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Signature": "00"}}, requested, nil, 202, "accepted", 1, nil},
+		{"full_name of another repository than its URLs", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"full_name": "gitea-admin/payloads"`), []byte(`"full_name": "gitea-admin/other"`), 1), headers: map[string]string{"X-Gitea-Signature": sign(bytes.Replace(push, []byte(`"full_name": "gitea-admin/payloads"`), []byte(`"full_name": "gitea-admin/other"`), 1))}}, nil, nil, 400, "", 0, nil},
+		{"before not a commit id", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"before": "`), []byte(`"before": "xyz`), 1), headers: bearer}, nil, nil, 400, "malformed payload: before is not a commit id", 0, nil},
+		{"before of 100 KiB of zeros", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"before": "`), []byte(`"before": "`+strings.Repeat("0", 100<<10)), 1), headers: bearer}, nil, nil, 400, "malformed payload: before is not a commit id", 0, nil},
+		{"after of 100 KiB of zeros", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "`+strings.Repeat("0", 100<<10)+`"`), 1), headers: bearer}, nil, nil, 400, "malformed payload: after is not a commit id", 0, nil},
+		{"no credentials", hookRequest{ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
+		{"wrong bearer", hookRequest{ct: "application/json", body: push, headers: map[string]string{"Authorization": "Bearer nope"}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"token in the query string", hookRequest{path: "/hook?token=" + secret, ct: "application/json", body: push}, nil, nil, 401, "unauthorized", 0, nil},
+		{"signature of another body", hookRequest{ct: "application/json", body: push, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, nil, nil, 401, "unauthorized", 0, nil},
+		{"unauthenticated bad payload", hookRequest{ct: "application/json", body: []byte("{"), headers: nil}, nil, nil, 401, "unauthorized", 0, nil},
+		{"malformed json", hookRequest{ct: "application/json", body: []byte(`{"ref":`), headers: bearer}, nil, nil, 400, "malformed payload: truncated JSON", 0, nil},
+		{"missing repository", hookRequest{ct: "application/json", body: []byte(`{"ref":"refs/heads/main","after":"0d81d02ec37935798c915e905529535b4a9c82f5"}`), headers: bearer}, nil, nil, 400, "malformed payload: repository is missing", 0, nil},
+		{"wrong type", hookRequest{ct: "application/json", body: []byte(`{"ref":["refs/heads/main"]}`), headers: bearer}, nil, nil, 400, "malformed payload: ref must be string, not array", 0, nil},
+		{"text/plain", hookRequest{ct: "text/plain", body: push, headers: bearer}, nil, nil, 415, "", 0, nil},
+		{"too large", hookRequest{ct: "application/json", body: bytes.Repeat([]byte(" "), maxBodyBytes+1), headers: bearer}, nil, nil, 413, "request body over 3 MiB", 0, nil},
+		{"GET", hookRequest{method: http.MethodGet, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
+		{"PUT", hookRequest{method: http.MethodPut, ct: "application/json", body: push, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
+		{"unknown path", hookRequest{path: "/hooks", ct: "application/json", body: push, headers: bearer}, nil, nil, 404, "Not Found", 0, nil},
+		{"kubernetes unavailable", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, fmt.Errorf("%w: cluster local: connection refused", gitops.ErrUnavailable), 503, "kubernetes api unavailable, retry later", 1, map[string]string{"Retry-After": "10"}},
+		{"unexpected error", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, errors.New("boom with detail"), 500, "internal error", 1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			stub := &stubRequester{out: tt.out, err: tt.err}
-			srv := httptest.NewServer(newServer(stub, &logs).Handler())
+			srv := httptest.NewServer(newServer(stub, &logs).HookHandler())
 			defer srv.Close()
 			method, path := tt.req.method, tt.req.path
 			if method == "" {
@@ -196,7 +260,7 @@ func TestHookFormWithBearer(t *testing.T) {
 	// Actions may post Gitea's form encoding too; the bearer covers it.
 	var logs bytes.Buffer
 	stub := &stubRequester{out: []gitops.Outcome{{Result: gitops.ResultRequested}}}
-	srv := httptest.NewServer(newServer(stub, &logs).Handler())
+	srv := httptest.NewServer(newServer(stub, &logs).HookHandler())
 	defer srv.Close()
 	form := url.Values{"payload": {string(payload(t, "gitea-push-tag.json"))}}.Encode()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/hook", strings.NewReader(form))

@@ -78,6 +78,22 @@ const (
 	// duration, typically tens of milliseconds.
 	overloadRetryAfter = "2"
 
+	// maxSignedReads bounds the /hook requests one replica reads before authenticating them:
+	// those carrying a webhook signature, which covers the body. maxSignedReadsPerClient
+	// bounds them per client address (the TCP peer), and signedReadTimeout how long each may
+	// take to send its body: strangers trickling bodies under a made-up signature hold a few
+	// of these places for seconds, no in-flight slot, and nothing a Bearer request needs; it
+	// takes 16 addresses to fill the pool, and a signed delivery waits up to inFlightWait for
+	// a place. Gitea sends each delivery at once (an ingress that buffers requests sends them
+	// whole), so legitimate signed reads take milliseconds.
+	maxSignedReads          = 64
+	maxSignedReadsPerClient = 4
+	signedReadTimeout       = 2 * time.Second
+
+	// maxDeliveryLength bounds a sender's X-Gitea-Delivery (Gitea's are 36-character UUIDs):
+	// it goes into logs, answers, Events and the request record on every Flux object.
+	maxDeliveryLength = 128
+
 	// maxWaiting bounds the /hook?wait=true streams one replica keeps open. A waiting
 	// stream gives its maxInFlight slot back once the push is accepted (it holds no body,
 	// only a goroutine and a watch on the targets), so waiting workflows never starve pushes;
@@ -120,7 +136,9 @@ const (
 // constants above.
 type limits struct {
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
+	signedReadTimeout                                         time.Duration
 	maxInFlight, maxWaiting                                   int
+	maxSignedReads, maxSignedReadsPerClient                   int
 	maxBodyBytesInFlight                                      int64
 	inFlightWait                                              time.Duration
 	authFailureBurst                                          int
@@ -143,12 +161,15 @@ func (l limits) withDefaults() limits {
 	}
 	def(&l.readHeaderTimeout, readHeaderTimeout)
 	def(&l.readTimeout, readTimeout)
+	def(&l.signedReadTimeout, signedReadTimeout)
 	def(&l.writeTimeout, writeTimeout)
 	def(&l.idleTimeout, idleTimeout)
 	def(&l.inFlightWait, inFlightWait)
 	def(&l.deliveryWindow, deliveryWindow)
 	defInt(&l.maxInFlight, maxInFlight)
 	defInt(&l.maxWaiting, maxWaiting)
+	defInt(&l.maxSignedReads, maxSignedReads)
+	defInt(&l.maxSignedReadsPerClient, maxSignedReadsPerClient)
 	defInt(&l.authFailureBurst, authFailureBurst)
 	defInt(&l.maxTrackedAddresses, maxTrackedAddresses)
 	defInt(&l.deliveryCacheBytes, deliveryCacheBytes)

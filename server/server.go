@@ -1,6 +1,8 @@
-// Package server is flux-webhook's HTTP surface: POST /hook. Handlers decode, authenticate,
-// call a domain function and encode; one error handler maps the domain's sentinel errors
-// to status codes.
+// Package server is flux-webhook's HTTP surface: POST /hook, and on an address of its own the
+// platform API. Requests are authenticated before they take any of the replica's room;
+// handlers decode, call one domain function and encode; one error handler maps the domain's
+// sentinel errors to status codes. It knows HTTP only: what a push means, and whether it is
+// true, is the domain's.
 package server
 
 import (
@@ -10,20 +12,18 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
 )
 
@@ -47,10 +47,13 @@ var (
 
 func init() { metrics.Registry.MustRegister(httpRequests, httpDuration) }
 
-// Requester is the domain call behind /hook.
-type Requester interface {
-	Request(ctx context.Context, push gitops.Push) (gitops.Result, error)
-	// Await streams the targets' final answers, for /hook?wait=true.
+// Intake is the domain call behind /hook: verify a push's claim and request its reconciles.
+type Intake interface {
+	Accept(ctx context.Context, p credentials.Principal, push gitops.Push) (webhook.Accepted, error)
+}
+
+// Awaiter streams the targets' final answers, for /hook?wait=true.
+type Awaiter interface {
 	Await(ctx context.Context, push gitops.Push, res gitops.Result, timeout time.Duration) <-chan gitops.TargetResult
 }
 
@@ -60,35 +63,37 @@ type Platform interface {
 	Status(ctx context.Context, id string) (*gitops.JobStatus, error)
 }
 
-// Authenticator checks a request's credentials against its raw body.
-type Authenticator interface {
-	Authenticate(h http.Header, body []byte) error
-}
-
-// Server serves /hook. It is a controller-runtime Runnable that serves on every replica
-// and stops with the manager.
+// Server serves /hook and, on its own address, the platform API. It is a controller-runtime
+// Runnable that serves on every replica and stops with the manager.
 type Server struct {
-	// Addr is the listen address, e.g. ":8080".
-	Addr string
-	// Listener, when set, is used instead of listening on Addr (tests).
-	Listener  net.Listener
-	Auth      Authenticator
-	Requester Requester
-	// PlatformAuth and Platform serve /api/v1/reconcile; without them it is not served.
-	// The platform token is not the hook token: one does not open the other.
-	PlatformAuth Authenticator
-	Platform     Platform
-	Log          logr.Logger
+	// Addr is the listen address of /hook, e.g. ":8080"; Listener, when set, is used
+	// instead (tests).
+	Addr     string
+	Listener net.Listener
+	// PlatformAddr (or PlatformListener) is where the platform API is served, apart from
+	// /hook so that a NetworkPolicy can admit each from its own senders. Only with Platform.
+	PlatformAddr     string
+	PlatformListener net.Listener
+	// Keys authenticates requests.
+	Keys    Keys
+	Intake  Intake
+	Awaiter Awaiter
+	// Platform serves /api/v1/reconcile; without it the platform API is not served.
+	Platform Platform
+	Log      logr.Logger
 
-	e *echo.Echo
+	once     sync.Once
+	hook     *echo.Echo
+	platform *echo.Echo
 	// stopping is closed when the server starts shutting down: waiting streams end then.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
 	lim          limits // zero: the constants of limits.go; tests shorten them
 	// inFlight and waiting count requests being handled and open waiting streams; bodyBytes
-	// is the budget of their bodies.
+	// is the budget of their bodies; signedReads the requests read before authentication.
 	inFlight, waiting *slots
 	bodyBytes         *semaphore.Weighted
+	signedReads       *signedReads
 	// authFailures counts failed authentications per client address.
 	authFailures *authLimiter
 	// deliveries keeps the answers of recent deliveries, to answer a repeat the same way.
@@ -98,123 +103,115 @@ type Server struct {
 // NeedLeaderElection is false: every replica serves /hook.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Handler returns the HTTP handler (built once).
-func (s *Server) Handler() http.Handler {
-	if s.e != nil {
-		return s.e
-	}
-	s.lim = s.lim.withDefaults()
-	s.stopping = make(chan struct{})
-	s.inFlight = newSlots(s.lim.maxInFlight, httpInFlight)
-	s.waiting = newSlots(s.lim.maxWaiting, httpWaiting)
-	s.bodyBytes = semaphore.NewWeighted(s.lim.maxBodyBytesInFlight)
-	s.authFailures = newAuthLimiter(s.lim)
-	s.deliveries = newLRU[deliveryID, answer](s.lim.deliveryCacheBytes, s.lim.deliveryWindow, nil)
+// init builds the routers and guards once.
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.lim = s.lim.withDefaults()
+		s.stopping = make(chan struct{})
+		s.inFlight = newSlots(s.lim.maxInFlight, httpInFlight)
+		s.waiting = newSlots(s.lim.maxWaiting, httpWaiting)
+		s.bodyBytes = semaphore.NewWeighted(s.lim.maxBodyBytesInFlight)
+		s.signedReads = newSignedReads(s.lim.maxSignedReads, s.lim.maxSignedReadsPerClient)
+		s.authFailures = newAuthLimiter(s.lim)
+		s.deliveries = newLRU[deliveryID, answer](s.lim.deliveryCacheBytes, s.lim.deliveryWindow, nil)
+		s.hook = s.newEcho()
+		// Authentication comes before any of the replica's room is taken (limitInFlight).
+		s.hook.POST("/hook", s.handleHook, s.authHook, s.limitInFlight)
+		s.hook.POST("/hook/*", s.handleHook, s.authHook, s.limitInFlight)
+		if s.Platform != nil {
+			s.platform = s.newEcho()
+			g := s.platform.Group("/api/v1", s.authPlatform, s.limitInFlight)
+			g.POST("/reconcile", s.handleReconcile)
+			g.GET("/reconcile/:id", s.handleReconcileStatus)
+		}
+	})
+}
+
+func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// Only the peer address identifies a client: X-Forwarded-For and X-Real-IP are set by
 	// whoever sends them (GO-2026-6872, GO-2026-6875).
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observe, s.limitInFlight)
-	e.POST("/hook", s.hook)
-	e.POST("/hook/*", s.hook)
-	if s.Platform != nil {
-		e.POST("/api/v1/reconcile", s.reconcile)
-		e.GET("/api/v1/reconcile/:id", s.reconcileStatus)
-	}
-	s.e = e
+	e.Use(s.observe)
 	return e
+}
+
+// HookHandler returns the handler of /hook.
+func (s *Server) HookHandler() http.Handler {
+	s.init()
+	return s.hook
+}
+
+// PlatformHandler returns the handler of the platform API, nil without Platform.
+func (s *Server) PlatformHandler() http.Handler {
+	s.init()
+	if s.platform == nil {
+		return nil
+	}
+	return s.platform
 }
 
 // Start serves until ctx ends, then gives in-flight requests shutdownTimeout to finish.
 func (s *Server) Start(ctx context.Context) error {
-	srv := &http.Server{
-		Addr:              s.Addr,
-		Handler:           s.Handler(),
+	s.init()
+	type served struct {
+		name string
+		srv  *http.Server
+		ln   net.Listener
+	}
+	var all []served
+	listen := func(name, addr string, ln net.Listener, h http.Handler) error {
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", addr); err != nil {
+				return fmt.Errorf("listen %s: %w", addr, err)
+			}
+		}
+		all = append(all, served{name, s.httpServer(h), ln})
+		return nil
+	}
+	if err := listen("hook", s.Addr, s.Listener, s.hook); err != nil {
+		return err
+	}
+	if s.platform != nil {
+		if err := listen("platform API", s.PlatformAddr, s.PlatformListener, s.platform); err != nil {
+			all[0].ln.Close()
+			return err
+		}
+	}
+	done := make(chan error, len(all))
+	for _, a := range all {
+		s.Log.Info("serving", "what", a.name, "addr", a.ln.Addr().String())
+		go func() { done <- fmt.Errorf("serve %s: %w", a.ln.Addr(), a.srv.Serve(a.ln)) }()
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+	}
+	s.Log.Info("shutting down http servers")
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	for _, a := range all {
+		if serr := a.srv.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("shut down %s: %w", a.ln.Addr(), serr)
+		}
+	}
+	return err
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: s.lim.readHeaderTimeout,
 		ReadTimeout:       s.lim.readTimeout,
 		WriteTimeout:      s.lim.writeTimeout,
 		IdleTimeout:       s.lim.idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	ln := s.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", s.Addr); err != nil {
-			return fmt.Errorf("listen %s: %w", s.Addr, err)
-		}
-	}
-	s.Log.Info("serving hooks", "addr", ln.Addr().String())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("serve %s: %w", s.Addr, err)
-	case <-ctx.Done():
-	}
-	s.Log.Info("shutting down hook server")
-	s.stoppingOnce.Do(func() { close(s.stopping) })
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down %s: %w", s.Addr, err)
-	}
-	return nil
-}
-
-// observe attaches a logger with the request's values to its context, then logs and counts
-// the answer.
-func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		start := time.Now()
-		r := c.Request()
-		delivery := r.Header.Get("X-Gitea-Delivery")
-		given := validDelivery(delivery)
-		if !given {
-			delivery = uuid.NewString()
-		}
-		c.Set(deliveryKey, delivery)
-		c.Set(senderDeliveryKey, given)
-		logger := s.Log.WithValues("delivery", delivery)
-		c.SetRequest(r.WithContext(log.IntoContext(r.Context(), logger)))
-		err := next(c)
-		if err != nil {
-			c.Error(err)
-		}
-		route := c.Path()
-		if route == "" {
-			route = "unmatched"
-		}
-		code := c.Response().Status
-		httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		// The route, not the path: /hook/<anything> is where a confused sender would put a
-		// token (Flux's own receiver has secrets in its paths), and logs are read by many.
-		log.FromContext(c.Request().Context()).Info("request", "method", r.Method, "route", route,
-			"status", code, "duration", time.Since(start).String(), "remote", c.RealIP())
-		return nil
-	}
-}
-
-const (
-	deliveryKey = "delivery"
-	// senderDeliveryKey is true when the delivery id is the sender's, not one made here.
-	senderDeliveryKey = "sender-delivery"
-)
-
-// validDelivery accepts the delivery ids senders use (Gitea's are UUIDs): short, printable,
-// no spaces, so they are safe in logs and Events.
-func validDelivery(d string) bool {
-	if d == "" || len(d) > 128 {
-		return false
-	}
-	for _, r := range d {
-		if r <= ' ' || r > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // bodyTooLargeError: the body is over limit bytes.
@@ -232,6 +229,10 @@ func (e *bodyTooLargeError) Error() string {
 // length (503 when the budget stays full). A body announced by Content-Length is read into a
 // buffer of exactly that size; one that does not arrive within readTimeout is answered 408.
 func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
+	st := requestOf(c)
+	if st.bodyRead {
+		return st.body, nil
+	}
 	r := c.Request()
 	if r.ContentLength > limit {
 		return nil, &bodyTooLargeError{limit}
@@ -264,6 +265,7 @@ func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: reading body: %s", webhook.ErrBadPayload, readError(err))
 	}
+	st.body, st.bodyRead = body, true
 	return body, nil
 }
 

@@ -60,7 +60,7 @@ type streamLine struct {
 func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, result gitops.Result, timeout time.Duration) error {
 	// The push is accepted: the stream holds a waiting slot (taken by hook), not one of the
 	// slots of requests in flight.
-	releaseInFlight(c)
+	requestOf(c).release()
 	ndjson := strings.Contains(c.Request().Header.Get(echo.HeaderAccept), mimeNDJSON)
 	w := c.Response()
 	if ndjson {
@@ -83,7 +83,7 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 	}
 	requested := 0
 	for _, o := range result.Targets {
-		if o.Requested() {
+		if o.Reported() {
 			requested++
 		}
 	}
@@ -91,7 +91,7 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 		res.Repository, res.Ref, short(res.SHA), res.Delivery, timeout, requested), streamLine{Event: "accepted", HookResponse: &res})
 	counts := map[string]int{}
 	start := time.Now()
-	answers := s.Requester.Await(c.Request().Context(), push, result, timeout)
+	answers := s.Awaiter.Await(c.Request().Context(), push, result, timeout)
 stream:
 	for {
 		select {

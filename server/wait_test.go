@@ -26,8 +26,7 @@ func (f *silentFlux) Await(ctx context.Context, p gitops.Push, r gitops.Result, 
 func TestWaitEndsOnShutdown(t *testing.T) {
 	var logs bytes.Buffer
 	req := &silentFlux{stubRequester{out: []gitops.Outcome{{Result: gitops.ResultRequested}}}}
-	srv := newServer(&req.stubRequester, &logs)
-	srv.Requester = req
+	srv := newServer(req, &logs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

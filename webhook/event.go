@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net/http"
 	"reflect"
 	"regexp"
 	"slices"
@@ -36,8 +37,10 @@ const (
 var (
 	// fullNamePattern is Gitea's "owner/name": alphanumerics, '-', '_', '.'.
 	fullNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
-	shaPattern      = regexp.MustCompile(`^(?:[0-9a-f]{40}|[0-9a-f]{64})$`)
-	zeroSHA         = regexp.MustCompile(`^0+$`)
+	// shaPattern is a SHA-1 or SHA-256 object id, as Git writes them: 40 or 64 lower-case
+	// hex digits. The all-zero id means "no commit" (a created or deleted reference).
+	shaPattern = regexp.MustCompile(`^(?:[0-9a-f]{40}|[0-9a-f]{64})$`)
+	zeroSHA    = regexp.MustCompile(`^(?:0{40}|0{64})$`)
 )
 
 // PushEvent is the part of Gitea's push event payload flux-webhook reads. Gitea sends the
@@ -47,32 +50,24 @@ type PushEvent struct {
 	Before     string      `json:"before"`
 	After      string      `json:"after"`
 	Repository *Repository `json:"repository"`
-	Pusher     *User       `json:"pusher"`
-	HeadCommit *Commit     `json:"head_commit"`
 }
 
 // Repository is the pushed repository.
 type Repository struct {
-	FullName      string `json:"full_name"`
-	CloneURL      string `json:"clone_url"`
-	SSHURL        string `json:"ssh_url"`
-	HTMLURL       string `json:"html_url"`
-	DefaultBranch string `json:"default_branch"`
-}
-
-// User is the pusher.
-type User struct {
-	Login string `json:"login"`
-}
-
-// Commit is the head commit.
-type Commit struct {
-	ID      string `json:"id"`
-	Message string `json:"message"`
+	FullName string `json:"full_name"`
+	CloneURL string `json:"clone_url"`
+	SSHURL   string `json:"ssh_url"`
+	HTMLURL  string `json:"html_url"`
 }
 
 // Deleted reports whether the push deleted its reference.
 func (e *PushEvent) Deleted() bool { return zeroSHA.MatchString(e.After) }
+
+// Push returns what the Flux side needs of the event, as the sender claims it.
+func (e *PushEvent) Push(delivery string) gitops.Push {
+	return gitops.Push{Delivery: delivery, Repository: e.Repository.FullName, URLs: e.URLs(),
+		Ref: e.Ref, SHA: e.After, Before: e.Before}
+}
 
 // URLs returns the repository's URLs as Gitea reports them.
 func (e *PushEvent) URLs() []string {
@@ -83,6 +78,40 @@ func (e *PushEvent) URLs() []string {
 		}
 	}
 	return out
+}
+
+// Event headers: Gitea sends all three.
+var eventHeaders = []string{"X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event"}
+
+// DecodeEvent reads a delivery: its push event, or, when it is no push flux-webhook acts on
+// (another event, a deleted reference), why it is ignored.
+func DecodeEvent(h http.Header, body []byte) (ev *PushEvent, ignored string, err error) {
+	for _, name := range eventHeaders {
+		if kind := h.Get(name); kind != "" && kind != "push" {
+			return nil, fmt.Sprintf("%s event, not a push", printable(kind, 64)), nil
+		}
+	}
+	if ev, err = DecodePush(h.Get("Content-Type"), body); err != nil {
+		return nil, "", err
+	}
+	if ev.Deleted() {
+		return nil, "the push deleted " + ev.Ref, nil
+	}
+	return ev, "", nil
+}
+
+// printable keeps at most n bytes of a header value, with every byte outside printable
+// ASCII replaced, fit for an answer and a log line.
+func printable(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // DecodePush parses a push event from a request body of the given Content-Type: JSON (what
@@ -231,6 +260,8 @@ func (e *PushEvent) validate() error {
 		return errors.New("after is missing")
 	case !shaPattern.MatchString(e.After) && !zeroSHA.MatchString(e.After):
 		return errors.New("after is not a commit id")
+	case e.Before != "" && !shaPattern.MatchString(e.Before) && !zeroSHA.MatchString(e.Before):
+		return errors.New("before is not a commit id")
 	case len(e.URLs()) == 0:
 		return errors.New("repository has no clone_url, ssh_url or html_url")
 	case !slices.ContainsFunc(e.URLs(), func(u string) bool { _, err := gitops.NormalizeURL(u); return err == nil }):
@@ -269,7 +300,7 @@ func validRef(ref string) bool {
 // log, a JavaScript consumer) may keep the first or match exactly. A signature covers bytes,
 // not their meaning, so a body that could mean two pushes is refused.
 var readKeys = map[string][]string{
-	"":           {"ref", "after", "repository"},
+	"":           {"ref", "before", "after", "repository"},
 	"repository": {"full_name", "clone_url", "ssh_url", "html_url"},
 }
 

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"code.gitea.io/sdk/gitea"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
 var (
@@ -44,26 +46,44 @@ type Gitea struct {
 	URL string
 	// HTTP is the client for every call; its timeout bounds each one.
 	HTTP *http.Client
-
-	mu    sync.RWMutex
-	token string
+	// Keys holds flux-webhook's Gitea API token (credentials.GiteaToken).
+	Keys *credentials.Keyring
 
 	summaries sync.Mutex // serialises pull request summaries: one comment per commit
+
+	meMu    sync.Mutex
+	me      int64    // the bot's user id, for meToken
+	meToken [32]byte // digest of the token me was asked with
 }
 
-// SetToken sets the API token (the Secret watcher calls it on rotation).
-func (g *Gitea) SetToken(token string) {
-	g.mu.Lock()
-	g.token = strings.TrimSpace(token)
-	g.mu.Unlock()
+// botID returns the id of the user flux-webhook's token belongs to: only that user's
+// comments are flux-webhook's (anyone in a pull request can write the summary's marker).
+func (g *Gitea) botID(ctx context.Context) (int64, error) {
+	tok := sha256.Sum256([]byte(g.token()))
+	g.meMu.Lock()
+	defer g.meMu.Unlock()
+	if g.me != 0 && g.meToken == tok {
+		return g.me, nil
+	}
+	c, err := g.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	u, resp, err := c.GetMyUserInfo()
+	if err := apiError("get own user", resp, err); err != nil {
+		return 0, err
+	}
+	g.me, g.meToken = u.ID, tok
+	return u.ID, nil
 }
+
+// token returns the current API token, "" when there is none.
+func (g *Gitea) token() string { return string(g.Keys.Current(credentials.GiteaToken)) }
 
 // client returns an SDK client bound to ctx. It is cheap: no call is made (the version
 // check is skipped; flux-webhook uses only long-standing endpoints).
 func (g *Gitea) client(ctx context.Context) (*gitea.Client, error) {
-	g.mu.RLock()
-	tok := g.token
-	g.mu.RUnlock()
+	tok := g.token()
 	if tok == "" {
 		return nil, ErrNoToken
 	}
@@ -153,6 +173,10 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 		return err
 	}
 	owner, repo, _ := strings.Cut(repository, "/")
+	bot, err := g.botID(ctx)
+	if err != nil {
+		return err
+	}
 	marker := fmt.Sprintf("<!-- flux-webhook summary %s -->", sha)
 	for page := 1; ; page++ {
 		comments, resp, err := c.ListIssueComments(owner, repo, pr, gitea.ListIssueCommentOptions{
@@ -162,7 +186,7 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 			return err
 		}
 		for _, cm := range comments {
-			if strings.Contains(cm.Body, marker) {
+			if cm.Poster != nil && cm.Poster.ID == bot && strings.Contains(cm.Body, marker) {
 				return nil // already summarised
 			}
 		}
@@ -204,9 +228,7 @@ func (g *Gitea) pullRequestOf(ctx context.Context, repository, sha string) (int6
 			break
 		}
 	}
-	g.mu.RLock()
-	tok := g.token
-	g.mu.RUnlock()
+	tok := g.token()
 	u := fmt.Sprintf("%s/api/v1/repos/%s/%s/commits/%s/pull", strings.TrimSuffix(g.URL, "/"),
 		url.PathEscape(owner), url.PathEscape(repo), url.PathEscape(sha))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -288,4 +310,127 @@ func truncate(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+// ErrNotFound: Gitea does not know the repository, reference or commit (or the token may
+// not see it).
+var ErrNotFound = errors.New("not found in gitea")
+
+// RepositoryInfo is what Gitea says of a repository.
+type RepositoryInfo struct {
+	// FullName is "owner/name" as Gitea spells it.
+	FullName string
+	// URLs are its clone, SSH and web URLs, as Gitea's own API reports them.
+	URLs          []string
+	DefaultBranch string
+}
+
+// notFound maps Gitea's 404 to ErrNotFound.
+func notFound(op string, resp *gitea.Response, err error) error {
+	if resp != nil && resp.Response != nil && resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	return apiError(op, resp, err)
+}
+
+// Repository returns what Gitea says of the repository fullName ("owner/name").
+func (g *Gitea) Repository(ctx context.Context, fullName string) (*RepositoryInfo, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owner, name, _ := strings.Cut(fullName, "/")
+	r, resp, err := c.GetRepo(owner, name)
+	if err := notFound("get repository", resp, err); err != nil {
+		return nil, err
+	}
+	info := &RepositoryInfo{FullName: r.FullName, DefaultBranch: r.DefaultBranch}
+	for _, u := range []string{r.CloneURL, r.SSHURL, r.HTMLURL} {
+		if u != "" {
+			info.URLs = append(info.URLs, u)
+		}
+	}
+	return info, nil
+}
+
+// RefCommits returns the objects a full reference points at in fullName: the commit of a
+// branch; of a tag, the commit and, for an annotated tag, the tag object too (pushes report
+// either, depending on the sender). ErrNotFound when the reference does not exist.
+func (g *Gitea) RefCommits(ctx context.Context, fullName, ref string) ([]string, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owner, name, _ := strings.Cut(fullName, "/")
+	if branch, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
+		b, resp, err := c.GetRepoBranch(owner, name, branch)
+		if err := notFound("get branch", resp, err); err != nil {
+			return nil, err
+		}
+		if b.Commit == nil {
+			return nil, fmt.Errorf("get branch: %w", ErrNotFound)
+		}
+		return []string{b.Commit.ID}, nil
+	}
+	if tag, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
+		t, resp, err := c.GetTag(owner, name, tag)
+		if err := notFound("get tag", resp, err); err != nil {
+			return nil, err
+		}
+		out := []string{t.ID}
+		if t.Commit != nil && t.Commit.SHA != t.ID {
+			out = append(out, t.Commit.SHA)
+		}
+		return out, nil
+	}
+	r, resp, err := c.GetRepoRef(owner, name, ref)
+	switch {
+	case resp != nil && resp.Response != nil && resp.StatusCode == http.StatusOK && err != nil:
+		return nil, fmt.Errorf("get ref: %w", ErrNotFound) // only partial matches
+	case err != nil || (resp != nil && resp.Response != nil && resp.StatusCode != http.StatusOK):
+		return nil, notFound("get ref", resp, err)
+	case r.Object == nil:
+		return nil, fmt.Errorf("get ref: %w", ErrNotFound)
+	}
+	return []string{r.Object.SHA}, nil
+}
+
+// CommitExists reports whether fullName has the commit sha.
+func (g *Gitea) CommitExists(ctx context.Context, fullName, sha string) (bool, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return false, err
+	}
+	owner, name, _ := strings.Cut(fullName, "/")
+	_, resp, err := c.GetSingleCommit(owner, name, sha)
+	switch err := notFound("get commit", resp, err); {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+// RecentCommits returns the ids of the last n commits of a reference's history, newest
+// first (n at most statusPageSize: one page).
+func (g *Gitea) RecentCommits(ctx context.Context, fullName, ref string, n int) ([]string, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owner, name, _ := strings.Cut(fullName, "/")
+	list, resp, err := c.ListRepoCommits(owner, name, gitea.ListCommitOptions{
+		ListOptions: gitea.ListOptions{Page: 1, PageSize: min(n, statusPageSize)}, SHA: ref,
+	})
+	if err := notFound("list commits", resp, err); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(list))
+	for _, c := range list {
+		if c.CommitMeta != nil {
+			out = append(out, c.SHA)
+		}
+	}
+	return out, nil
 }

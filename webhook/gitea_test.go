@@ -1,13 +1,18 @@
 package webhook_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"code.gitea.io/sdk/gitea"
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 	"github.com/openova-io/flux-webhook/webhook"
 )
@@ -36,12 +41,12 @@ func newRepo(t *testing.T, name string) (*testenv.Repo, string) {
 // statusClient returns a Gitea client with a token limited to what flux-webhook needs.
 func statusClient(t *testing.T) *webhook.Gitea {
 	t.Helper()
-	tok, err := giteaSrv.CreateToken(t.Context(), "flux-webhook-"+strings.ReplaceAll(t.Name(), "/", "-"), "write:repository", "write:issue")
+	tok, err := giteaSrv.CreateToken(t.Context(), "flux-webhook-"+strings.ReplaceAll(t.Name(), "/", "-"), "write:repository", "write:issue", "read:user")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &webhook.Gitea{URL: giteaSrv.URL, HTTP: &http.Client{Timeout: 10 * time.Second}}
-	g.SetToken(tok)
+	g := &webhook.Gitea{URL: giteaSrv.URL, HTTP: &http.Client{Timeout: 10 * time.Second}, Keys: &credentials.Keyring{}}
+	setToken(t, g, tok)
 	return g
 }
 
@@ -87,11 +92,11 @@ func TestGiteaErrors(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != http.StatusNotFound || !se.Permanent() {
 		t.Fatalf("missing repository: %v", err)
 	}
-	g.SetToken("")
+	setToken(t, g, "")
 	if err := g.PostStatus(ctx, gitops.CommitStatus{Repository: "a/b", SHA: "c"}); !errors.Is(err, webhook.ErrNoToken) {
 		t.Fatalf("no token: %v", err)
 	}
-	g.SetToken(strings.Repeat("0", 40))
+	setToken(t, g, strings.Repeat("0", 40))
 	err = g.PostStatus(ctx, gitops.CommitStatus{Repository: "gitea-admin/x", SHA: strings.Repeat("a", 40), Context: "flux/x", Status: gitops.Status{State: gitops.StateSuccess}})
 	if !errors.As(err, &se) || se.Code != http.StatusUnauthorized {
 		t.Fatalf("bad token: %v", err)
@@ -148,6 +153,24 @@ func TestPullRequestSummary(t *testing.T) {
 	if c := comments(); len(c) != 0 {
 		t.Fatalf("summary before every flux status was final: %q", c)
 	}
+	// Someone else in the pull request writes the summary's marker first: it is not
+	// flux-webhook's summary, and does not stand in for it.
+	tok, err := giteaSrv.CreateUser(ctx, "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.AddCollaborator(ctx, "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	mallory, err := gitea.NewClient(giteaSrv.URL, gitea.SetToken(tok), gitea.SetContext(ctx), gitea.SetGiteaVersion(giteaSrv.Version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, name, _ := strings.Cut(repo.FullName, "/")
+	if _, _, err := mallory.CreateIssueComment(owner, name, pr.Index, gitea.CreateIssueCommentOption{
+		Body: fmt.Sprintf("<!-- flux-webhook summary %s -->\nall green, trust me", sha)}); err != nil {
+		t.Fatal(err)
+	}
 	post("flux/local/kustomization/flux-system/app", gitops.StateFailure, "dry-run failed | bad name")
 	for range 2 {
 		if err := g.FinalPosted(ctx, repo.FullName, sha); err != nil {
@@ -155,9 +178,10 @@ func TestPullRequestSummary(t *testing.T) {
 		}
 	}
 	c := comments()
-	if len(c) != 1 {
-		t.Fatalf("want one summary, got %d: %q", len(c), c)
+	if len(c) != 2 || !strings.Contains(c[0], "trust me") {
+		t.Fatalf("want mallory's comment and one summary, got %d: %q", len(c), c)
 	}
+	c = c[1:]
 	for _, want := range []string{sha, "✅ | `local/gitrepository/flux-system/app`", "❌ | `local/kustomization/flux-system/app` | dry-run failed \\| bad name"} {
 		if !strings.Contains(c[0], want) {
 			t.Fatalf("summary lacks %q:\n%s", want, c[0])
@@ -169,5 +193,126 @@ func TestPullRequestSummary(t *testing.T) {
 	// A commit outside any pull request keeps its statuses only.
 	if err := g.FinalPosted(ctx, repo.FullName, mainSHA); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// setToken gives g an API token, or takes it away ("").
+func setToken(t *testing.T, g *webhook.Gitea, tok string) {
+	t.Helper()
+	if err := g.Keys.Set(credentials.GiteaToken, tok); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type nopRequester struct{ pushes []gitops.Push }
+
+func (r *nopRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
+	r.pushes = append(r.pushes, p)
+	return gitops.Result{}, nil
+}
+
+// What a push claims, asked of a real Gitea: its repository and URLs, where its reference
+// is (a branch, a lightweight tag, an annotated tag), and whether a commit exists; and the
+// intake's verdicts on true, stale and forged claims.
+func TestGiteaAnswersClaims(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	repo, first := newRepo(t, "claims")
+	if err := repo.WriteFile("b.txt", "b\n"); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit(ctx, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Tag(ctx, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	tagObject, err := repo.AnnotatedTag(ctx, "v2", "release v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"v1", "v2"} {
+		if err := repo.PushTag(ctx, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := statusClient(t)
+	info, err := g.Repository(ctx, strings.ToUpper(repo.FullName))
+	if err != nil || info.FullName != repo.FullName || len(info.URLs) != 3 || info.DefaultBranch != "main" {
+		t.Fatalf("repository: %+v %v", info, err)
+	}
+	for ref, want := range map[string][]string{
+		"refs/heads/main": {second},
+		"refs/tags/v1":    {second},
+		"refs/tags/v2":    {tagObject, second},
+	} {
+		got, err := g.RefCommits(ctx, repo.FullName, ref)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: %v %v, want %v", ref, got, err, want)
+		}
+	}
+	for _, ref := range []string{"refs/heads/nope", "refs/tags/nope", "refs/notes/nope", "refs/heads/mai"} {
+		if _, err := g.RefCommits(ctx, repo.FullName, ref); !errors.Is(err, webhook.ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", ref, err)
+		}
+	}
+	forged := strings.Repeat("f", 40)
+	// A commit that exists, on another branch only.
+	if err := repo.Branch(ctx, "side"); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.WriteFile("side.txt", "side\n"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := repo.Commit(ctx, "side")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Push(ctx, "side"); err != nil {
+		t.Fatal(err)
+	}
+	if recent, err := g.RecentCommits(ctx, repo.FullName, "refs/heads/main", 50); err != nil || !slices.Equal(recent, []string{second, first}) {
+		t.Fatalf("recent commits of main: %v %v", recent, err)
+	}
+	for sha, want := range map[string]bool{first: true, second: true, forged: false} {
+		if got, err := g.CommitExists(ctx, repo.FullName, sha); err != nil || got != want {
+			t.Errorf("commit %s: %v %v, want %v", sha, got, err, want)
+		}
+	}
+	if _, err := g.Repository(ctx, "gitea-admin/no-such-repository"); !errors.Is(err, webhook.ErrNotFound) {
+		t.Fatalf("missing repository: %v", err)
+	}
+
+	req := &nopRequester{}
+	in := &webhook.Intake{Forge: g, Requester: req}
+	claim := func(ref, sha string) gitops.Push {
+		return gitops.Push{Repository: strings.ToUpper(repo.FullName), URLs: info.URLs, Ref: ref, SHA: sha}
+	}
+	webhookSig := credentials.Principal{Kind: credentials.Webhook}
+	for _, tc := range []struct {
+		name    string
+		push    gitops.Push
+		want    error
+		ignored bool
+	}{
+		{"the branch's head", claim("refs/heads/main", second), nil, false},
+		{"an annotated tag", claim("refs/tags/v2", tagObject), nil, false},
+		{"a commit the branch moved on from", claim("refs/heads/main", first), nil, false},
+		{"a forged commit", claim("refs/heads/main", forged), webhook.ErrContradicted, false},
+		{"a commit of another branch's history only", claim("refs/heads/main", other), webhook.ErrContradicted, false},
+		{"a forged branch", claim("refs/heads/forged", forged), webhook.ErrContradicted, false},
+		{"another repository's name with this one's URLs", gitops.Push{Repository: "gitea-admin/statuses", URLs: info.URLs, Ref: "refs/heads/main", SHA: second}, webhook.ErrBadPayload, false},
+	} {
+		acc, err := in.Accept(ctx, webhookSig, tc.push)
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) || (acc.Ignored != "") != tc.ignored {
+			t.Errorf("%s: %+v %v", tc.name, acc, err)
+		}
+	}
+	if len(req.pushes) != 3 || req.pushes[0].Repository != repo.FullName || req.pushes[0].Head != "" || req.pushes[2].Head != second {
+		t.Fatalf("requested %+v, want the three true claims, as Gitea spells the repository, the stale one with its head", req.pushes)
 	}
 }

@@ -22,7 +22,7 @@ func acceptWhileFluxPaused(t *testing.T, a *app, value string) string {
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, value), value)
 	e2e.flux.Pause()
 	t.Cleanup(e2e.flux.Resume)
-	resp, body := hookPost(t, a.pushEvent(sha), e2e.token)
+	resp, body := hookPost(t, a.pushEvent(sha), a.token())
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("push: %d %v", resp.StatusCode, body)
 	}
@@ -66,7 +66,7 @@ func TestKillBetweenAcceptAndAnswer(t *testing.T) {
 func TestLeaderKilled(t *testing.T) {
 	integration(t)
 	a := newApp(t, "leader-"+randomSuffix(), "main")
-	ports, err := testenv.FreePorts(3)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +74,8 @@ func TestLeaderKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replica := testenv.NewService(t, "replica", e2e.bin, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]),
-		serviceArgs(kubeconfig, ports[0], ports[1], ports[2])...)
+	replica := testenv.NewService(t, "replica", e2e.bin, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[2]),
+		serviceArgs(kubeconfig, ports)...)
 	// Which of the two leads (after its latest start) decides which one is killed.
 	leads := func(log string) bool {
 		b, _ := os.ReadFile(log)
@@ -125,7 +125,7 @@ func TestGiteaDownForAMinute(t *testing.T) {
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "survives-gitea"), "survives-gitea")
 	e2e.flux.PauseApply()
 	t.Cleanup(e2e.flux.Resume)
-	if resp, body := hookPost(t, a.pushEvent(sha), e2e.token); resp.StatusCode != http.StatusAccepted {
+	if resp, body := hookPost(t, a.pushEvent(sha), a.token()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("push: %d %v", resp.StatusCode, body)
 	}
 	a.waitFinal(t, sha, "GitRepository", "success")
@@ -203,7 +203,7 @@ func TestLoad(t *testing.T) {
 				if n > 0 {
 					before = shas[n-1]
 				}
-				resp, _ := hookPost(t, a.pushEventFrom(before, shas[n]), e2e.token)
+				resp, _ := hookPost(t, a.pushEventFrom(before, shas[n]), a.token())
 				results[i] = result{resp.StatusCode, time.Since(t0)}
 			})
 		}

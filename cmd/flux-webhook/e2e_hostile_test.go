@@ -40,6 +40,7 @@ type hostile struct {
 	// the 413 (net/http closes the connection after answering).
 	expect100 bool
 	raw       string // sent as is over a TCP connection instead (request line, headers and body)
+	platform  bool   // sent to the platform API's address instead of /hook's
 	code      int
 	errHas    string // a part of the JSON error
 	// plain: net/http's own answer before any handler runs (text/plain); noBody: no body at
@@ -110,7 +111,7 @@ func TestHostileRequests(t *testing.T) {
 
 	// One real delivery of the sentinel's head, answered and reported, to be replayed below.
 	delivery := "hostile-" + randomSuffix()
-	signed := map[string]string{"X-Gitea-Signature": hmacHex(e2e.token, push), "X-Gitea-Delivery": delivery, "X-Gitea-Event": "push"}
+	signed := map[string]string{"X-Gitea-Signature": hmacHex(e2e.webhookKey, push), "X-Gitea-Delivery": delivery, "X-Gitea-Event": "push"}
 	first := send(t, clientFrom("127.0.0.2"), hostile{headers: signed, body: push})
 	if first.code != http.StatusAccepted {
 		t.Fatalf("the real delivery: %d %s", first.code, first.body)
@@ -142,8 +143,9 @@ func TestHostileRequests(t *testing.T) {
 		return bytes.Replace(push, []byte(old), []byte(new), 1)
 	}
 	ref := `"ref":"refs/heads/main"`
+	token := sentinel.token()
 	bearer := func(extra ...string) map[string]string {
-		h := map[string]string{"Authorization": "Bearer " + e2e.token}
+		h := map[string]string{"Authorization": "Bearer " + token}
 		for i := 0; i+1 < len(extra); i += 2 {
 			h[extra[i]] = extra[i+1]
 		}
@@ -151,7 +153,7 @@ func TestHostileRequests(t *testing.T) {
 	}
 	platform := map[string]string{"Authorization": "Bearer " + platformToken}
 	huge := append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), 3<<20)...), `"}`...)
-	manyHeaders := map[string]string{"Authorization": "Bearer " + e2e.token}
+	manyHeaders := map[string]string{"Authorization": "Bearer " + token}
 	for i := range 2000 {
 		manyHeaders[fmt.Sprintf("X-Pad-%04d", i)] = strings.Repeat("p", 30)
 	}
@@ -165,19 +167,27 @@ func TestHostileRequests(t *testing.T) {
 		{name: "empty bearer", headers: map[string]string{"Authorization": "Bearer "}, body: push, code: 401},
 		{name: "whitespace bearer", headers: map[string]string{"Authorization": "Bearer \t   "}, body: push, code: 401},
 		{name: "empty authorization", headers: map[string]string{"Authorization": ""}, body: push, code: 401},
-		{name: "token in the query string", path: "/hook?token=" + url.QueryEscape(e2e.token), body: push, code: 401},
-		{name: "token as access_token parameter", path: "/hook?access_token=" + url.QueryEscape(e2e.token) + "&secret=" + url.QueryEscape(e2e.token), body: push, code: 401},
-		{name: "token in the path", path: "/hook/" + e2e.token, body: push, code: 401},
-		{name: "token in an unknown path", path: "/hooks/" + e2e.token, headers: bearer(), body: push, code: 404},
-		{name: "basic auth with the token", headers: map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("gitea:"+e2e.token))}, body: push, code: 401},
-		{name: "token scheme instead of bearer", headers: map[string]string{"Authorization": "token " + e2e.token}, body: push, code: 401},
-		{name: "bearer with a prefix of the token", headers: map[string]string{"Authorization": "Bearer " + e2e.token[:len(e2e.token)-1]}, body: push, code: 401},
-		{name: "bearer with the token and more", headers: map[string]string{"Authorization": "Bearer " + e2e.token + "x"}, body: push, code: 401},
-		{name: "signature of another body", headers: map[string]string{"X-Gitea-Signature": hmacHex(e2e.token, []byte("{}"))}, body: push, code: 401},
-		{name: "hub signature of another body", headers: map[string]string{"X-Hub-Signature-256": "sha256=" + hmacHex(e2e.token, append(push, ' '))}, body: push, code: 401},
+		{name: "token in the query string", path: "/hook?token=" + url.QueryEscape(token), body: push, code: 401},
+		{name: "token as access_token parameter", path: "/hook?access_token=" + url.QueryEscape(token) + "&secret=" + url.QueryEscape(token), body: push, code: 401},
+		{name: "token in the path", path: "/hook/" + token, body: push, code: 401},
+		{name: "token in an unknown path", path: "/hooks/" + token, headers: bearer(), body: push, code: 404},
+		{name: "basic auth with the token", headers: map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("gitea:"+token))}, body: push, code: 401},
+		{name: "token scheme instead of bearer", headers: map[string]string{"Authorization": "token " + token}, body: push, code: 401},
+		{name: "bearer with a prefix of the token", headers: map[string]string{"Authorization": "Bearer " + token[:len(token)-1]}, body: push, code: 401},
+		{name: "bearer with the token and more", headers: map[string]string{"Authorization": "Bearer " + token + "x"}, body: push, code: 401},
+		{name: "signature of another body", headers: map[string]string{"X-Gitea-Signature": hmacHex(e2e.webhookKey, []byte("{}"))}, body: push, code: 401},
+		{name: "hub signature of another body", headers: map[string]string{"X-Hub-Signature-256": "sha256=" + hmacHex(e2e.webhookKey, append(push, ' '))}, body: push, code: 401},
+		{name: "signature under the hook key", headers: map[string]string{"X-Gitea-Signature": hmacHex(e2e.hookKey, push)}, body: push, code: 401},
+		{name: "signature under the scoped token", headers: map[string]string{"X-Gitea-Signature": hmacHex(token, push)}, body: push, code: 401},
+		{name: "the hook key as a bearer", headers: map[string]string{"Authorization": "Bearer " + e2e.hookKey}, body: push, code: 401},
+		{name: "the webhook key as a bearer", headers: map[string]string{"Authorization": "Bearer " + e2e.webhookKey}, body: push, code: 401},
+		{name: "a shared token while the shared mode is off", headers: map[string]string{"Authorization": "Bearer " + strings.Repeat("s", 40)}, body: push, code: 401},
+		{name: "a scoped token with its scope changed", headers: map[string]string{"Authorization": "Bearer " + strings.Replace(token, sentinel.name, sentinel.name+"x", 1)}, body: push, code: 401},
+		{name: "a scoped token of another repository", headers: map[string]string{"Authorization": "Bearer " + tokenFor(e2e.gitea.AdminUser+"/some-other-repository")}, body: push, code: 403, errHas: "may not push for"},
+		{name: "an organization token of another owner", headers: map[string]string{"Authorization": "Bearer " + tokenFor("another-owner")}, body: push, code: 403, errHas: "may not push for"},
 		{name: "signature that is not hex", headers: map[string]string{"X-Gitea-Signature": strings.Repeat("zz", 32)}, body: push, code: 401},
 		{name: "signature under the platform token", headers: map[string]string{"X-Gitea-Signature": hmacHex(platformToken, push)}, body: push, code: 401},
-		{name: "the token as a signature", headers: map[string]string{"X-Gitea-Signature": e2e.token}, body: push, code: 401},
+		{name: "the token as a signature", headers: map[string]string{"X-Gitea-Signature": token}, body: push, code: 401},
 		{name: "platform token on /hook", headers: platform, body: push, code: 401},
 		{name: "forwarded-for loopback without credentials", headers: map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"}, body: push, code: 401},
 		{name: "overlong delivery id without credentials", headers: map[string]string{"X-Gitea-Delivery": strings.Repeat("d", 10000)}, body: push, code: 401},
@@ -201,6 +211,12 @@ func TestHostileRequests(t *testing.T) {
 		{name: "bidi override in ref", headers: bearer(), body: event(func(m map[string]any) { m["ref"] = "refs/heads/ma\u202ein" }), code: 400},
 		{name: "NUL in ref", headers: bearer(), body: event(func(m map[string]any) { m["ref"] = "refs/heads/main\u0000" }), code: 400},
 		{name: "after is not a commit", headers: bearer(), body: event(func(m map[string]any) { m["after"] = "HEAD~1" }), code: 400},
+		{name: "after of 250 KiB of zeros", headers: bearer(), body: event(func(m map[string]any) { m["after"] = strings.Repeat("0", 250<<10) }), code: 400, errHas: "after is not a commit id"},
+		{name: "before of 250 KiB", headers: bearer(), body: event(func(m map[string]any) { m["before"] = strings.Repeat("0", 250<<10) }), code: 400, errHas: "before is not a commit id"},
+		{name: "before is not a commit", headers: bearer(), body: event(func(m map[string]any) { m["before"] = "<script>" }), code: 400, errHas: "before is not a commit id"},
+		{name: "full_name and clone_url of two repositories", headers: bearer(), body: repo(func(r map[string]any) { r["clone_url"] = e2e.gitea.URL + "/" + e2e.gitea.AdminUser + "/other.git" }), code: 400, errHas: "does not name"},
+		{name: "a commit the repository does not have", headers: bearer(), body: event(func(m map[string]any) { m["after"] = strings.Repeat("e", 40) }), code: 403, errHas: "has no commit"},
+		{name: "a reference the repository does not have", headers: bearer(), body: event(func(m map[string]any) { m["ref"], m["after"] = "refs/heads/no-such-branch", strings.Repeat("e", 40) }), code: 403, errHas: "has no commit"},
 		{name: "no url naming a repository", headers: bearer(), body: repo(func(r map[string]any) { r["clone_url"], r["html_url"] = "file:///etc/passwd", "javascript:alert(1)" }), code: 400},
 		{name: "duplicate ref, the last one followed", headers: bearer(), body: replace(ref, `"ref":"refs/heads/nobody-follows",`+ref), code: 400, errHas: "ref given more than once"},
 		{name: "duplicate ref in another case", headers: bearer(), body: replace(ref, `"REF":"refs/heads/nobody-follows",`+ref), code: 400},
@@ -211,10 +227,10 @@ func TestHostileRequests(t *testing.T) {
 		{name: "deeply nested", headers: bearer(), body: []byte(`{"x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`), code: 400},
 		{name: "huge payload (CVE-2024-40634)", headers: bearer(), body: huge, expect100: true, code: 413, errHas: "request body over 3 MiB"},
 		{name: "huge payload without a length", headers: bearer(), body: huge, chunked: true, code: 413},
-		{name: "huge payload without credentials", body: huge, expect100: true, code: 413},
-		{name: "huge payload without a length nor credentials", body: huge, chunked: true, code: 413},
+		{name: "huge payload without credentials: refused unread", body: huge, expect100: true, code: 401},
+		{name: "huge payload without a length nor credentials: refused unread", body: huge, chunked: true, code: 401},
 		{name: "truncated body", raw: fmt.Sprintf("POST /hook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-			e2e.token, len(push), push[:len(push)/2]), code: 400, errHas: "body shorter than its Content-Length"},
+			token, len(push), push[:len(push)/2]), code: 400, errHas: "body shorter than its Content-Length"},
 
 		// Content types.
 		{name: "text/plain", headers: bearer("Content-Type", "text/plain"), body: push, code: 415},
@@ -244,25 +260,27 @@ func TestHostileRequests(t *testing.T) {
 		{name: "dot-dot from /hook to the API", path: "/hook/../api/v1/reconcile", headers: platform, body: []byte(`{"all":true}`), code: 401},
 		{name: "encoded dot-dot from /hook to the API", path: "/hook/%2e%2e/api/v1/reconcile", headers: platform, body: []byte(`{"all":true}`), code: 401},
 		{name: "encoded dot-dot before /hook", path: "/%2e%2e/hook", headers: bearer(), body: push, code: 404},
-		{name: "dot-dot from the API to /hook", path: "/api/v1/reconcile/../../../hook", headers: bearer(), body: push, code: 405},
+		{name: "dot-dot from the API to /hook", path: "/api/v1/reconcile/../../../hook", headers: bearer(), body: push, platform: true, code: 401},
+		{name: "the platform API on /hook's address", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"all":true}`), code: 404},
+		{name: "/hook on the platform API's address", headers: bearer(), body: push, platform: true, code: 404},
 		{name: "upper-case path", path: "/HOOK", headers: bearer(), body: push, code: 404},
 		{name: "path parameter", path: "/hook;x=1", headers: bearer(), body: push, code: 404},
 
 		// The platform API.
-		{name: "API with the hook token", path: "/api/v1/reconcile", headers: bearer(), body: []byte(`{"all":true}`), code: 401},
-		{name: "API without credentials", path: "/api/v1/reconcile", body: []byte(`{"all":true}`), code: 401},
-		{name: "API job with the hook token", method: http.MethodGet, path: "/api/v1/reconcile/0123456789abcdef", headers: bearer(), code: 401},
-		{name: "API unknown field", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"regoin":"eu-central"}`), code: 400, errHas: "unknown field"},
-		{name: "API empty selector", path: "/api/v1/reconcile", headers: platform, body: []byte(`{}`), code: 400, errHas: "empty selector"},
-		{name: "API null selector", path: "/api/v1/reconcile", headers: platform, body: []byte(`null`), code: 400, errHas: "empty selector"},
-		{name: "API path traversal in region", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"region":"../etc"}`), code: 400, errHas: "invalid selector"},
-		{name: "API unknown kind", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"kinds":["Secret"]}`), code: 400, errHas: "invalid selector"},
-		{name: "API bad label selector", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"labelSelector":"!!!"}`), code: 400},
-		{name: "API clusters as a string", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"clusters":"e2e"}`), code: 400},
-		{name: "API trailing selector", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"region":"nowhere"} {"all":true}`), code: 400, errHas: "trailing data"},
-		{name: "API text/plain", path: "/api/v1/reconcile", headers: map[string]string{"Authorization": "Bearer " + platformToken, "Content-Type": "text/plain"}, body: []byte(`{"region":"nowhere"}`), code: 415},
-		{name: "API body over 64 KiB", path: "/api/v1/reconcile", headers: platform, body: []byte(`{"labelSelector":"` + strings.Repeat("a", 64<<10) + `"}`), expect100: true, code: 413, errHas: "over 64 KiB"},
-		{name: "API job that is no id", method: http.MethodGet, path: "/api/v1/reconcile/..%2f..%2fhook", headers: platform, code: 404},
+		{name: "API with the hook token", platform: true, path: "/api/v1/reconcile", headers: bearer(), body: []byte(`{"all":true}`), code: 401},
+		{name: "API without credentials", platform: true, path: "/api/v1/reconcile", body: []byte(`{"all":true}`), code: 401},
+		{name: "API job with the hook token", method: http.MethodGet, platform: true, path: "/api/v1/reconcile/0123456789abcdef", headers: bearer(), code: 401},
+		{name: "API unknown field", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"regoin":"eu-central"}`), code: 400, errHas: "unknown field"},
+		{name: "API empty selector", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{}`), code: 400, errHas: "empty selector"},
+		{name: "API null selector", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`null`), code: 400, errHas: "empty selector"},
+		{name: "API path traversal in region", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"region":"../etc"}`), code: 400, errHas: "invalid selector"},
+		{name: "API unknown kind", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"kinds":["Secret"]}`), code: 400, errHas: "invalid selector"},
+		{name: "API bad label selector", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"labelSelector":"!!!"}`), code: 400},
+		{name: "API clusters as a string", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"clusters":"e2e"}`), code: 400},
+		{name: "API trailing selector", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"region":"nowhere"} {"all":true}`), code: 400, errHas: "trailing data"},
+		{name: "API text/plain", platform: true, path: "/api/v1/reconcile", headers: map[string]string{"Authorization": "Bearer " + platformToken, "Content-Type": "text/plain"}, body: []byte(`{"region":"nowhere"}`), code: 415},
+		{name: "API body over 64 KiB", platform: true, path: "/api/v1/reconcile", headers: platform, body: []byte(`{"labelSelector":"` + strings.Repeat("a", 64<<10) + `"}`), expect100: true, code: 413, errHas: "over 64 KiB"},
+		{name: "API job that is no id", method: http.MethodGet, platform: true, path: "/api/v1/reconcile/..%2f..%2fhook", headers: platform, code: 404},
 
 		// ?wait with bad values (authenticated: refused before the push is read).
 		{name: "wait=yes", path: "/hook?wait=yes", headers: bearer(), body: push, code: 400},
@@ -287,7 +305,8 @@ func TestHostileRequests(t *testing.T) {
 	if len(tests) < 40 {
 		t.Fatalf("only %d bad requests", len(tests))
 	}
-	secrets := map[string]string{"hook token": e2e.token, "platform token": platformToken, "Gitea token": e2e.giteaToken}
+	secrets := map[string]string{"scoped token": token, "hook key": e2e.hookKey, "webhook key": e2e.webhookKey,
+		"platform token": platformToken, "Gitea token": e2e.giteaToken}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Each request from an address of its own: the failed-authentication budget of one
@@ -348,7 +367,7 @@ type sent struct {
 	resp                      *http.Response
 }
 
-func send(t *testing.T, c *http.Client, tt hostile) sent {
+func send(t testing.TB, c *http.Client, tt hostile) sent {
 	t.Helper()
 	if tt.raw != "" {
 		return sendRaw(t, tt.raw)
@@ -364,7 +383,11 @@ func send(t *testing.T, c *http.Client, tt hostile) sent {
 	if tt.chunked {
 		body = io.MultiReader(body) // a reader of unknown length: sent chunked
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, e2e.hookURL+path, body)
+	base := e2e.hookURL
+	if tt.platform {
+		base = e2e.platformURL
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, base+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +414,7 @@ func send(t *testing.T, c *http.Client, tt hostile) sent {
 }
 
 // sendRaw writes a request over TCP as is, half-closes, and reads the answer.
-func sendRaw(t *testing.T, raw string) sent {
+func sendRaw(t testing.TB, raw string) sent {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(e2e.hookURL, "http://"))
 	if err != nil {
@@ -450,8 +473,7 @@ func slowHeaders(hookURL string) string {
 // another address still gets 401.
 func TestFailedAuthenticationIsRateLimited(t *testing.T) {
 	integration(t)
-	nobody, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": strings.Repeat("b", 40),
-		"repository": map[string]any{"full_name": "nobody/nothing", "clone_url": e2e.gitea.URL + "/nobody/nothing.git"}})
+	nobody, token := unfollowedPush(t)
 	attacker := clientFrom("127.0.1.1")
 	wrong := map[string]string{"Authorization": "Bearer not-the-token"}
 	for i := range 30 {
@@ -465,7 +487,7 @@ func TestFailedAuthenticationIsRateLimited(t *testing.T) {
 			t.Fatalf("over the budget: %d %s (Retry-After %q)", got.code, got.body, got.resp.Header.Get("Retry-After"))
 		}
 	}
-	if got := send(t, attacker, hostile{headers: map[string]string{"Authorization": "Bearer " + e2e.token}, body: nobody}); got.code != http.StatusOK || !strings.Contains(got.body, `"no-match"`) {
+	if got := send(t, attacker, hostile{headers: map[string]string{"Authorization": "Bearer " + token}, body: nobody}); got.code != http.StatusOK || !strings.Contains(got.body, `"no-match"`) {
 		t.Fatalf("the right token from the limited address: %d %s", got.code, got.body)
 	}
 	if got := send(t, clientFrom("127.0.1.2"), hostile{headers: wrong, body: nobody}); got.code != http.StatusUnauthorized {
@@ -478,9 +500,8 @@ func TestFailedAuthenticationIsRateLimited(t *testing.T) {
 // once the senders are gone it serves again. The senders held here never finish their body.
 func TestInFlightLimitsOfTheService(t *testing.T) {
 	integration(t)
-	nobody, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": strings.Repeat("c", 40),
-		"repository": map[string]any{"full_name": "nobody/nothing", "clone_url": e2e.gitea.URL + "/nobody/nothing.git"}})
-	bearer := map[string]string{"Authorization": "Bearer " + e2e.token}
+	nobody, token := unfollowedPush(t)
+	bearer := map[string]string{"Authorization": "Bearer " + token}
 	client := clientFrom("127.0.1.3")
 	var held []net.Conn
 	release := func() {
@@ -497,7 +518,8 @@ func TestInFlightLimitsOfTheService(t *testing.T) {
 				t.Fatal(err)
 			}
 			held = append(held, c)
-			fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", length)
+			// Authenticated: a request without credentials would be answered at once.
+			fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n{", token, length)
 		}
 		time.Sleep(time.Second) // every one of them in its handler
 	}

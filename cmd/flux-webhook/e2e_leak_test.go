@@ -154,14 +154,18 @@ func (r *answers) find(secrets map[string]string) []string {
 // rotated in, and the Secrets' values now.
 func secrets(ctx context.Context) map[string]string {
 	out := map[string]string{
-		"the hook token":     hookToken,
-		"the platform token": platformToken,
-		"the Gitea token":    e2e.giteaToken,
+		"the first hook key":   firstHookKey,
+		"the current hook key": e2e.hookKey,
+		"the webhook key":      e2e.webhookKey,
+		"the platform token":   platformToken,
+		"the Gitea token":      e2e.giteaToken,
 	}
-	if e2e.token != hookToken {
-		out["the rotated hook token"] = e2e.token
+	derived.Lock()
+	for tok, name := range derived.tokens {
+		out[name+" ("+tok[len(tok)-8:]+")"] = tok
 	}
-	for name, secret := range map[string]string{"hook": tokenSecret, "platform": platformSecret, "Gitea": giteaSecret} {
+	derived.Unlock()
+	for name, secret := range map[string]string{"hook key": hookKeySecret, "webhook key": webhookKeySecret, "record key": recordKeySecret, "platform": platformSecret, "Gitea": giteaSecret} {
 		s := &corev1.Secret{}
 		if err := e2e.kube.Client.Get(ctx, client.ObjectKey{Namespace: fluxNS, Name: secret}, s); err == nil {
 			if v := strings.TrimSpace(string(s.Data["token"])); v != "" {

@@ -20,18 +20,21 @@ import (
 // Flux CRDs, the real source-controller and kustomize-controller, a real Gitea and its
 // Actions runner, all on loopback, started once for the package.
 var e2e struct {
-	kube    *testenv.Kube
-	proxy   *testenv.Proxy // the service reaches the API server through it
-	gitea   *testenv.Gitea
-	runner  *testenv.Runner
-	flux    *testenv.Flux
-	bin     string
-	dir     string
-	hookURL string // http://127.0.0.1:PORT
-	ready   string // readiness URL
-	metrics string // the service's Prometheus endpoint, http://127.0.0.1:PORT/metrics
-	service *testenv.Service
-	token   string // current hook token
+	kube        *testenv.Kube
+	proxy       *testenv.Proxy // the service reaches the API server through it
+	gitea       *testenv.Gitea
+	runner      *testenv.Runner
+	flux        *testenv.Flux
+	bin         string
+	dir         string
+	hookURL     string // http://127.0.0.1:PORT
+	platformURL string // the platform API's, http://127.0.0.1:PORT
+	ready       string // readiness URL
+	metrics     string // the service's Prometheus endpoint, http://127.0.0.1:PORT/metrics
+	service     *testenv.Service
+	// hookKey is the current hook key (the scoped tokens are derived from it, tokenFor);
+	// webhookKey the native webhooks' HMAC key.
+	hookKey, webhookKey string
 	// giteaToken is the Gitea API token the service posts statuses with.
 	giteaToken string
 	// answers records every response the tests get (bodies and headers), for the secret
@@ -40,17 +43,22 @@ var e2e struct {
 }
 
 const (
-	fluxNS         = "flux-system"
-	appsNS         = "e2e-apps"
-	tokenSecret    = "flux-webhook-token"
-	giteaSecret    = "flux-webhook-gitea"
-	platformSecret = "flux-webhook-platform"
-	platformToken  = "e2e-platform-token-fedcba9876543210"
-	region         = "eu-central"
-	repoAuth       = "gitea-auth"
-	clusterName    = "e2e"
-	hookToken      = "e2e-hook-token-0123456789abcdef"
-	resultWindow   = 3 * time.Minute
+	fluxNS           = "flux-system"
+	appsNS           = "e2e-apps"
+	clustersNS       = "flux-webhook-clusters" // where kubeconfig Secrets register clusters
+	hookKeySecret    = "flux-webhook-hook-key"
+	webhookKeySecret = "flux-webhook-webhook-key"
+	recordKeySecret  = "flux-webhook-record-key"
+	recordKey        = "e2e-record-key-0123456789abcdef-01234567"
+	giteaSecret      = "flux-webhook-gitea"
+	platformSecret   = "flux-webhook-platform"
+	platformToken    = "e2e-platform-token-fedcba9876543210"
+	firstHookKey     = "e2e-hook-key-0123456789abcdef-0123456789"
+	firstWebhookKey  = "e2e-webhook-key-0123456789abcdef-0123456"
+	region           = "eu-central"
+	repoAuth         = "gitea-auth"
+	clusterName      = "e2e"
+	resultWindow     = 3 * time.Minute
 )
 
 func TestMain(m *testing.M) {
@@ -116,20 +124,22 @@ func runE2E(m *testing.M) int {
 
 // setupCluster creates the namespaces and the Secrets External Secrets would sync.
 func setupCluster(ctx context.Context) error {
-	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue")
+	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user")
 	if err != nil {
 		return err
 	}
 	c := e2e.kube.Client
-	for _, ns := range []string{fluxNS, appsNS} {
+	for _, ns := range []string{fluxNS, appsNS, clustersNS} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
 	}
-	e2e.token = hookToken
+	e2e.hookKey, e2e.webhookKey = firstHookKey, firstWebhookKey
 	e2e.giteaToken = giteaToken
 	for _, s := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: tokenSecret}, Data: map[string][]byte{"token": []byte(hookToken)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: hookKeySecret}, Data: map[string][]byte{"token": []byte(firstHookKey)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: webhookKeySecret}, Data: map[string][]byte{"token": []byte(firstWebhookKey)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: recordKeySecret}, Data: map[string][]byte{"token": []byte(recordKey)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: giteaSecret}, Data: map[string][]byte{"token": []byte(giteaToken)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: platformSecret}, Data: map[string][]byte{"token": []byte(platformToken)}},
 		// What source-controller authenticates to the private repositories with.
@@ -143,13 +153,20 @@ func setupCluster(ctx context.Context) error {
 	return nil
 }
 
-func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string) []string {
+// serviceArgs are the service's arguments, on the given ports: /hook, the platform API,
+// health, metrics.
+func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 	return append([]string{"serve",
 		"--kubeconfig", kubeconfig,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", listen),
-		"--health-listen", fmt.Sprintf("127.0.0.1:%d", health),
-		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics),
-		"--token-secret", fluxNS + "/" + tokenSecret,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		"--platform-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--health-listen", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		"--namespace", fluxNS,
+		"--hook-key-secret", fluxNS + "/" + hookKeySecret,
+		"--webhook-key-secret", fluxNS + "/" + webhookKeySecret,
+		"--record-key-secret", fluxNS + "/" + recordKeySecret,
+		"--cluster-secrets-namespace", clustersNS,
 		"--token-grace", "3s",
 		"--gitea-url", e2e.gitea.URL,
 		"--gitea-token-secret", fluxNS + "/" + giteaSecret,
@@ -166,7 +183,7 @@ func serviceArgs(kubeconfig string, listen, health, metrics int, extra ...string
 }
 
 func startService(ctx context.Context) error {
-	ports, err := testenv.FreePorts(3)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		return err
 	}
@@ -175,9 +192,10 @@ func startService(ctx context.Context) error {
 		return err
 	}
 	e2e.hookURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	e2e.ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1])
-	e2e.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2])
-	s, err := testenv.StartService(ctx, "flux-webhook", e2e.dir, e2e.bin, e2e.ready, serviceArgs(kubeconfig, ports[0], ports[1], ports[2])...)
+	e2e.platformURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	e2e.ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[2])
+	e2e.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])
+	s, err := testenv.StartService(ctx, "flux-webhook", e2e.dir, e2e.bin, e2e.ready, serviceArgs(kubeconfig, ports)...)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func TestWaitModeWithCurl(t *testing.T) {
 	}
 	a := newApp(t, "wait-"+randomSuffix(), "main")
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte("Authorization: Bearer "+e2e.token), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("Authorization: Bearer "+a.token()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	curl := func(sha string, extra ...string) (string, int) {
@@ -119,7 +119,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 	// long to stop).
 	t.Cleanup(func() {
 		for _, name := range []string{"east", "west"} {
-			_ = e2e.kube.Client.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "cluster-" + name}})
+			_ = e2e.kube.Client.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "cluster-" + name}})
 		}
 		waitFor(t, time.Minute, "clusters removed", func() bool {
 			b, _ := os.ReadFile(e2e.service.Log)
@@ -132,7 +132,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		reg := map[string]string{"east": region, "west": "eu-west"}[name]
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "cluster-" + name,
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "cluster-" + name,
 			Labels: map[string]string{gitops.ClusterLabel: name, gitops.RegionLabel: reg}}, Data: map[string][]byte{"kubeconfig": b}}
 		if err := e2e.kube.Client.Create(ctx, s); err != nil {
 			t.Fatal(err)
@@ -168,8 +168,8 @@ func TestRegionReconcileCLI(t *testing.T) {
 	}
 
 	// Tokens do not cross: the hook token is refused by the platform API and vice versa.
-	for _, c := range []struct{ path, token string }{{"/api/v1/reconcile", e2e.token}, {"/hook", platformToken}} {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e2e.hookURL+c.path, strings.NewReader(`{"region":"eu-central"}`))
+	for _, c := range []struct{ url, token string }{{e2e.platformURL + "/api/v1/reconcile", local.token()}, {e2e.hookURL + "/hook", platformToken}} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(`{"region":"eu-central"}`))
 		req.Header.Set("Authorization", "Bearer "+c.token)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := httpClient.Do(req)
@@ -178,7 +178,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("%s with the other token: %d, want 401", c.path, resp.StatusCode)
+			t.Fatalf("%s with the other token: %d, want 401", c.url, resp.StatusCode)
 		}
 	}
 
@@ -194,7 +194,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 		var stderr bytes.Buffer
 		code := make(chan int, 1)
 		go func() {
-			code <- run(ctx, append([]string{"reconcile", "--server", e2e.hookURL, "--token-file", tokenFile}, args...), pw, &stderr)
+			code <- run(ctx, append([]string{"reconcile", "--server", e2e.platformURL, "--token-file", tokenFile}, args...), pw, &stderr)
 			pw.Close()
 		}()
 		var out strings.Builder

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -180,7 +182,7 @@ func configMapValue(t testing.TB, name string) string {
 func TestNativeWebhookPushIsAppliedAndReported(t *testing.T) {
 	integration(t)
 	a := newApp(t, "native-"+randomSuffix(), "main")
-	if _, err := a.repo.AddHook(t.Context(), testenv.Hook{URL: e2e.hookURL + "/hook", Secret: e2e.token}); err != nil {
+	if _, err := a.repo.AddHook(t.Context(), testenv.Hook{URL: e2e.hookURL + "/hook", Secret: e2e.webhookKey}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -233,7 +235,7 @@ func TestActionsWorkflowFromReadme(t *testing.T) {
 	integration(t)
 	a := newApp(t, "actions-"+randomSuffix(), "main")
 	ctx := t.Context()
-	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", e2e.token); err != nil {
+	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", a.token()); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL+"/"); err != nil {
@@ -271,7 +273,7 @@ func TestPullRequestSummaryComment(t *testing.T) {
 	integration(t)
 	a := newApp(t, "preview-"+randomSuffix(), "preview")
 	ctx := t.Context()
-	if _, err := a.repo.AddHook(ctx, testenv.Hook{URL: e2e.hookURL + "/hook", Authorization: "Bearer " + e2e.token}); err != nil {
+	if _, err := a.repo.AddHook(ctx, testenv.Hook{URL: e2e.hookURL + "/hook", Authorization: "Bearer " + a.token()}); err != nil {
 		t.Fatal(err)
 	}
 	var pr *gitea.PullRequest
@@ -341,7 +343,7 @@ func TestKubernetesUnavailable(t *testing.T) {
 	a := newApp(t, "outage-"+randomSuffix(), "main")
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "after-outage"), "during outage")
 	e2e.proxy.Cut()
-	resp, body := hookPost(t, a.pushEvent(sha), e2e.token)
+	resp, body := hookPost(t, a.pushEvent(sha), a.token())
 	if err := e2e.proxy.Restore(); err != nil {
 		t.Fatal(err)
 	}
@@ -350,30 +352,31 @@ func TestKubernetesUnavailable(t *testing.T) {
 	}
 	var accepted bool
 	waitFor(t, time.Minute, "hook accepted after the outage", func() bool {
-		resp, body = hookPost(t, a.pushEvent(sha), e2e.token)
+		resp, body = hookPost(t, a.pushEvent(sha), a.token())
 		accepted = resp.StatusCode == http.StatusAccepted
 		return accepted
 	})
 	a.waitFinal(t, sha, "Kustomization", "success")
 }
 
-// A rotated token is accepted within seconds, without a restart; the previous one keeps
-// working for --token-grace, then stops.
+// A rotated hook key changes every scoped token within seconds, without a restart: the new
+// token is accepted, the previous one keeps working for --token-grace, then stops.
 func TestTokenRotation(t *testing.T) {
 	integration(t)
 	a := newApp(t, "rotate-"+randomSuffix(), "main")
 	ctx := t.Context()
 	s := &corev1.Secret{}
-	key := client.ObjectKey{Namespace: fluxNS, Name: tokenSecret}
+	key := client.ObjectKey{Namespace: fluxNS, Name: hookKeySecret}
 	if err := e2e.kube.Client.Get(ctx, key, s); err != nil {
 		t.Fatal(err)
 	}
-	old, next := e2e.token, "e2e-rotated-"+randomSuffix()
-	s.Data["token"] = []byte(next)
+	old := a.token()
+	e2e.hookKey = "e2e-rotated-hook-key-0123456789abcdef-" + randomSuffix()
+	next := a.token()
+	s.Data["token"] = []byte(e2e.hookKey)
 	if err := e2e.kube.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	e2e.token = next
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "rotated"), "rotation")
 	rotated := time.Now()
 	waitFor(t, 10*time.Second, "new token accepted", func() bool {
@@ -389,24 +392,54 @@ func TestTokenRotation(t *testing.T) {
 		return resp.StatusCode == http.StatusUnauthorized
 	})
 	a.waitFinal(t, sha, "Kustomization", "success")
+
+	// A rotation to a weak value, or to the webhook key's, is refused: the service says so
+	// in /readyz's detail and its log, and the previous key keeps its grace only.
+	for _, bad := range []string{"too-short", e2e.webhookKey} {
+		if err := e2e.kube.Client.Get(ctx, key, s); err != nil {
+			t.Fatal(err)
+		}
+		s.Data["token"] = []byte(bad)
+		if err := e2e.kube.Client.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "refused hook key logged", func() bool {
+			b, _ := os.ReadFile(e2e.service.Log)
+			return bytes.Contains(b, []byte(`"secret value refused`))
+		})
+	}
+	if err := e2e.kube.Client.Get(ctx, key, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data["token"] = []byte(e2e.hookKey)
+	if err := e2e.kube.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the good key back", func() bool {
+		resp, _ := hookPost(t, a.pushEvent(sha), next)
+		return resp.StatusCode == http.StatusAccepted
+	})
 }
 
 func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff) }
 
-// A replica is alive at once but ready only once its caches are synced and its token Secret
-// is read; it serves /hook while another replica leads.
+// A replica is alive at once but ready only once its caches are synced and a hook key it
+// accepts is read; it serves /hook while another replica leads.
 func TestReadinessAndSecondReplica(t *testing.T) {
 	integration(t)
 	ctx := t.Context()
-	ports, err := testenv.FreePorts(3)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	health := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	args := serviceArgs(e2e.kube.Kubeconfig, ports[0], ports[1], ports[2])
+	health := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	args := serviceArgs(e2e.kube.Kubeconfig, ports)
 	for i, a := range args {
-		if a == fluxNS+"/"+tokenSecret {
-			args[i] = fluxNS + "/replica-token"
+		switch a {
+		case fluxNS + "/" + hookKeySecret:
+			args[i] = fluxNS + "/replica-key"
+		case fluxNS + "/" + webhookKeySecret:
+			args[i] = fluxNS + "/replica-webhook-key"
 		}
 	}
 	testenv.NewService(t, "replica", e2e.bin, health+"/healthz", args...)
@@ -420,21 +453,36 @@ func TestReadinessAndSecondReplica(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	time.Sleep(time.Second)
-	if code, body := get("/readyz?verbose"); code == http.StatusOK || !strings.Contains(body, "token") {
-		t.Fatalf("ready without its token Secret: %d %s", code, body)
+	if code, body := get("/readyz?verbose"); code == http.StatusOK || !strings.Contains(body, "hook-credentials") {
+		t.Fatalf("ready without its hook key Secret: %d %s", code, body)
 	}
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "replica-token"}, Data: map[string][]byte{"token": []byte("replica-secret")}}
+	// A weak key is no key: still not ready, and /readyz says why.
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "replica-key"}, Data: map[string][]byte{"token": []byte("weak")}}
 	if err := e2e.kube.Client.Create(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e2e.kube.Client.Delete(ctx, s) })
+	t.Cleanup(func() { _ = e2e.kube.Client.Delete(context.Background(), s) })
+	waitFor(t, 10*time.Second, "the weak key refused", func() bool {
+		code, body := get("/readyz?verbose")
+		return code != http.StatusOK && strings.Contains(body, "hook-credentials")
+	})
+	replicaKey := "replica-hook-key-0123456789abcdef-0123"
+	s.Data["token"] = []byte(replicaKey)
+	if err := e2e.kube.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 10*time.Second, "replica ready", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
 
-	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": strings.Repeat("a", 40),
-		"repository": map[string]any{"full_name": "nobody/nothing", "clone_url": e2e.gitea.URL + "/nobody/nothing.git"}})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0]), bytes.NewReader(body))
+	event, _ := unfollowedPush(t)
+	var full struct {
+		Repository struct {
+			FullName string `json:"full_name"`
+		} `json:"repository"`
+	}
+	_ = json.Unmarshal(event, &full)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0]), bytes.NewReader(event))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer replica-secret")
+	req.Header.Set("Authorization", "Bearer "+credentials.DeriveToken([]byte(replicaKey), mustRepoScope(full.Repository.FullName)))
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +500,7 @@ func TestActionsWaitWorkflowGoesRed(t *testing.T) {
 	integration(t)
 	a := newApp(t, "actions-wait-"+randomSuffix(), "main")
 	ctx := t.Context()
-	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", e2e.token); err != nil {
+	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", a.token()); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL); err != nil {

@@ -75,7 +75,7 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
-	root.AddCommand(newServeCmd(), newReconcileCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd())
 	for _, c := range root.Commands() {
 		c.PreRunE = envFlags
 	}

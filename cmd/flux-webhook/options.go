@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,7 +19,7 @@ import (
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/openova-io/flux-webhook/gitops"
-	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
 // logOptions configures the structured logger.
@@ -79,19 +80,32 @@ func (o *kubeOptions) Config() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// hookOptions configures /hook, the platform API, and the tokens they authenticate with.
+// hookOptions configures /hook, the platform API, and the secrets they authenticate with.
 type hookOptions struct {
 	Listen              string
-	TokenSecret         string
-	TokenGrace          time.Duration
+	PlatformListen      string
+	HookKeySecret       string
+	WebhookKeySecret    string
+	SharedTokenSecret   string
 	PlatformTokenSecret string
+	TokenGrace          time.Duration
+	VerifyClaims        bool
 }
 
 func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook")
-	fs.StringVar(&o.TokenSecret, "token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates /hook, as a Bearer token or as the HMAC key of X-Gitea-Signature / X-Hub-Signature-256 (required; watched: a new value applies within seconds)")
-	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long the previous token stays valid after the Secret changes")
-	fs.StringVar(&o.PlatformTokenSecret, "platform-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates the platform API, POST /api/v1/reconcile (not served without it; the hook token does not open it; watched)")
+	fs.StringVar(&o.PlatformListen, "platform-listen", ":8083", "address of the platform API, /api/v1/reconcile (served only with --platform-token-secret)")
+	fs.StringVar(&o.HookKeySecret, "hook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the hook key: the per-repository and per-organization Bearer tokens of Actions workflows are derived from it (flux-webhook token)")
+	fs.StringVar(&o.WebhookKeySecret, "webhook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the HMAC key of native Gitea webhooks (their Secret field; X-Gitea-Signature): configured in Gitea only, never handed to a workflow")
+	fs.StringVar(&o.SharedTokenSecret, "shared-token-secret", "", "COMPATIBILITY: NAMESPACE/NAME of the Secret whose key \"token\" is one Bearer token that speaks for EVERY repository (off without it; prefer --hook-key-secret)")
+	fs.StringVar(&o.PlatformTokenSecret, "platform-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates the platform API (not served without it)")
+	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long a secret's previous value stays valid after the Secret changes")
+	fs.BoolVar(&o.VerifyClaims, "verify-claims", true, "ask Gitea (--gitea-url) to confirm every push before acting on it: the repository's URLs, and that the reference is at the pushed commit")
+}
+
+// secretRefs are the Secrets serve reads, parsed.
+type secretRefs struct {
+	hookKey, webhookKey, sharedToken, platformToken, giteaToken, recordKey types.NamespacedName
 }
 
 // giteaOptions configures where commit statuses go.
@@ -109,35 +123,40 @@ func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 
 // reportOptions configures how Flux's answer is awaited and reported.
 type reportOptions struct {
-	ResultTimeout time.Duration
+	ResultTimeout   time.Duration
+	RecordKeySecret string
 }
 
 func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.RecordKeySecret, "record-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the key request records on Flux objects are authenticated with (and \"previous\", during a rotation): a record flux-webhook did not write never makes it post (required)")
 	fs.DurationVar(&o.ResultTimeout, "result-timeout", 10*time.Minute, "how long Flux has to answer before a target is reported as error")
 }
 
 // clusterOptions configures the clusters flux-webhook requests and watches: its own, and
 // those registered by kubeconfig Secrets.
 type clusterOptions struct {
-	GitURLAliases    []string
-	Name             string
-	Region           string
-	SecretsNamespace string
-	QPS              float32
-	Burst            int
+	GitURLAliases      []string
+	InsecureKubeconfig []string
+	Name               string
+	Region             string
+	SecretsNamespace   string
+	QPS                float32
+	Burst              int
 }
 
 func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
-	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+gitops.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+gitops.RegionLabel+" label (default: the token Secret's namespace)")
+	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+gitops.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+gitops.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
+	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(gitops.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
 }
 
-// probeOptions configures health, metrics and leader election.
+// probeOptions configures health, metrics, leader election and the service's own namespace.
 type probeOptions struct {
+	Namespace               string
 	HealthListen            string
 	MetricsListen           string
 	LeaderElect             bool
@@ -148,10 +167,11 @@ type probeOptions struct {
 }
 
 func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Namespace, "namespace", "", "the service's own namespace, of its leader election Lease and platform jobs (default: $POD_NAMESPACE, else the namespace of the first Secret given)")
 	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and /readyz (ready once caches are synced and the token Secret is read)")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus /metrics (\"0\" disables it)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one replica to post results (all replicas serve /hook)")
-	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the token Secret's namespace)")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: --namespace)")
 	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a replica waits for a silent leader's lease before taking over")
 	fs.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader tries to renew its lease before giving it up")
 	fs.DurationVar(&o.RetryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
@@ -160,61 +180,78 @@ func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // validate checks the options of serve and returns the parsed Secret references.
-func (o *serveOptions) validate() (token, giteaToken, platformToken types.NamespacedName, err error) {
-	if o.hook.TokenSecret == "" {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: --token-secret is required", errUsage)
+func (o *serveOptions) validate() (secretRefs, error) {
+	var refs secretRefs
+	if o.hook.HookKeySecret == "" && o.hook.WebhookKeySecret == "" && o.hook.SharedTokenSecret == "" {
+		return refs, fmt.Errorf("%w: nothing could authenticate /hook: give --hook-key-secret (Actions workflows), --webhook-key-secret (native Gitea webhooks), or both", errUsage)
 	}
-	if token, err = webhook.ParseSecretRef(o.hook.TokenSecret); err != nil {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: --token-secret: %v", errUsage, err)
+	seen := map[types.NamespacedName]string{}
+	for _, s := range []struct {
+		flag, value string
+		ref         *types.NamespacedName
+	}{
+		{"--hook-key-secret", o.hook.HookKeySecret, &refs.hookKey},
+		{"--webhook-key-secret", o.hook.WebhookKeySecret, &refs.webhookKey},
+		{"--shared-token-secret", o.hook.SharedTokenSecret, &refs.sharedToken},
+		{"--platform-token-secret", o.hook.PlatformTokenSecret, &refs.platformToken},
+		{"--gitea-token-secret", o.gitea.TokenSecret, &refs.giteaToken},
+		{"--record-key-secret", o.report.RecordKeySecret, &refs.recordKey},
+	} {
+		if s.value == "" {
+			continue
+		}
+		ref, err := credentials.ParseSecretRef(s.value)
+		if err != nil {
+			return refs, fmt.Errorf("%w: %s: %v", errUsage, s.flag, err)
+		}
+		// One Secret, one purpose: the same value for two would be refused anyway.
+		if other, dup := seen[ref]; dup {
+			return refs, fmt.Errorf("%w: %s and %s name the same Secret %s: each secret serves one purpose", errUsage, other, s.flag, ref)
+		}
+		seen[ref] = s.flag
+		*s.ref = ref
+	}
+	if o.report.RecordKeySecret == "" {
+		return refs, fmt.Errorf("%w: --record-key-secret is required: request records are authenticated with its key", errUsage)
 	}
 	if o.gitea.URL != "" {
 		u, err := url.Parse(o.gitea.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-url %q: want http(s)://host[/path]", errUsage, o.gitea.URL)
+			return refs, fmt.Errorf("%w: --gitea-url %q: want http(s)://host[/path]", errUsage, o.gitea.URL)
 		}
 		if o.gitea.TokenSecret == "" {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
-		}
-	}
-	if o.gitea.TokenSecret != "" {
-		if giteaToken, err = webhook.ParseSecretRef(o.gitea.TokenSecret); err != nil {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --gitea-token-secret: %v", errUsage, err)
+			return refs, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
 		}
 	}
 	if !dnsLabel.MatchString(o.cluster.Name) {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Name)
+		return refs, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Name)
 	}
 	if o.cluster.Region != "" && !dnsLabel.MatchString(o.cluster.Region) {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: --region %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Region)
+		return refs, fmt.Errorf("%w: --region %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Region)
 	}
 	for _, a := range o.cluster.GitURLAliases {
 		if _, err := gitops.ParseAlias(a); err != nil {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
+			return refs, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
 		}
 	}
+	if _, err := gitops.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
+		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
+	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)
+		return refs, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)
 	}
 	if !(o.probe.LeaseDuration > o.probe.RenewDeadline && o.probe.RenewDeadline > o.probe.RetryPeriod && o.probe.RetryPeriod > 0) {
-		return token, giteaToken, platformToken, fmt.Errorf("%w: want --leader-election-lease-duration > --leader-election-renew-deadline > --leader-election-retry-period > 0", errUsage)
+		return refs, fmt.Errorf("%w: want --leader-election-lease-duration > --leader-election-renew-deadline > --leader-election-retry-period > 0", errUsage)
 	}
 	for name, d := range map[string]time.Duration{"--token-grace": o.hook.TokenGrace, "--result-timeout": o.report.ResultTimeout, "--gitea-timeout": o.gitea.Timeout} {
 		if d <= 0 && !(name == "--token-grace" && d == 0) {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: %s must be positive", errUsage, name)
+			return refs, fmt.Errorf("%w: %s must be positive", errUsage, name)
 		}
 	}
-	for name, addr := range map[string]string{"--listen": o.hook.Listen, "--health-listen": o.probe.HealthListen} {
+	for name, addr := range map[string]string{"--listen": o.hook.Listen, "--platform-listen": o.hook.PlatformListen, "--health-listen": o.probe.HealthListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: %s %q: want [host]:port", errUsage, name, addr)
+			return refs, fmt.Errorf("%w: %s %q: want [host]:port", errUsage, name, addr)
 		}
 	}
-	if o.hook.PlatformTokenSecret != "" {
-		if platformToken, err = webhook.ParseSecretRef(o.hook.PlatformTokenSecret); err != nil {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --platform-token-secret: %v", errUsage, err)
-		}
-		if platformToken == token {
-			return token, giteaToken, platformToken, fmt.Errorf("%w: --platform-token-secret must not be the hook's --token-secret", errUsage)
-		}
-	}
-	return token, giteaToken, platformToken, nil
+	return refs, nil
 }

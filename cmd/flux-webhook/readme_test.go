@@ -39,7 +39,8 @@ func TestReadme(t *testing.T) {
 	if ci := read("../../.ci/run"); !strings.Contains(ci, "make test") {
 		t.Error(".ci/run does not run make test")
 	}
-	for _, flag := range []string{"--listen", "--health-listen", "--metrics-listen", "--token-secret", "--token-grace",
+	for _, flag := range []string{"--listen", "--platform-listen", "--health-listen", "--metrics-listen", "--hook-key-secret",
+		"--webhook-key-secret", "--shared-token-secret", "--verify-claims", "--namespace", "--token-grace",
 		"--gitea-url", "--gitea-token-secret", "--cluster-name", "--result-timeout", "--kubeconfig",
 		"--region", "--cluster-secrets-namespace", "--platform-token-secret"} {
 		if !strings.Contains(readme, "`"+flag+"`") {

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -45,6 +47,7 @@ type reconcileOptions struct {
 	Wait       bool
 	Timeout    time.Duration
 	Output     string
+	AllowHTTP  bool
 }
 
 func (o *reconcileOptions) BindFlags(fs *pflag.FlagSet) {
@@ -60,6 +63,7 @@ func (o *reconcileOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Wait, "wait", false, "wait for Flux's answers, print each, exit 0 only if all succeeded")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	fs.StringVarP(&o.Output, "output", "o", "text", "text, or json (the job's final state as one JSON document)")
+	fs.BoolVar(&o.AllowHTTP, "allow-http", false, "allow an http:// --server that is not on this machine (the token then crosses the network in clear)")
 }
 
 func newReconcileCmd() *cobra.Command {
@@ -113,6 +117,11 @@ func (c *platformClient) do(ctx context.Context, method, path string, body any) 
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Never followed: the token would go wherever the server points.
+		return nil, fmt.Errorf("%s %s: %d: the server redirects to %q; not followed (give that URL as --server if it is flux-webhook's)",
+			method, path, resp.StatusCode, clean(resp.Header.Get("Location")))
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return nil, err
@@ -125,7 +134,7 @@ func (c *platformClient) do(ctx context.Context, method, path string, body any) 
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
 			e.Error += " (retry after " + ra + "s)"
 		}
-		return nil, fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, e.Error)
+		return nil, fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, clean(e.Error))
 	}
 	var st gitops.JobStatus
 	if err := json.Unmarshal(b, &st); err != nil {
@@ -149,11 +158,16 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%w: --server %q: want http(s)://host[:port]", errUsage, o.Server)
 	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) && !o.AllowHTTP {
+		return fmt.Errorf("%w: --server %q: http:// would send the token in clear; use https://, or --allow-http", errUsage, o.Server)
+	}
 	tok, err := os.ReadFile(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("read --token-file: %w", err)
 	}
-	c := &platformClient{base: strings.TrimSuffix(o.Server, "/"), token: strings.TrimSpace(string(tok)), http: &http.Client{}}
+	c := &platformClient{base: strings.TrimSuffix(o.Server, "/"), token: strings.TrimSpace(string(tok)), http: &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 	withSource := o.WithSource
 	st, err := c.do(ctx, http.MethodPost, "/api/v1/reconcile", gitops.Selector{
 		Region: o.Region, Clusters: o.Clusters, Namespaces: o.Namespaces, Kinds: o.Kinds,
@@ -215,7 +229,7 @@ func (p *printer) accepted(st *gitops.JobStatus) {
 	if st.Coalesced {
 		how = "joined (the same request was already in flight)"
 	}
-	fmt.Fprintf(p.w, "reconcile job %s %s: %d targets\n", st.ID, how, len(st.Targets))
+	fmt.Fprintf(p.w, "reconcile job %s %s: %d targets\n", clean(st.ID), how, len(st.Targets))
 	for _, t := range st.Targets {
 		fmt.Fprintf(p.w, "  %s\n", targetName(t))
 	}
@@ -224,10 +238,10 @@ func (p *printer) accepted(st *gitops.JobStatus) {
 		if s.Error != "" {
 			reason += ": " + s.Error
 		}
-		fmt.Fprintf(p.w, "  skipped %s (%s)\n", targetName(s.Target), reason)
+		fmt.Fprintf(p.w, "  skipped %s (%s)\n", targetName(s.Target), clean(reason))
 	}
 	for _, u := range st.Unreachable {
-		fmt.Fprintf(p.w, "  unreachable cluster %s: %s\n", u.Cluster, u.Error)
+		fmt.Fprintf(p.w, "  unreachable cluster %s: %s\n", clean(u.Cluster), clean(u.Error))
 	}
 }
 
@@ -244,7 +258,7 @@ func (p *printer) finished(st *gitops.JobStatus, start time.Time) {
 			continue
 		}
 		p.seen[pr.Target] = true
-		fmt.Fprintf(p.w, "%s %-7s %s  %s  (%.1fs)\n", mark(pr.State), pr.State, targetName(pr.Target), pr.Description, time.Since(start).Seconds())
+		fmt.Fprintf(p.w, "%s %-7s %s  %s  (%.1fs)\n", mark(pr.State), clean(pr.State), targetName(pr.Target), clean(pr.Description), time.Since(start).Seconds())
 	}
 }
 
@@ -309,7 +323,28 @@ func (p *printer) encode(st *gitops.JobStatus) error {
 }
 
 func targetName(t gitops.Target) string {
-	return fmt.Sprintf("%s %s %s/%s", t.Cluster, t.Kind, t.Namespace, t.Name)
+	return clean(fmt.Sprintf("%s %s %s/%s", t.Cluster, t.Kind, t.Namespace, t.Name))
+}
+
+// clean makes text from the server safe to print on a terminal: control characters
+// (escape sequences, carriage returns) and invisible formatting characters (bidirectional
+// overrides) become '?'.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// loopback reports whether host names this machine: plain http to it keeps the token local.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func mark(state string) string {

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
 )
@@ -65,7 +69,7 @@ warning (superseded by a newer push, or suspended).`,
 }
 
 func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
-	tokenRef, giteaRef, platformRef, err := o.validate()
+	refs, err := o.validate()
 	if err != nil {
 		return err
 	}
@@ -78,9 +82,18 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if err != nil {
 		return err
 	}
+	namespace := o.probe.Namespace
+	if namespace == "" {
+		namespace = os.Getenv("POD_NAMESPACE")
+	}
+	for _, ref := range []types.NamespacedName{refs.hookKey, refs.webhookKey, refs.sharedToken} {
+		if namespace == "" {
+			namespace = ref.Namespace
+		}
+	}
 	leNamespace := o.probe.LeaderElectionNamespace
 	if leNamespace == "" {
-		leNamespace = tokenRef.Namespace
+		leNamespace = namespace
 	}
 	lease, renew, retry := o.probe.LeaseDuration, o.probe.RenewDeadline, o.probe.RetryPeriod
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
@@ -119,58 +132,82 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 
-	tokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
-	tokenWatch := &webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: tokenRef, Set: tokens.Set, Log: logger.WithName("token")}
-	if err := mgr.Add(tokenWatch); err != nil {
-		return err
-	}
-	var poster gitops.StatusPoster = logPoster{logger.WithName("results")}
-	var lookup gitops.StatusLookup
-	var notifier gitops.ResultNotifier
-	if o.gitea.URL != "" {
-		g := &webhook.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}}
-		poster, lookup, notifier = g, g, g
-		if err := mgr.Add(&webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: giteaRef, Set: g.SetToken, Log: logger.WithName("gitea-token")}); err != nil {
-			return err
+	// Every secret, each watched in its own Secret, into one keyring that refuses a weak
+	// value or one serving two purposes.
+	keys := &credentials.Keyring{Grace: o.hook.TokenGrace}
+	var runnables []manager.Runnable
+	watch := func(ref types.NamespacedName, p credentials.Purpose) *credentials.SecretWatcher {
+		if ref.Name == "" {
+			return nil
 		}
+		w := &credentials.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: ref, Keys: keys, Purpose: p,
+			Log: logger.WithName("secrets")}
+		runnables = append(runnables, w)
+		return w
 	}
+	hookWatches := slices.DeleteFunc([]*credentials.SecretWatcher{
+		watch(refs.hookKey, credentials.HookKey),
+		watch(refs.webhookKey, credentials.WebhookKey),
+		watch(refs.sharedToken, credentials.SharedToken),
+	}, func(w *credentials.SecretWatcher) bool { return w == nil })
+	watch(refs.giteaToken, credentials.GiteaToken)
+	watch(refs.platformToken, credentials.PlatformToken)
+	recordKey := watch(refs.recordKey, credentials.RecordKey)
 
-	local := gitops.NewCluster(o.cluster.Name, o.cluster.Region, mgr)
-	clusters := gitops.NewClusterSet(local)
-	secretsNS := o.cluster.SecretsNamespace
-	if secretsNS == "" {
-		secretsNS = tokenRef.Namespace
-	}
 	var aliases []gitops.Alias
 	for _, a := range o.cluster.GitURLAliases {
 		al, _ := gitops.ParseAlias(a) // validated
 		aliases = append(aliases, al)
 	}
-	srv := &server.Server{
-		Addr:      o.hook.Listen,
-		Auth:      tokens,
-		Requester: &gitops.Requester{Clusters: clusters, Errors: poster, ErrorDeadline: o.report.ResultTimeout, Aliases: aliases},
-		Log:       logger.WithName("hook"),
+	var poster gitops.StatusPoster = logPoster{logger.WithName("results")}
+	var lookup gitops.StatusLookup
+	var notifier gitops.ResultNotifier
+	var repositories *gitops.Repositories
+	intake := &webhook.Intake{}
+	if o.gitea.URL != "" {
+		g := &webhook.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys}
+		poster, lookup, notifier = g, g, g
+		if o.hook.VerifyClaims {
+			intake.Forge = g
+		}
+		if repositories, err = gitops.NewRepositories(o.gitea.URL, aliases); err != nil {
+			return fmt.Errorf("%w: --gitea-url: %v", errUsage, err)
+		}
 	}
-	runnables := []manager.Runnable{srv}
-	if o.hook.PlatformTokenSecret != "" {
-		platformTokens := &webhook.Tokens{Grace: o.hook.TokenGrace}
-		runnables = append(runnables, &webhook.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: platformRef, Set: platformTokens.Set, Log: logger.WithName("platform-token")})
-		srv.PlatformAuth = platformTokens
+
+	local := gitops.NewCluster(o.cluster.Name, o.cluster.Region, mgr, keys)
+	clusters := gitops.NewClusterSet(local)
+	pushes := &gitops.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: namespace}
+	requester := &gitops.Requester{Clusters: clusters, Backlog: pushes, Aliases: aliases}
+	intake.Requester = requester
+	srv := &server.Server{
+		Addr:         o.hook.Listen,
+		PlatformAddr: o.hook.PlatformListen,
+		Keys:         keys,
+		Intake:       intake,
+		Awaiter:      requester,
+		Log:          logger.WithName("http"),
+	}
+	if refs.platformToken.Name != "" {
 		srv.Platform = &gitops.Platform{
 			Clusters:      clusters,
-			Jobs:          &gitops.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: secretsNS},
+			Jobs:          &gitops.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: namespace},
 			ResultTimeout: o.report.ResultTimeout,
 		}
 	}
-	for _, r := range append(runnables,
-		gitops.LocalWatch{Cluster: local},
-		&gitops.ClusterSecrets{Client: clientset, Namespace: secretsNS, Clusters: clusters,
-			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Log: logger.WithName("clusters")},
+	runnables = append(runnables, srv, gitops.LocalWatch{Cluster: local},
+		&gitops.Backlog{Store: pushes, Clusters: clusters, Poster: poster, Lookup: lookup, ResultTimeout: o.report.ResultTimeout},
 		&gitops.Reporters{Clusters: clusters, New: func(c *gitops.Cluster) *gitops.Reporter {
-			return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout}
-		}},
-	) {
+			return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout,
+				Repositories: repositories}
+		}})
+	if o.cluster.SecretsNamespace != "" {
+		policy, _ := gitops.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
+		runnables = append(runnables, &gitops.ClusterSecrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(gitops.EventSource),
+			Log: logger.WithName("clusters")})
+	}
+	for _, r := range runnables {
 		if err := mgr.Add(r); err != nil {
 			return err
 		}
@@ -188,20 +225,39 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	}); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("token", func(*http.Request) error { return tokenWatch.Ready() }); err != nil {
+	// Ready means at least one way to authenticate /hook works; a Secret that stops working
+	// while another still does is an error in the log and flux_webhook_secret_usable 0.
+	if err := mgr.AddReadyzCheck("hook-credentials", func(*http.Request) error {
+		var errs []error
+		for _, w := range hookWatches {
+			if err := w.Ready(); err == nil {
+				return nil
+			} else {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}); err != nil {
 		return err
 	}
-	go func() {
-		select {
-		case <-mgr.Elected():
-			if o.probe.LeaderElect {
-				logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
-			}
-		case <-ctx.Done():
+	// Nothing can be requested or reported without the record key.
+	if err := mgr.AddReadyzCheck("record-key", func(*http.Request) error { return recordKey.Ready() }); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if o.probe.LeaderElect {
+			logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
 		}
-	}()
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
+	}
 	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
-		"tokenSecret", tokenRef.String(), "clusterSecretsNamespace", secretsNS)
+		"verifyClaims", intake.Forge != nil, "namespace", namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace)
+	if intake.Forge == nil {
+		logger.Info("push claims are not checked against Gitea: a sender's credential and a consistent payload are trusted")
+	}
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -93,16 +94,18 @@ func run(ctx context.Context, keep bool) error {
 			return err
 		}
 	}
-	giteaToken, err := g.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue")
+	giteaToken, err := g.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user")
 	if err != nil {
 		return err
 	}
-	hookToken := "demo-" + fmt.Sprint(time.Now().UnixNano())
-	// What External Secrets would sync from OpenBao, and Flux's credentials for the repo.
+	// What External Secrets would sync from OpenBao (each at least 32 bytes, one purpose
+	// each), and Flux's credentials for the repo.
+	hookKey := fmt.Sprintf("demo-hook-key-%x-0123456789abcdef", time.Now().UnixNano())
 	for name, data := range map[string]map[string]string{
-		"flux-webhook-token": {"token": hookToken},
-		"flux-webhook-gitea": {"token": giteaToken},
-		"gitea-auth":         {"username": g.AdminUser, "password": g.Token},
+		"flux-webhook-hook-key": {"token": hookKey},
+		"flux-webhook-record":   {"token": fmt.Sprintf("demo-record-key-%x-0123456789abcdef", time.Now().UnixNano())},
+		"flux-webhook-gitea":    {"token": giteaToken},
+		"gitea-auth":            {"username": g.AdminUser, "password": g.Token},
 	} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: name}, StringData: data}
 		if err := c.Create(ctx, s); err != nil {
@@ -121,7 +124,8 @@ func run(ctx context.Context, keep bool) error {
 		"--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"--health-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		"--token-secret", "flux-system/flux-webhook-token",
+		"--hook-key-secret", "flux-system/flux-webhook-hook-key",
+		"--record-key-secret", "flux-system/flux-webhook-record",
 		"--gitea-url", g.URL, "--gitea-token-secret", "flux-system/flux-webhook-gitea",
 		"--cluster-name", "demo", "--log-encoding", "console")
 	if err != nil {
@@ -134,6 +138,14 @@ func run(ctx context.Context, keep bool) error {
 	if err != nil {
 		return err
 	}
+	step("flux-webhook token --repository %s: the token that speaks for that repository only, as its Actions secret", repo.FullName)
+	out, err := exec.CommandContext(ctx, bin, "token", "--kubeconfig", kube.Kubeconfig,
+		"--hook-key-secret", "flux-system/flux-webhook-hook-key",
+		"--record-key-secret", "flux-system/flux-webhook-record", "--repository", repo.FullName).Output()
+	if err != nil {
+		return fmt.Errorf("flux-webhook token: %w", err)
+	}
+	hookToken := strings.TrimSpace(string(out))
 	if err := repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", hookToken); err != nil {
 		return err
 	}

@@ -303,6 +303,30 @@ func (g *Gitea) CreateToken(ctx context.Context, name string, scopes ...string) 
 	return tok.Token, nil
 }
 
+// CreateUser creates a user who is not an admin and returns an API token of theirs with all
+// scopes: someone else on the same Gitea.
+func (g *Gitea) CreateUser(ctx context.Context, name string) (string, error) {
+	admin, err := g.Client(ctx)
+	if err != nil {
+		return "", err
+	}
+	password := randomHex(16)
+	mustChange := false
+	if _, _, err := admin.AdminCreateUser(gitea.CreateUserOption{Username: name, Email: name + "@example.invalid",
+		Password: password, MustChangePassword: &mustChange}); err != nil {
+		return "", fmt.Errorf("create user %s: %w", name, err)
+	}
+	c, err := gitea.NewClient(g.URL, gitea.SetBasicAuth(name, password), gitea.SetContext(ctx), gitea.SetGiteaVersion(g.Version))
+	if err != nil {
+		return "", err
+	}
+	tok, _, err := c.CreateAccessToken(gitea.CreateAccessTokenOption{Name: "test", Scopes: []gitea.AccessTokenScope{gitea.AccessTokenScopeAll}})
+	if err != nil {
+		return "", fmt.Errorf("create token of %s: %w", name, err)
+	}
+	return tok.Token, nil
+}
+
 // Kill ends the server abruptly (SIGKILL), as a crash; the port and state stay for Restart.
 func (g *Gitea) Kill() {
 	g.mu.Lock()

@@ -111,6 +111,16 @@ func (r *Repo) Tag(ctx context.Context, name string) error {
 	return err
 }
 
+// AnnotatedTag creates the annotated tag name at the checked-out commit and returns the
+// tag object's id.
+func (r *Repo) AnnotatedTag(ctx context.Context, name, message string) (string, error) {
+	if _, err := r.git(ctx, "tag", "-a", "-m", message, name); err != nil {
+		return "", err
+	}
+	out, err := r.git(ctx, "rev-parse", "refs/tags/"+name)
+	return strings.TrimSpace(out), err
+}
+
 // PushTag pushes the tag name.
 func (r *Repo) PushTag(ctx context.Context, name string) error {
 	return r.Push(ctx, "refs/tags/"+name)
@@ -198,6 +208,20 @@ func (r *Repo) Info(ctx context.Context) (*gitea.Repository, error) {
 		return nil, fmt.Errorf("get repo %s: %w", r.FullName, err)
 	}
 	return gr, nil
+}
+
+// AddCollaborator gives user write access to the repository.
+func (r *Repo) AddCollaborator(ctx context.Context, user string) error {
+	c, err := r.g.Client(ctx)
+	if err != nil {
+		return err
+	}
+	owner, name, _ := strings.Cut(r.FullName, "/")
+	write := gitea.AccessModeWrite
+	if _, err := c.AddCollaborator(owner, name, user, gitea.AddCollaboratorOption{Permission: &write}); err != nil {
+		return fmt.Errorf("add collaborator %s: %w", user, err)
+	}
+	return nil
 }
 
 // AddWebhook adds a native Gitea webhook (JSON payload) that posts the events (default

@@ -1,4 +1,4 @@
-package webhook
+package credentials
 
 import (
 	"context"
@@ -18,21 +18,31 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// SecretKey is the key of the token in each Secret flux-webhook reads.
-const SecretKey = "token"
+// Keys of the values in each Secret flux-webhook reads: the value, and optionally one more
+// that stays valid beside it while a rotation is under way.
+const (
+	SecretKey         = "token"
+	SecretPreviousKey = "previous"
+)
 
-var secretChanged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-	Name: "flux_webhook_secret_last_change_timestamp_seconds",
-	Help: "When a watched Secret's token last changed, in Unix seconds.",
-}, []string{"secret"})
+var (
+	secretChanged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "flux_webhook_secret_last_change_timestamp_seconds",
+		Help: "When a watched Secret's value last changed, in Unix seconds.",
+	}, []string{"secret"})
+	secretUsable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "flux_webhook_secret_usable",
+		Help: "1 when a watched Secret holds a value flux-webhook accepted (present, at least 32 bytes, used for one purpose only).",
+	}, []string{"secret", "purpose"})
+)
 
-func init() { metrics.Registry.MustRegister(secretChanged) }
+func init() { metrics.Registry.MustRegister(secretChanged, secretUsable) }
 
 var _ manager.LeaderElectionRunnable = (*SecretWatcher)(nil)
 
-// SecretWatcher follows one named Secret (synced by External Secrets from OpenBao) and
-// hands the value of its "token" key to Set on every change, "" when the Secret or the key
-// is gone. It watches that one Secret only, by a field selector: Secrets stay out of the
+// SecretWatcher follows one named Secret (synced by External Secrets from OpenBao) and sets
+// the value of its "token" key (and "previous", when present) as the Purpose's value in Keys
+// on every change; the value is withdrawn when the Secret or the key is gone. It watches that one Secret only, by a field selector: Secrets stay out of the
 // manager's cache, and RBAC can grant it by resourceNames.
 //
 // When the Secret is owned by an External Secrets ExternalSecret and Dynamic is set, that
@@ -42,7 +52,8 @@ type SecretWatcher struct {
 	Client  kubernetes.Interface
 	Dynamic dynamic.Interface
 	Secret  types.NamespacedName
-	Set     func(value string)
+	Keys    *Keyring
+	Purpose Purpose
 	Log     logr.Logger
 
 	mu      sync.Mutex
@@ -73,11 +84,12 @@ func (w *SecretWatcher) Start(ctx context.Context) error {
 	w.mu.Lock()
 	w.source = source
 	w.mu.Unlock()
+	secret, purpose := w.Secret.String(), string(w.Purpose)
 	update := func(obj any) {
 		s, ok := obj.(*corev1.Secret)
-		value := ""
+		value, previous := "", ""
 		if ok {
-			value = string(s.Data[SecretKey])
+			value, previous = string(s.Data[SecretKey]), string(s.Data[SecretPreviousKey])
 		}
 		source.follow(ctx, s)
 		present := strings.TrimSpace(value) != ""
@@ -85,14 +97,18 @@ func (w *SecretWatcher) Start(ctx context.Context) error {
 		changed := w.present != present
 		w.present = present
 		w.mu.Unlock()
-		w.Set(value)
-		secretChanged.WithLabelValues(w.Secret.String()).SetToCurrentTime()
-		if !present {
-			w.Log.Info("secret has no token: refusing every request", "secret", w.Secret.String(), "key", SecretKey)
-		} else if changed {
-			w.Log.Info("secret token loaded", "secret", w.Secret.String())
-		} else {
-			w.Log.Info("secret token changed", "secret", w.Secret.String())
+		err := w.Keys.Set(w.Purpose, value, previous)
+		secretChanged.WithLabelValues(secret).SetToCurrentTime()
+		secretUsable.WithLabelValues(secret, purpose).Set(map[bool]float64{true: 1, false: 0}[present && err == nil])
+		switch {
+		case err != nil:
+			w.Log.Error(err, "secret value refused: requests that need it are refused", "secret", secret, "purpose", purpose)
+		case !present:
+			w.Log.Error(ErrMissing, "secret has no value: requests that need it are refused", "secret", secret, "purpose", purpose, "key", SecretKey)
+		case changed:
+			w.Log.Info("secret loaded", "secret", secret, "purpose", purpose)
+		default:
+			w.Log.Info("secret changed", "secret", secret, "purpose", purpose)
 		}
 	}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -122,6 +138,9 @@ func (w *SecretWatcher) Ready() error {
 		return fmt.Errorf("secret %s not read yet", w.Secret)
 	case !w.present:
 		return fmt.Errorf("secret %s has no %q key", w.Secret, SecretKey)
+	}
+	if err := w.Keys.Problem(w.Purpose); err != nil {
+		return fmt.Errorf("secret %s: %w", w.Secret, err)
 	}
 	if w.source == nil {
 		return nil

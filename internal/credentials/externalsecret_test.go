@@ -1,8 +1,7 @@
-package webhook_test
+package credentials_test
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
 var externalSecrets = schema.GroupVersionResource{Group: "external-secrets.io", Version: "v1", Resource: "externalsecrets"}
@@ -74,13 +73,13 @@ func TestExternalSecretSource(t *testing.T) {
 	setStatus(true, "SecretSynced", "secret synced")
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "eso-token",
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "external-secrets.io/v1", Kind: "ExternalSecret", Name: "eso-token", UID: es.GetUID()}}},
-		Data: map[string][]byte{"token": []byte("from-openbao")}}
+		Data: map[string][]byte{"token": []byte("from-openbao-0123456789abcdef0123456789")}}
 	if _, err := cs.CoreV1().Secrets("default").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
-	tokens := &webhook.Tokens{}
-	w := &webhook.SecretWatcher{Client: cs, Dynamic: dyn, Secret: types.NamespacedName{Namespace: "default", Name: "eso-token"}, Set: tokens.Set, Log: logr.Discard()}
+	keys := &credentials.Keyring{}
+	w := &credentials.SecretWatcher{Client: cs, Dynamic: dyn, Secret: types.NamespacedName{Namespace: "default", Name: "eso-token"}, Keys: keys, Purpose: credentials.PlatformToken, Log: logr.Discard()}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Start(wctx) }()
@@ -101,7 +100,7 @@ func TestExternalSecretSource(t *testing.T) {
 	}
 	// The last synced token keeps authenticating: readiness reports the source, it does not
 	// stop the service from knowing its token.
-	if err := tokens.Authenticate(http.Header{"Authorization": {"Bearer from-openbao"}}, nil); err != nil {
+	if err := keys.Platform("from-openbao-0123456789abcdef0123456789"); err != nil {
 		t.Fatalf("token refused while its source fails: %v", err)
 	}
 	setStatus(true, "SecretSynced", "secret synced")
