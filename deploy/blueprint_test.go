@@ -676,3 +676,39 @@ func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
 }
+
+// The chart works as a subchart (an umbrella's dependency, as Catalyst's composite Blueprints
+// bundle theirs): its schema admits the parent's `global` values, reads global.imageRegistry,
+// and takes its values under its name; `helm dependency build` resolves it from a file://
+// repository, without a network.
+func TestChartAsSubchart(t *testing.T) {
+	integration(t)
+	parent := filepath.Join(t.TempDir(), "parent")
+	if err := os.MkdirAll(filepath.Join(parent, "templates"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chart := readObject(t, chartDir+"/Chart.yaml")
+	files := map[string]string{
+		"Chart.yaml": "apiVersion: v2\nname: parent\nversion: 1.0.0\ndependencies:\n  - name: bp-flux-webhook\n    version: \"" +
+			at(chart, "version").(string) + "\"\n    repository: file://" + path(chartDir) + "\n",
+		"values.yaml": "global:\n  imageRegistry: harbor.example.eu/proxy-ghcr\n  sovereignFQDN: fra1.example.eu\n" +
+			"bp-flux-webhook:\n  clusterName: fra1\n  giteaUrl: https://gitea.fra1.example.eu\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(parent, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tool(t, "helm", "dependency", "build", parent)
+	out := tool(t, "helm", "template", "flux-webhook", parent, "--namespace", catalystNS, "--kube-version", env.kubeVersion)
+	c := containerOf(t, find(t, decode(t, out), "Deployment", "flux-webhook"))
+	envs := c.environment(t, catalystNS)
+	if envs["FLUX_WEBHOOK_CLUSTER_NAME"] != "fra1" || envs["FLUX_WEBHOOK_GITEA_URL"] != "https://gitea.fra1.example.eu" {
+		t.Errorf("the subchart's settings %v", envs)
+	}
+	dep := find(t, decode(t, out), "Deployment", "flux-webhook")
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	if image := containers[0].(map[string]any)["image"]; image != "harbor.example.eu/proxy-ghcr/openova-io/flux-webhook:"+at(chart, "appVersion").(string) {
+		t.Errorf("image %v: global.imageRegistry not applied", image)
+	}
+}
