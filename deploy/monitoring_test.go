@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"reflect"
 	"regexp"
 	"slices"
@@ -152,6 +153,26 @@ func TestMonitoringKitOneSource(t *testing.T) {
 		}
 		if d, _, _ := unstructured.NestedString(cm.Object, "data", "flux-webhook.json"); d != string(dash) {
 			t.Errorf("%s: the dashboard ConfigMap does not hold %s", r.name, testenv.DashboardFile)
+		}
+	}
+}
+
+// Prometheus itself accepts the alerts (promtool check rules), and their unit tests pass
+// (deploy/testdata/prometheus-rules.test.yaml: each alert fires on its fault, with its labels
+// and annotations, not before its `for`, and not while the service is healthy).
+func TestAlertRulesPromtool(t *testing.T) {
+	integration(t)
+	promtool, err := testenv.RequirePromtool()
+	if err != nil {
+		t.Fatalf("%v (hack/testbin.sh promtool)", err)
+	}
+	for _, args := range [][]string{
+		{"check", "rules", path(testenv.AlertRulesFile)},
+		{"test", "rules", path("deploy/testdata/prometheus-rules.test.yaml")},
+	} {
+		out, err := exec.CommandContext(t.Context(), promtool, args...).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("SUCCESS")) {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 }

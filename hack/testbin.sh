@@ -4,7 +4,8 @@
 #   hack/testbin.sh [COMPONENT...]    build what is missing, then print KEY=VALUE lines
 #   hack/testbin.sh --print           print the KEY=VALUE lines only (no build)
 #
-# COMPONENT is any of: envtest crds gitea runner flux tools crds-extra (default: all of them).
+# COMPONENT is any of: envtest crds gitea runner flux tools crds-extra promtool (default: all
+# of them).
 # Everything is built from the Go module proxy at pinned versions (nothing else is reachable
 # on our machines) into a cache outside the work tree, one directory per component and
 # version, so a second run costs about a second:
@@ -21,6 +22,7 @@
 #   FLUX_WEBHOOK_CRDS_EXTRA   Gateway API (HTTPRoute) and prometheus-operator (PodMonitor,
 #                             ServiceMonitor, PrometheusRule) CRDs, for the deploy tests'
 #                             optional objects; module zips only, a few seconds cold
+#   FLUX_WEBHOOK_PROMTOOL     promtool (check and unit-test the alerts); ~5 min cold
 #
 # Cold cost on 2 cores: ~35-45 min in all (kube-apiserver and the Flux controllers dominate;
 # helm and kustomize ~4 min);
@@ -41,6 +43,7 @@ HELM_VERSION=3.22.0
 KUSTOMIZE_VERSION=5.8.2
 GATEWAY_API_VERSION=1.7.0     # sigs.k8s.io/gateway-api (its zip carries config/crd/standard)
 PROM_OPERATOR_VERSION=0.85.0  # prometheus-operator (its zip carries example/prometheus-operator-crd)
+PROMETHEUS_VERSION=0.316.0    # github.com/prometheus/prometheus (Prometheus 3), for promtool
 
 CACHE=${FLUX_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flux-webhook}
 ENVTEST_DIR=$CACHE/envtest-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION
@@ -50,6 +53,7 @@ RUNNER_DIR=$CACHE/gitea-runner-v$RUNNER_VERSION
 FLUX_DIR=$CACHE/flux-v$FLUX_VERSION
 TOOLS_DIR=$CACHE/tools-helm-v$HELM_VERSION-kustomize-v$KUSTOMIZE_VERSION
 CRDS_EXTRA_DIR=$CACHE/crds-extra-gateway-v$GATEWAY_API_VERSION-promop-v$PROM_OPERATOR_VERSION
+PROMTOOL_DIR=$CACHE/promtool-prometheus-v$PROMETHEUS_VERSION
 BUILD=$CACHE/build
 
 print_env() {
@@ -61,6 +65,7 @@ FLUX_WEBHOOK_GITEA_RUNNER=$RUNNER_DIR/gitea-runner
 FLUX_WEBHOOK_FLUX_BIN=$FLUX_DIR
 FLUX_WEBHOOK_TOOLS=$TOOLS_DIR
 FLUX_WEBHOOK_CRDS_EXTRA=$CRDS_EXTRA_DIR
+FLUX_WEBHOOK_PROMTOOL=$PROMTOOL_DIR/promtool
 EOT
 }
 
@@ -288,12 +293,24 @@ build_crds-extra() {
 	log "extra CRDs: $(cd "$CRDS_EXTRA_DIR" && ls -- *.yaml | tr '\n' ' ')"
 }
 
+# promtool: `go install` works (no replace lines); remove_all_sd leaves out the service
+# discovery plugins it never uses here. Cold: ~5 min on 2 cores, most of it downloads.
+build_promtool() {
+	[ -x "$PROMTOOL_DIR/promtool" ] && return 0
+	mkdir -p "$PROMTOOL_DIR"
+	local t0=$SECONDS
+	log "building promtool from github.com/prometheus/prometheus (cold: minutes)"
+	CGO_ENABLED=0 GOBIN="$PROMTOOL_DIR" go install -tags remove_all_sd -trimpath -ldflags "-s -w" \
+		"github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
+	echo "promtool $((SECONDS - t0))s" >>"$BUILD/timings.log"
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux tools crds-extra)
+[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux tools crds-extra promtool)
 export CGO_ENABLED=0
 for c in "${components[@]}"; do
 	case $c in
-	envtest | crds | gitea | runner | flux | tools | crds-extra)
+	envtest | crds | gitea | runner | flux | tools | crds-extra | promtool)
 		# one lock per component: two runs (two test packages, CI and a shell) build it once
 		(
 			flock 9
@@ -301,7 +318,7 @@ for c in "${components[@]}"; do
 		) 9>"$CACHE/.lock.$c"
 		;;
 	*)
-		echo "testbin: unknown component $c (want envtest crds gitea runner flux tools crds-extra)" >&2
+		echo "testbin: unknown component $c (want envtest crds gitea runner flux tools crds-extra promtool)" >&2
 		exit 2
 		;;
 	esac
