@@ -17,7 +17,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/bin/flux-webhook /flux-webhook
 # nonroot, numerically, so that runAsNonRoot can verify it.
 USER 65532:65532
-# /hook, /healthz and /readyz, /metrics.
-EXPOSE 8080 8081 8082
+# /hook, /healthz and /readyz, /metrics, the platform API.
+EXPOSE 8080 8081 8082 8083
 ENTRYPOINT ["/flux-webhook"]
 CMD ["serve"]

@@ -385,8 +385,9 @@ func TestImageFinalStage(t *testing.T) {
 	}
 	slices.Sort(ports)
 	slices.Sort(exposed)
-	if !slices.Equal(ports, exposed) || !slices.Equal(ports, []int{8080, 8081, 8082}) {
-		t.Errorf("EXPOSE %v, Deployment ports %v, flag defaults [8080 8081 8082]", exposed, ports)
+	// The contract's ports: http (--listen), health, metrics, platform (--platform-listen).
+	if !slices.Equal(ports, exposed) || !slices.Equal(ports, []int{8080, 8081, 8082, 8083}) {
+		t.Errorf("EXPOSE %v, Deployment ports %v, flag defaults [8080 8081 8082 8083]", exposed, ports)
 	}
 	if args, _ := c["args"].([]any); len(args) != 1 || args[0] != "serve" {
 		t.Errorf("Deployment args %v", args)

@@ -1,8 +1,9 @@
 // Package deploy_test proves the three ways flux-webhook is installed — the image, the
-// Kustomize base and overlay under deploy/, the Helm chart of the Catalyst Blueprint under
-// platform/flux-webhook — against the real parts: helm and kustomize at pinned versions,
-// a kube-apiserver with the Flux and External Secrets CRDs (server-side dry-run applies,
-// RBAC), the flux-webhook binary built by the Dockerfile's own build step, and Gitea.
+// Kustomize base, components and overlay under deploy/, the Helm chart of the Catalyst
+// Blueprint under platform/flux-webhook — against the real parts: helm and kustomize at
+// pinned versions, a kube-apiserver with the Flux, External Secrets, Gateway API and
+// prometheus-operator CRDs (server-side dry-run applies, RBAC, the admission policy), the
+// flux-webhook binary built by the Dockerfile's own build step, and Gitea.
 package deploy_test
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
 
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
@@ -33,6 +35,9 @@ var env struct {
 	kube  *testenv.Kube
 	gitea *testenv.Gitea
 	dir   string
+	// The API server's version, e.g. v1.37.2: helm template and lint render for it (Helm's
+	// default, v1.20.0, is below the chart's kubeVersion).
+	kubeVersion string
 }
 
 func TestMain(m *testing.M) {
@@ -57,10 +62,27 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(env.dir)
 	ctx := context.Background()
+	extra, err := testenv.RequireCRDsExtra()
+	if err != nil {
+		return fail(fmt.Errorf("%w (hack/testbin.sh crds-extra)", err))
+	}
 	if env.kube, err = testenv.StartKube(ctx, testenv.KubeOptions{Dir: filepath.Join(env.dir, "kube"), CRDs: true}); err != nil {
 		return fail(err)
 	}
 	defer env.kube.Stop()
+	// The HTTPRoute's and the monitoring kit's kinds.
+	if err := env.kube.InstallCRDs(ctx, extra); err != nil {
+		return fail(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(env.kube.Config)
+	if err != nil {
+		return fail(err)
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return fail(err)
+	}
+	env.kubeVersion = v.GitVersion
 	if env.gitea, err = testenv.StartGitea(ctx, filepath.Join(env.dir, "gitea")); err != nil {
 		return fail(err)
 	}
@@ -126,7 +148,7 @@ func helmTemplate(t *testing.T, ns string, valueFiles ...string) []byte {
 
 func helmTemplateErr(t *testing.T, ns string, valueFiles ...string) ([]byte, error) {
 	t.Helper()
-	args := []string{"template", "flux-webhook", path(chartDir), "--namespace", ns}
+	args := []string{"template", "flux-webhook", path(chartDir), "--namespace", ns, "--kube-version", env.kubeVersion}
 	for _, f := range valueFiles {
 		args = append(args, "--values", f)
 	}

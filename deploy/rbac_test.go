@@ -3,13 +3,16 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -48,16 +51,19 @@ import (
 // The RBAC of deploy/base (which the chart renders identically, TestChartMatchesKustomize)
 // is sufficient and minimal, shown with the real binary as the rendered ServiceAccount:
 //
-//   - sufficient: configured as the rendered Deployment configures it, its token Secrets
-//     written as External Secrets writes them (owned by the rendered ExternalSecrets, whose
-//     status says Ready as ESO's does), the service becomes ready and carries two pushes
-//     through the whole pipeline — /hook, a reconcile request on a GitRepository, a
-//     HelmChart, a Kustomization and a HelmRelease (each patch made to conflict, so that
-//     the re-read happens), pending statuses in Gitea, Flux's answer written as Flux writes
-//     it, success statuses in Gitea — then one platform reconcile of the same objects
-//     (POST /api/v1/reconcile with the platform token, an hour-old job pruned, Flux's
-//     answer, GET /api/v1/reconcile/<id> until every target succeeded), and nothing it
-//     does is refused;
+//   - sufficient: configured as the rendered Deployment configures it, its key and token
+//     Secrets written as External Secrets writes them (owned by the rendered ExternalSecrets,
+//     whose status says Ready as ESO's does), a kubeconfig Secret it must refuse in the
+//     namespace of registered clusters, and the rendered admission policy in force, the
+//     service becomes ready and carries two pushes (native Gitea webhooks, signed with the
+//     webhook key) through the whole pipeline — /hook, a reconcile request on a
+//     GitRepository, a HelmChart, a Kustomization and a HelmRelease (each patch made to
+//     conflict, so that the re-read happens), pending statuses in Gitea, Flux's answer written
+//     as Flux writes it, success statuses in Gitea — then one platform reconcile of the same
+//     objects (POST /api/v1/reconcile on the platform port with the platform token, an
+//     hour-old job pruned, Flux's answer, GET /api/v1/reconcile/<id> until every target
+//     succeeded), and nothing it does is refused (the admission policy included: its patches
+//     are only the annotations the policy allows);
 //   - minimal: for every permission the rules grant (each verb of each resource, each
 //     resource name apart), the same run without just that permission has the service
 //     refused exactly that, observably: its log shows the API server's "cannot <verb>
@@ -77,8 +83,9 @@ func TestRBACSufficientAndMinimal(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRBACRun(t, decode(t, kustomize(t, "deploy/base")), proxy, giteaToken)
-	role, clusterRole := r.rules(t)
-	atoms := append(atomsOf("Role", role), atomsOf("ClusterRole", clusterRole)...)
+	rules := r.rules(t)
+	atoms := atomsOfAll(rules)
+	t.Cleanup(func() { r.removeAdmission(t) })
 
 	// Streaming lists (client-go's WatchListClient, on by default) need only watch; list is
 	// what a client falls back to without them (an API server before 1.32, a failed
@@ -89,7 +96,7 @@ func TestRBACSufficientAndMinimal(t *testing.T) {
 			name = "sufficient/list-then-watch"
 		}
 		t.Run(name, func(t *testing.T) {
-			res := r.run(t, role, clusterRole, nil, streaming)
+			res := r.run(t, rules, nil, streaming)
 			res.sufficient(t)
 			t.Logf("two pushes and a platform reconcile, 4 objects each, to success in %s", res.took.Round(time.Millisecond))
 		})
@@ -98,31 +105,24 @@ func TestRBACSufficientAndMinimal(t *testing.T) {
 		}
 	}
 	t.Run("sufficient/chart-without-platform-api", func(t *testing.T) {
-		values := filepath.Join(t.TempDir(), "values.json")
-		if err := os.WriteFile(values, []byte(`{"platformApi": {"enabled": false}}`), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		values := valuesFile(t, `{"platformApi": {"enabled": false}}`)
 		off := newRBACRun(t, decode(t, helmTemplate(t, catalystNS, values)), proxy, giteaToken)
 		if _, ok := off.container.environment(t, "x")[platformTokenEnv]; ok {
 			t.Fatalf("the chart without the platform API sets %s", platformTokenEnv)
 		}
-		role, clusterRole := off.rules(t)
-		res := off.run(t, role, clusterRole, nil, true)
+		offRules := off.rules(t)
+		res := off.run(t, offRules, nil, true)
 		res.sufficient(t)
 		t.Logf("two pushes, 4 objects each, to success in %s, with %d permissions instead of %d",
-			res.took.Round(time.Millisecond), len(atomsOf("Role", role))+len(atomsOf("ClusterRole", clusterRole)), len(atoms))
+			res.took.Round(time.Millisecond), len(atomsOfAll(offRules)), len(atoms))
 	})
 
 	for _, a := range atoms {
 		t.Run("without/"+a.String(), func(t *testing.T) {
 			streaming := a.verb != "list"
-			var lessRole, lessClusterRole []rbacv1.PolicyRule
-			if a.kind == "Role" {
-				lessRole, lessClusterRole = rulesWithout(atomsOf("Role", role), a), clusterRole
-			} else {
-				lessRole, lessClusterRole = role, rulesWithout(atomsOf("ClusterRole", clusterRole), a)
-			}
-			res := r.run(t, lessRole, lessClusterRole, &a, streaming)
+			less := maps.Clone(rules)
+			less[a.role] = rulesWithout(atomsOf(a.role, rules[a.role]), a)
+			res := r.run(t, less, &a, streaming)
 			if !res.refused {
 				t.Fatalf("the service was never refused %s (pipeline: %v): the rule is not needed", a, errOrOK(res.err))
 			}
@@ -156,9 +156,10 @@ func (res runResult) sufficient(t *testing.T) {
 	}
 }
 
-// atom is one permission: a verb on a resource (of one name, where the rule names some).
+// atom is one permission: a verb on a resource (of one name, where the rule names some),
+// granted by one of the rendered roles.
 type atom struct {
-	kind                        string // Role or ClusterRole
+	role                        string // the role's key: ClusterRole, or Role/<name>
 	group, resource, verb, name string
 }
 
@@ -169,6 +170,9 @@ func (a atom) String() string {
 	}
 	if a.name != "" {
 		s += "-" + a.name
+	}
+	if a.role != "ClusterRole" {
+		s += "-in-" + strings.TrimPrefix(a.role, "Role/")
 	}
 	return s
 }
@@ -184,7 +188,16 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
 	return r.Rules
 }
 
-func atomsOf(kind string, rules []rbacv1.PolicyRule) []atom {
+// atomsOfAll returns the atoms of every role, in a stable order.
+func atomsOfAll(rules map[string][]rbacv1.PolicyRule) []atom {
+	var out []atom
+	for _, k := range sortedKeys(rules) {
+		out = append(out, atomsOf(k, rules[k])...)
+	}
+	return out
+}
+
+func atomsOf(role string, rules []rbacv1.PolicyRule) []atom {
 	var out []atom
 	for _, r := range rules {
 		names := r.ResourceNames
@@ -195,7 +208,7 @@ func atomsOf(kind string, rules []rbacv1.PolicyRule) []atom {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
 					for _, n := range names {
-						out = append(out, atom{kind, g, res, v, n})
+						out = append(out, atom{role, g, res, v, n})
 					}
 				}
 			}
@@ -277,11 +290,16 @@ func (c container) environment(t *testing.T, ns string) map[string]string {
 	return out
 }
 
-// The Deployment's settings naming the token Secrets.
+// The Deployment's settings naming the key and token Secrets (NAMESPACE/NAME), the service's
+// namespace and the registered clusters' (the contract's flags, as FLUX_WEBHOOK_<FLAG>).
 const (
-	hookTokenEnv     = "FLUX_WEBHOOK_TOKEN_SECRET"
+	hookKeyEnv       = "FLUX_WEBHOOK_HOOK_KEY_SECRET"
+	webhookKeyEnv    = "FLUX_WEBHOOK_WEBHOOK_KEY_SECRET"
 	giteaTokenEnv    = "FLUX_WEBHOOK_GITEA_TOKEN_SECRET"
+	recordKeyEnv     = "FLUX_WEBHOOK_RECORD_KEY_SECRET"
 	platformTokenEnv = "FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET"
+	namespaceEnv     = "FLUX_WEBHOOK_NAMESPACE"
+	clustersNSEnv    = "FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE"
 )
 
 // coalesceWindow is gitops' (record.go): a push within it of an object's last patch is
@@ -292,6 +310,7 @@ const coalesceWindow = 2 * time.Second
 type rbacRun struct {
 	proxy           *apiProxy
 	rbac            []*unstructured.Unstructured
+	admission       []*unstructured.Unstructured // the policy and its binding, cluster-wide
 	externalSecrets []*unstructured.Unstructured
 	sa              string
 	container       container
@@ -313,6 +332,8 @@ func newRBACRun(t *testing.T, objs []*unstructured.Unstructured, proxy *apiProxy
 		switch o.GetKind() {
 		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
 			r.rbac = append(r.rbac, o)
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			r.admission = append(r.admission, o)
 		case "ExternalSecret":
 			r.externalSecrets = append(r.externalSecrets, o)
 		}
@@ -320,10 +341,46 @@ func newRBACRun(t *testing.T, objs []*unstructured.Unstructured, proxy *apiProxy
 	return r
 }
 
-// rules are the rendered Role's and ClusterRole's.
-func (r *rbacRun) rules(t *testing.T) (role, clusterRole []rbacv1.PolicyRule) {
+// rules are the rendered roles' rules, by key: ClusterRole, Role/<name> (the service's
+// namespace's and the registered clusters' namespace's).
+func (r *rbacRun) rules(t *testing.T) map[string][]rbacv1.PolicyRule {
 	t.Helper()
-	return rulesOf(t, findKind(t, r.rbac, "Role")), rulesOf(t, findKind(t, r.rbac, "ClusterRole"))
+	out := map[string][]rbacv1.PolicyRule{}
+	for _, o := range r.rbac {
+		switch o.GetKind() {
+		case "ClusterRole":
+			out["ClusterRole"] = rulesOf(t, o)
+		case "Role":
+			out["Role/"+o.GetName()] = rulesOf(t, o)
+		}
+	}
+	if len(out) != 3 {
+		t.Fatalf("rendered roles %v: want the ClusterRole, the service's Role and the registered clusters' Role", sortedKeys(out))
+	}
+	return out
+}
+
+// roleNamespace is where a role's atoms are granted: the run's namespace, or the run's
+// registered clusters' namespace for the Role that lives there.
+func (r *rbacRun) roleNamespace(key, ns, clustersNS string) string {
+	for _, o := range r.rbac {
+		if o.GetKind() == "Role" && "Role/"+o.GetName() == key && o.GetNamespace() != "" {
+			return clustersNS
+		}
+	}
+	if key == "ClusterRole" {
+		return ""
+	}
+	return ns
+}
+
+// removeAdmission deletes the admission policy the runs applied.
+func (r *rbacRun) removeAdmission(t *testing.T) {
+	for _, o := range r.admission {
+		if err := env.kube.Client.Delete(context.Background(), o); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete %s: %v", o.GetKind(), err)
+		}
+	}
 }
 
 type runResult struct {
@@ -338,30 +395,35 @@ type runResult struct {
 
 // run applies the RBAC with the given rules and drives the pipeline. With removed, it
 // stops as soon as the service's log shows that atom refused.
-func (r *rbacRun) run(t *testing.T, role, clusterRole []rbacv1.PolicyRule, removed *atom, streaming bool) runResult {
+func (r *rbacRun) run(t *testing.T, rules map[string][]rbacv1.PolicyRule, removed *atom, streaming bool) runResult {
 	t.Helper()
 	n := rbacRuns.Add(1)
-	ns, apps := fmt.Sprintf("rbac-%02d", n), fmt.Sprintf("rbac-apps-%02d", n)
+	ns, apps, clustersNS := fmt.Sprintf("rbac-%02d", n), fmt.Sprintf("rbac-apps-%02d", n), fmt.Sprintf("rbac-%02d-clusters", n)
 	user := "system:serviceaccount:" + ns + ":" + r.sa
 	c := env.kube.Client
 	ctx := t.Context()
-	for _, name := range []string{ns, apps} {
+	for _, name := range []string{ns, apps, clustersNS} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	// The rendered RBAC in this namespace, with the rules of this run.
+	// The rendered RBAC in this run's namespaces, with the rules of this run: the registered
+	// clusters' Role and RoleBinding in their namespace, the rest in the service's.
 	for _, o := range r.rbac {
 		o = o.DeepCopy()
 		if namespaced(t, o) {
-			o.SetNamespace(ns)
+			if o.GetNamespace() != "" {
+				o.SetNamespace(clustersNS)
+			} else {
+				o.SetNamespace(ns)
+			}
 		}
 		switch o.GetKind() {
 		case "Role":
-			setRules(t, o, role)
+			setRules(t, o, rules["Role/"+o.GetName()])
 		case "ClusterRole":
-			setRules(t, o, clusterRole)
+			setRules(t, o, rules["ClusterRole"])
 		case "RoleBinding", "ClusterRoleBinding":
 			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
 			for _, s := range subjects {
@@ -371,39 +433,56 @@ func (r *rbacRun) run(t *testing.T, role, clusterRole []rbacv1.PolicyRule, remov
 		}
 		apply(t, c, o, false)
 	}
-	r.waitAuthorized(t, ns, user, role, clusterRole)
+	// The admission policy, judging the ServiceAccount by its name in every run's namespace.
+	for _, o := range r.admission {
+		apply(t, c, o, false)
+	}
+	r.waitAuthorized(t, ns, clustersNS, user, rules)
 
-	// The token Secrets as External Secrets writes them, from the rendered ExternalSecrets.
+	// The service's settings, as the rendered Deployment makes them in ns, the registered
+	// clusters in this run's namespace of them.
 	envs := r.container.environment(t, ns)
-	hookToken, platformToken := "hook-"+randomHex(16), "platform-"+randomHex(16)
-	r.syncedSecret(t, envs[hookTokenEnv], hookToken)
+	if _, ok := envs[clustersNSEnv]; !ok || envs[namespaceEnv] != ns {
+		t.Fatalf("the Deployment sets %s=%q and %s=%q (set: %v)", namespaceEnv, envs[namespaceEnv], clustersNSEnv, envs[clustersNSEnv], ok)
+	}
+	envs[clustersNSEnv] = clustersNS
+	// The keys and tokens as External Secrets writes them, from the rendered ExternalSecrets:
+	// each at least 32 bytes, no two alike.
+	webhookKey, platformToken := "webhook-"+randomHex(24), "platform-"+randomHex(24)
+	r.syncedSecret(t, envs[hookKeyEnv], "hook-"+randomHex(24))
+	r.syncedSecret(t, envs[webhookKeyEnv], webhookKey)
+	r.syncedSecret(t, envs[recordKeyEnv], "record-"+randomHex(24))
 	r.syncedSecret(t, envs[giteaTokenEnv], r.giteaToken)
+	// A kubeconfig Secret registering a cluster through an exec plugin, which the service
+	// refuses by default (--insecure-kubeconfig) and records an Event on.
+	refusedCluster(t, clustersNS)
 	p := newPipeline(t, apps, envs["FLUX_WEBHOOK_CLUSTER_NAME"])
-	p.token = hookToken
+	p.webhookKey = webhookKey
 	defer p.cleanup(t)
 	if ref, ok := envs[platformTokenEnv]; ok {
 		r.syncedSecret(t, ref, platformToken)
 		p.platformToken = platformToken
-		// Jobs are kept in the service's namespace (the token Secret's); one is an hour old.
-		p.jobsNS, _, _ = strings.Cut(envs[hookTokenEnv], "/")
+		// Jobs are kept in the service's namespace; one is an hour old.
+		p.jobsNS = envs[namespaceEnv]
 		p.oldJob = oldJob(t, p.jobsNS)
 	}
 
 	dir := t.TempDir()
 	kubeconfig := r.proxy.kubeconfig(t, dir, user)
-	ports, err := testenv.FreePorts(3)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.hookURL = fmt.Sprintf("http://127.0.0.1:%d/hook", ports[0])
 	if p.platformToken != "" {
-		p.platformURL = fmt.Sprintf("http://127.0.0.1:%d/api/v1/reconcile", ports[0])
+		p.platformURL = fmt.Sprintf("http://127.0.0.1:%d/api/v1/reconcile", ports[3])
 	}
 	args := append(slices.Clone(r.container.args),
 		"--kubeconfig", kubeconfig,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"--health-listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		"--platform-listen", fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		"--gitea-url", env.gitea.URL)
 	for k, v := range envs {
 		t.Setenv(k, v)
@@ -581,19 +660,18 @@ func setRules(t *testing.T, o *unstructured.Unstructured, rules []rbacv1.PolicyR
 }
 
 // waitAuthorized waits until the API server's authorizer agrees with the rules just applied:
-// every atom of the rendered RBAC allowed exactly when the run's rules grant it.
-func (r *rbacRun) waitAuthorized(t *testing.T, ns, user string, role, clusterRole []rbacv1.PolicyRule) {
+// every atom of the rendered RBAC allowed exactly when the run's rules grant it, in its
+// namespace (the service's, or the registered clusters').
+func (r *rbacRun) waitAuthorized(t *testing.T, ns, clustersNS, user string, rules map[string][]rbacv1.PolicyRule) {
 	t.Helper()
-	granted := append(atomsOf("Role", role), atomsOf("ClusterRole", clusterRole)...)
-	all := append(atomsOf("Role", rulesOf(t, findKind(t, r.rbac, "Role"))), atomsOf("ClusterRole", rulesOf(t, findKind(t, r.rbac, "ClusterRole")))...)
+	granted := atomsOfAll(rules)
+	all := atomsOfAll(r.rules(t))
 	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range all {
 		want := slices.Contains(granted, a)
-		attrs := &authorizationv1.ResourceAttributes{Group: a.group, Resource: a.resource, Verb: a.verb, Name: a.name}
-		if a.kind == "Role" {
-			attrs.Namespace = ns
-		}
+		attrs := &authorizationv1.ResourceAttributes{Group: a.group, Resource: a.resource, Verb: a.verb, Name: a.name,
+			Namespace: r.roleNamespace(a.role, ns, clustersNS)}
 		for {
 			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: attrs}}
 			if err := env.kube.Client.Create(t.Context(), sar); err != nil {
@@ -607,6 +685,37 @@ func (r *rbacRun) waitAuthorized(t *testing.T, ns, user string, role, clusterRol
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+}
+
+// refusedCluster writes, in ns, a kubeconfig Secret registering a cluster whose credential is
+// an exec plugin: a category the service refuses unless --insecure-kubeconfig names it.
+func refusedCluster(t *testing.T, ns string) {
+	t.Helper()
+	kubeconfig := `apiVersion: v1
+kind: Config
+clusters:
+  - name: exec
+    cluster:
+      server: https://127.0.0.1:1
+contexts:
+  - name: exec
+    context: {cluster: exec, user: exec}
+current-context: exec
+users:
+  - name: exec
+    user:
+      exec:
+        apiVersion: client.authentication.k8s.io/v1
+        command: /bin/true
+        interactiveMode: Never
+`
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "exec-cluster", Labels: map[string]string{"flux-webhook.openova.io/cluster": "exec"}},
+		Data:       map[string][]byte{"kubeconfig": []byte(kubeconfig)},
+	}
+	if err := env.kube.Client.Create(t.Context(), secret); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -627,7 +736,7 @@ type pipeline struct {
 	ns, cluster string
 	repo        *testenv.Repo
 	objs        []client.Object // source first
-	token       string
+	webhookKey  string          // pushes come as native Gitea webhooks, signed with it
 	hookURL     string
 
 	// The platform API's, when the service serves it: its URL and token, the namespace
@@ -812,8 +921,13 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 			"repository": map[string]any{"full_name": p.repo.FullName, "clone_url": p.repo.CloneURL},
 		})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.hookURL, bytes.NewReader(body))
+		// As Gitea delivers a native webhook: the body's HMAC-SHA256 under the webhook key.
+		mac := hmac.New(sha256.New, []byte(p.webhookKey))
+		mac.Write(body)
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+p.token)
+		req.Header.Set("X-Gitea-Event", "push")
+		req.Header.Set("X-Gitea-Delivery", "rbac-"+randomHex(8))
+		req.Header.Set("X-Gitea-Signature", hex.EncodeToString(mac.Sum(nil)))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return nil, err

@@ -4,18 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -25,67 +26,24 @@ import (
 
 const (
 	catalystDir = "deploy/overlays/catalyst"
-	catalystNS  = "flux-webhook" // the overlay's namespace, the Blueprint's
+	catalystNS  = "flux-webhook"          // the overlay's namespace, the Blueprint's
+	clustersNS  = "flux-webhook-clusters" // where the overlay's kubeconfig Secrets live
 )
 
-// blueprint is platform/flux-webhook/blueprint.yaml.
-type blueprint struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
-	Spec struct {
-		Version     string `json:"version"`
-		Description string `json:"description"`
-		Chart       struct {
-			Path string `json:"path"`
-			Name string `json:"name"`
-		} `json:"chart"`
-		Namespace string   `json:"namespace"`
-		Requires  []string `json:"requires"`
-		Inputs    []struct {
-			Name        string `json:"name"`
-			Description string `json:"description"`
-			Required    bool   `json:"required"`
-			Value       string `json:"value"`
-		} `json:"inputs"`
-		Outputs []struct {
-			Name        string `json:"name"`
-			Description string `json:"description"`
-			Value       string `json:"value"`
-		} `json:"outputs"`
-	} `json:"spec"`
-}
+// setting is one line of the overlay's values.env: a chart value path (lists by index:
+// networkPolicy.hookFromNamespaces.0) and its value.
+type setting struct{ path, value string }
 
-func readYAML(t *testing.T, p string, into any) {
-	t.Helper()
-	b, err := os.ReadFile(path(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.UnmarshalStrict(b, into); err != nil {
-		t.Fatalf("%s: %v", p, err)
-	}
-}
-
-func readBlueprint(t *testing.T) blueprint {
-	t.Helper()
-	var bp blueprint
-	readYAML(t, "platform/flux-webhook/blueprint.yaml", &bp)
-	return bp
-}
-
-// catalystInputs reads the overlay's values.env: the Blueprint's inputs, each under its
-// name in UPPER_SNAKE case (sovereignDomain is SOVEREIGN_DOMAIN).
-func catalystInputs(t *testing.T) map[string]string {
+// catalystConfig reads the overlay's values.env: the Blueprint's configuration, each value
+// under its chart value path, in file order.
+func catalystConfig(t *testing.T) []setting {
 	t.Helper()
 	f, err := os.Open(path(catalystDir, "values.env"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	in := map[string]string{}
+	var out []setting
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -96,45 +54,121 @@ func catalystInputs(t *testing.T) map[string]string {
 		if !ok {
 			t.Fatalf("values.env: %q is not KEY=VALUE", line)
 		}
-		in[camel(k)] = v
+		out = append(out, setting{k, v})
 	}
-	return in
+	return out
 }
 
-func camel(upperSnake string) string {
-	parts := strings.Split(strings.ToLower(upperSnake), "_")
-	for i := 1; i < len(parts); i++ {
-		parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+// setPath sets the value at a dotted path in values, creating maps, and lists for numeric
+// segments (which must come in order: 0, then 1, ...).
+func setPath(t *testing.T, values map[string]any, p string, v any) {
+	t.Helper()
+	keys := strings.Split(p, ".")
+	var cur any = values
+	set := func(parent any, key string, child any) {
+		switch c := parent.(type) {
+		case map[string]any:
+			c[key] = child
+		case *[]any:
+			i, _ := strconv.Atoi(key)
+			(*c)[i] = child
+		}
 	}
-	return strings.Join(parts, "")
+	get := func(parent any, key string) any {
+		switch c := parent.(type) {
+		case map[string]any:
+			return c[key]
+		case *[]any:
+			i, _ := strconv.Atoi(key)
+			return (*c)[i]
+		}
+		return nil
+	}
+	for i, k := range keys {
+		if l, ok := cur.(*[]any); ok {
+			n, err := strconv.Atoi(k)
+			if err != nil || n > len(*l) {
+				t.Fatalf("%s: list index %q out of order", p, k)
+			}
+			if n == len(*l) {
+				*l = append(*l, nil)
+			}
+		}
+		if i == len(keys)-1 {
+			set(cur, k, v)
+			return
+		}
+		next := get(cur, k)
+		if next == nil {
+			if _, err := strconv.Atoi(keys[i+1]); err == nil {
+				next = &[]any{}
+			} else {
+				next = map[string]any{}
+			}
+			set(cur, k, next)
+		}
+		cur = next
+	}
 }
 
-// chartValues turns Blueprint inputs into a chart values file, through each input's
-// value path, as Catalyst does.
-func chartValues(t *testing.T, bp blueprint, inputs map[string]string) string {
+// unpointer turns the *[]any setPath builds into plain lists.
+func unpointer(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = unpointer(e)
+		}
+		return x
+	case *[]any:
+		for i, e := range *x {
+			(*x)[i] = unpointer(e)
+		}
+		return *x
+	}
+	return v
+}
+
+// configValues turns settings into chart values, as Catalyst passes a Blueprint's
+// configuration to its chart.
+func configValues(t *testing.T, settings []setting) map[string]any {
 	t.Helper()
 	values := map[string]any{}
-	for _, in := range bp.Spec.Inputs {
-		v, ok := inputs[in.Name]
-		if !ok {
-			continue
-		}
-		m := values
-		keys := strings.Split(in.Value, ".")
-		for _, k := range keys[:len(keys)-1] {
-			if _, ok := m[k].(map[string]any); !ok {
-				m[k] = map[string]any{}
-			}
-			m = m[k].(map[string]any)
-		}
-		m[keys[len(keys)-1]] = v
+	for _, s := range settings {
+		setPath(t, values, s.path, s.value)
 	}
-	b, _ := json.Marshal(values)
-	p := filepath.Join(t.TempDir(), "values.json")
+	return unpointer(values).(map[string]any)
+}
+
+// valuesFile writes values (a map, or JSON text) to a file for helm --values.
+func valuesFile(t *testing.T, values any) string {
+	t.Helper()
+	b, ok := values.([]byte)
+	if s, isString := values.(string); isString {
+		b, ok = []byte(s), true
+	}
+	if !ok {
+		var err error
+		if b, err = json.Marshal(values); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not under t.TempDir(): helm splits --values at commas, which test names may hold.
+	dir, err := os.MkdirTemp("", "values-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := filepath.Join(dir, "values.json")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// catalystValues is a values file of the overlay's configuration.
+func catalystValues(t *testing.T) string {
+	t.Helper()
+	return valuesFile(t, configValues(t, catalystConfig(t)))
 }
 
 type rendering struct {
@@ -145,37 +179,30 @@ type rendering struct {
 
 func render(t *testing.T) []rendering {
 	t.Helper()
-	bp := readBlueprint(t)
-	values := chartValues(t, bp, catalystInputs(t))
+	values := catalystValues(t)
 	return []rendering{
 		{"base", "default", kustomize(t, "deploy/base")},
 		{"catalyst", catalystNS, kustomize(t, catalystDir)},
-		// The Blueprint with the overlay's inputs, and the chart as it comes.
+		// The Blueprint with the overlay's configuration, and the chart as it comes.
 		{"chart-catalyst", catalystNS, helmTemplate(t, catalystNS, values)},
 		{"chart-defaults", catalystNS, helmTemplate(t, catalystNS)},
-		// The overlay's options taken (its commented component and patch uncommented, as its
+		// The overlay's options taken (its commented components and patch uncommented, as its
 		// comments say), and the chart's values for the same.
 		{"catalyst-options", catalystNS, tool(t, "kustomize", "build", catalystWithOptions(t))},
-		{"chart-options", catalystNS, helmTemplate(t, catalystNS, values, optionValues(t))},
+		{"chart-options", catalystNS, helmTemplate(t, catalystNS, values, valuesFile(t, chartOptions))},
 	}
 }
 
-// The options the overlay offers commented out: the platform API off, and egress to the
-// API server of a registered cluster (remote-api-servers.yaml's example).
+// The options the overlay offers commented out — no platform API, the shared token, an
+// HTTPRoute instead of the Ingress, the monitoring kit, egress to a registered cluster's API
+// server (remote-api-servers.yaml's example) — and the chart's values for the same.
 var (
 	overlayOptions = []string{"components:", "patches:"}
-	chartOptions   = `{"platformApi": {"enabled": false},
+	chartOptions   = `{"platformApi": {"enabled": false}, "sharedToken": {"enabled": true},
+		"ingress": {"enabled": false}, "httpRoute": {"enabled": true},
+		"monitoring": {"podMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}, "dashboard": {"enabled": true}},
 		"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": [8443]}]}}`
 )
-
-func optionValues(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "options.json")
-	if err := os.WriteFile(p, []byte(chartOptions), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // catalystWithOptions copies deploy/ and uncomments, in the copy of the overlay's
 // kustomization.yaml, each commented block of overlayOptions (its "# <head>" line and the
@@ -218,9 +245,10 @@ func TestRenderedGolden(t *testing.T) {
 	}
 }
 
-// Every rendered object is accepted by a real API server with the Flux and External
-// Secrets CRDs (server-side apply, dry run), and the pod template passes the restricted Pod
-// Security Standard without a warning.
+// Every rendered object is accepted by a real API server with the Flux, External Secrets,
+// Gateway API and prometheus-operator CRDs (server-side apply, dry run), without a warning:
+// the pod template passes the restricted Pod Security Standard, the admission policy's CEL
+// compiles.
 func TestRenderedApplyDryRun(t *testing.T) {
 	integration(t)
 	c, warnings := warningClient(t)
@@ -230,13 +258,18 @@ func TestRenderedApplyDryRun(t *testing.T) {
 			if len(objs) == 0 {
 				t.Fatal("nothing rendered")
 			}
-			// The Namespace for real (a dry run would not create what the rest needs).
+			// The Namespaces for real (a dry run would not create what the rest needs).
 			for _, o := range objs {
 				if o.GetKind() == "Namespace" {
 					apply(t, c, o, false)
 				}
 			}
 			ensureNamespace(t, r.namespace)
+			for _, o := range objs {
+				if o.GetNamespace() != "" {
+					ensureNamespace(t, o.GetNamespace())
+				}
+			}
 			*warnings = nil
 			for _, o := range objs {
 				if o.GetKind() == "Namespace" {
@@ -253,7 +286,7 @@ func TestRenderedApplyDryRun(t *testing.T) {
 		})
 	}
 	// What the overlay's README says, literally: kubectl's own Kustomize, the API server
-	// judging (the Namespace exists by now, so a dry run can judge the rest; the RBAC test's
+	// judging (the Namespaces exist by now, so a dry run can judge the rest; the RBAC test's
 	// field manager may own the cluster-scoped objects).
 	t.Run("kubectl-apply-k", func(t *testing.T) {
 		kubectl := filepath.Join(testenv.Paths().KubebuilderAssets, "kubectl")
@@ -306,13 +339,21 @@ func (f warningFunc) HandleWarningHeader(_ int, _ string, msg string) { f(msg) }
 // apply server-side applies o as the test's field manager.
 func apply(t *testing.T, c client.Client, o *unstructured.Unstructured, dryRun bool) {
 	t.Helper()
+	if err := applyErr(t, c, o, dryRun); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func applyErr(t *testing.T, c client.Client, o *unstructured.Unstructured, dryRun bool) error {
+	t.Helper()
 	opts := []client.ApplyOption{client.ForceOwnership, client.FieldOwner("deploy-test")}
 	if dryRun {
 		opts = append(opts, client.DryRunAll)
 	}
 	if err := c.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(o.DeepCopy()), opts...); err != nil {
-		t.Fatalf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 	}
+	return nil
 }
 
 func namespaced(t *testing.T, o *unstructured.Unstructured) bool {
@@ -336,14 +377,18 @@ func ensureNamespace(t *testing.T, name string) {
 	apply(t, env.kube.Client, ns, false)
 }
 
-// helmOnlyLabels are what Helm's conventions add and Kustomize has no use for.
-var helmOnlyLabels = []string{"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
+// What Helm's conventions add and Kustomize has no use for: labels, and the annotation that
+// keeps the kubeconfig Secrets' Namespace when the release is uninstalled.
+var (
+	helmOnlyLabels      = []string{"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
+	helmOnlyAnnotations = []string{"helm.sh/resource-policy"}
+)
 
-// The Blueprint's chart, given the overlay's inputs, renders the same objects as the
+// The Blueprint's chart, given the overlay's configuration, renders the same objects as the
 // Catalyst overlay (and so as the base): same kinds and names, same specs, rules,
-// selectors and labels, but for the labels only Helm adds and the Namespace only the
-// overlay creates (Helm installs into a namespace). So do the overlay with its options
-// taken and the chart with the values for the same.
+// selectors and labels, but for what only Helm adds and the Namespace only the overlay
+// creates (Helm installs into a namespace). So do the overlay with its options taken and the
+// chart with the values for the same.
 func TestChartMatchesKustomize(t *testing.T) {
 	integration(t)
 	out := map[string][]byte{}
@@ -368,15 +413,24 @@ func sameObjects(t *testing.T, kust, chart []*unstructured.Unstructured) {
 			delete(labels, l)
 		}
 		o.SetLabels(labels)
+		if a := o.GetAnnotations(); a != nil {
+			for _, k := range helmOnlyAnnotations {
+				delete(a, k)
+			}
+			if len(a) == 0 {
+				a = nil
+			}
+			o.SetAnnotations(a)
+		}
 		// Helm leaves the namespace to the install; the overlay names it.
-		if namespaced(t, o) {
+		if namespaced(t, o) && o.GetNamespace() == "" {
 			o.SetNamespace(catalystNS)
 		}
 		byKey[key(o)] = o
 	}
 	seen := 0
 	for _, k := range kust {
-		if k.GetKind() == "Namespace" {
+		if k.GetKind() == "Namespace" && k.GetName() == catalystNS {
 			continue
 		}
 		c, ok := byKey[key(k)]
@@ -396,177 +450,212 @@ func sameObjects(t *testing.T, kust, chart []*unstructured.Unstructured) {
 	}
 }
 
-// helm lint finds nothing to warn about, with the defaults, with the Blueprint's inputs, and
-// with those and the options' values.
+// helm lint finds nothing to warn about, with the defaults, with the Blueprint's
+// configuration, and with that and the options' values.
 func TestHelmLint(t *testing.T) {
 	integration(t)
-	values := chartValues(t, readBlueprint(t), catalystInputs(t))
-	for _, args := range [][]string{{}, {"--values", values}, {"--values", values, "--values", optionValues(t)}} {
-		out := tool(t, "helm", append([]string{"lint", "--strict", path(chartDir)}, args...)...)
+	values := catalystValues(t)
+	for _, args := range [][]string{{}, {"--values", values}, {"--values", values, "--values", valuesFile(t, chartOptions)}} {
+		out := tool(t, "helm", append([]string{"lint", "--strict", "--kube-version", env.kubeVersion, path(chartDir)}, args...)...)
 		if bytes.Contains(out, []byte("[WARNING]")) || bytes.Contains(out, []byte("[ERROR]")) || !bytes.Contains(out, []byte("0 chart(s) failed")) {
 			t.Errorf("helm lint %v:\n%s", args, out)
 		}
 	}
 }
 
-// values.schema.json refuses bad values at install, naming the value.
-func TestValuesSchemaRejects(t *testing.T) {
+// values.schema.json refuses bad values at install, naming the value; and the chart refuses
+// what a schema cannot say, naming the value and why.
+func TestValuesRefused(t *testing.T) {
 	integration(t)
+	const schemaError = "values don't meet the specifications of the schema"
 	for _, tc := range []struct {
 		name, values, want string
+		template           bool // refused by a template's check, not the schema
 	}{
-		{"no replicas", `{"replicaCount": 0}`, "/replicaCount"},
-		{"replicas as text", `{"replicaCount": "two"}`, "/replicaCount"},
-		{"cluster name not a DNS label", `{"clusterName": "Fra_1"}`, "/clusterName"},
-		{"region not a DNS label", `{"region": "EU Central"}`, "/region"},
-		{"Gitea URL alias without its other half", `{"gitUrlAliases": ["https://gitea.example.eu"]}`, "/gitUrlAliases/0"},
-		{"two Gitea URL aliases in one", `{"gitUrlAliases": ["https://a.eu=http://a:3000,https://b.eu=http://b:3000"]}`, "/gitUrlAliases/0"},
-		{"Gitea URL without scheme", `{"giteaUrl": "gitea.example.eu"}`, "/giteaUrl"},
-		{"domain in capitals", `{"sovereignDomain": "Example.EU", "locationCode": "fra1"}`, "/sovereignDomain"},
-		{"domain without location", `{"sovereignDomain": "example.eu"}`, "/locationCode"},
-		{"misspelt key", `{"replicas": 3}`, "'replicas' not allowed"},
-		{"empty OpenBao key", `{"externalSecrets": {"hookToken": {"key": ""}}}`, "/externalSecrets/hookToken/key"},
-		{"empty platform token key", `{"externalSecrets": {"platformToken": {"key": ""}}}`, "/externalSecrets/platformToken/key"},
-		{"platform API switch as text", `{"platformApi": {"enabled": "no"}}`, "/platformApi/enabled"},
-		{"platform API switch misspelt", `{"platformApi": {"enable": false}}`, "'enable' not allowed"},
-		{"remote API server without prefix length", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr"},
-		{"remote API server not an address", `{"networkPolicy": {"remoteApiServers": [{"cidr": "vcluster.example.eu/32", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr"},
-		{"remote API server without ports", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16"}]}}`, "/networkPolicy/remoteApiServers/0"},
-		{"remote API server with an empty port list", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": []}]}}`, "/networkPolicy/remoteApiServers/0/ports"},
-		{"remote API server port out of range", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": [70000]}]}}`, "/networkPolicy/remoteApiServers/0/ports/0"},
-		{"remote API server port by name", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": ["https"]}]}}`, "/networkPolicy/remoteApiServers/0/ports/0"},
-		{"remote API server misspelt", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "port": [8443]}]}}`, "'port' not allowed"},
-		{"another Blueprint", `{"catalystBlueprint": {"name": "bp-other"}}`, "/catalystBlueprint/name"},
-		{"version not semver", `{"catalystBlueprint": {"version": "1.0"}}`, "/catalystBlueprint/version"},
+		{"no replicas", `{"replicaCount": 0}`, "/replicaCount", false},
+		{"replicas as text", `{"replicaCount": "two"}`, "/replicaCount", false},
+		{"cluster name not a DNS label", `{"clusterName": "Fra_1"}`, "/clusterName", false},
+		{"region not a DNS label", `{"region": "EU Central"}`, "/region", false},
+		{"Gitea URL alias without its other half", `{"gitUrlAliases": ["https://gitea.example.eu"]}`, "/gitUrlAliases/0", false},
+		{"two Gitea URL aliases in one", `{"gitUrlAliases": ["https://a.eu=http://a:3000,https://b.eu=http://b:3000"]}`, "/gitUrlAliases/0", false},
+		{"Gitea URL without scheme", `{"giteaUrl": "gitea.example.eu"}`, "/giteaUrl", false},
+		{"domain in capitals", `{"sovereignDomain": "Example.EU", "locationCode": "fra1"}`, "/sovereignDomain", false},
+		{"domain without location", `{"sovereignDomain": "example.eu"}`, "/locationCode", false},
+		{"misspelt key", `{"replicas": 3}`, "'replicas' not allowed", false},
+		{"image digest not a digest", `{"image": {"digest": "latest"}}`, "/image/digest", false},
+		{"unknown pull policy", `{"image": {"pullPolicy": "Sometimes"}}`, "/image/pullPolicy", false},
+		{"log level the binary lacks", `{"logLevel": "warn"}`, "/logLevel", false},
+		{"result timeout not a duration", `{"resultTimeout": "ten minutes"}`, "/resultTimeout", false},
+		{"verify-claims as text", `{"verifyClaims": "no"}`, "/verifyClaims", false},
+		{"status granularity unknown", `{"status": {"granularity": "repository"}}`, "/status/granularity", false},
+		{"QPS of zero", `{"kubeClient": {"qps": 0}}`, "/kubeClient/qps", false},
+		{"an extra argument that is no flag", `{"extraArgs": ["reconcile"]}`, "/extraArgs/0", false},
+		{"an extra variable without a name", `{"extraEnv": [{"value": "x"}]}`, "/extraEnv/0", false},
+		{"memory limit GOMEMLIMIT cannot be derived from", `{"resources": {"limits": {"memory": "lots"}}}`, "/resources/limits/memory", false},
+		{"empty OpenBao key", `{"externalSecrets": {"hookKey": {"key": ""}}}`, "/externalSecrets/hookKey/key", false},
+		{"record key with a property", `{"externalSecrets": {"recordKey": {"key": "k", "property": "token"}}}`, "'property' not allowed", false},
+		{"External Secrets API ESO never served", `{"externalSecrets": {"apiVersion": "external-secrets.io/v2"}}`, "/externalSecrets/apiVersion", false},
+		{"unknown store kind", `{"externalSecrets": {"storeKind": "Vault"}}`, "/externalSecrets/storeKind", false},
+		{"platform API switch as text", `{"platformApi": {"enabled": "no"}}`, "/platformApi/enabled", false},
+		{"shared token switch misspelt", `{"sharedToken": {"enable": true}}`, "'enable' not allowed", false},
+		{"clusters namespace not a DNS label", `{"clusters": {"secretsNamespace": "Flux_Clusters"}}`, "/clusters/secretsNamespace", false},
+		{"insecure kubeconfig category unknown", `{"clusters": {"insecureKubeconfig": ["everything"]}}`, "/clusters/insecureKubeconfig/0", false},
+		{"HTTPRoute without a Gateway", `{"httpRoute": {"parentRefs": []}}`, "/httpRoute/parentRefs", false},
+		{"HTTPRoute timeout not a Gateway duration", `{"httpRoute": {"timeouts": {"request": "35 minutes"}}}`, "/httpRoute/timeouts/request", false},
+		{"hook senders: none", `{"networkPolicy": {"hookFromNamespaces": []}}`, "/networkPolicy/hookFromNamespaces", false},
+		{"hook sender not a namespace name", `{"networkPolicy": {"hookFromNamespaces": ["Ingress NGINX"]}}`, "/networkPolicy/hookFromNamespaces/0", false},
+		{"API server anywhere by omission", `{"networkPolicy": {"apiServer": {"cidrs": []}}}`, "/networkPolicy/apiServer/cidrs", false},
+		{"API server address without prefix length", `{"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1"]}}}`, "/networkPolicy/apiServer/cidrs/0", false},
+		{"Gitea port out of range", `{"networkPolicy": {"gitea": {"ports": [70000]}}}`, "/networkPolicy/gitea/ports/0", false},
+		{"remote API server without prefix length", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr", false},
+		{"remote API server not an address", `{"networkPolicy": {"remoteApiServers": [{"cidr": "vcluster.example.eu/32", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr", false},
+		{"remote API server without ports", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16"}]}}`, "/networkPolicy/remoteApiServers/0", false},
+		{"remote API server port by name", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": ["https"]}]}}`, "/networkPolicy/remoteApiServers/0/ports/0", false},
+		{"monitoring toggle as text", `{"monitoring": {"podMonitor": {"enabled": "yes"}}}`, "/monitoring/podMonitor/enabled", false},
+		{"another chart as upstream", `{"catalystBlueprint": {"upstream": {"chart": "flux2"}}}`, "/catalystBlueprint/upstream/chart", false},
+		{"upstream version not semver", `{"catalystBlueprint": {"upstream": {"version": "1.0"}}}`, "/catalystBlueprint/upstream/version", false},
+		// What a schema cannot compare.
+		{"kubeconfig Secrets beside the tokens", `{"clusters": {"secretsNamespace": "flux-webhook"}}`, "the release's namespace, which holds the keys and tokens", true},
+		{"two purposes, one OpenBao value", `{"externalSecrets": {"webhookKey": {"key": "flux-webhook/hook-key", "property": "token"}}}`, "are the same OpenBao value", true},
+		{"record key holding another purpose's value", `{"externalSecrets": {"recordKey": {"key": "flux-webhook/gitea-token"}}}`, "are the same OpenBao value", true},
+		{"HTTPRoute ending waiting streams", `{"httpRoute": {"enabled": true, "timeouts": {"request": "30m"}}}`, "httpRoute.timeouts.request 30m: a /hook?wait=true stream lasts up to 30m", true},
+		{"HTTPRoute backend ending waiting streams", `{"httpRoute": {"enabled": true, "timeouts": {"request": "1h", "backendRequest": "29m59s"}}}`, "httpRoute.timeouts.backendRequest", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "values.json")
-			if err := os.WriteFile(p, []byte(tc.values), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, err := helmTemplateErr(t, catalystNS, p)
+			_, err := helmTemplateErr(t, catalystNS, valuesFile(t, tc.values))
 			if err == nil {
 				t.Fatalf("helm accepted %s", tc.values)
 			}
-			if !strings.Contains(err.Error(), "values don't meet the specifications of the schema") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want a schema error at %s, got: %v", tc.want, err)
+			if tc.template == strings.Contains(err.Error(), schemaError) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want a %s error naming %q, got: %v", map[bool]string{false: "schema", true: "template"}[tc.template], tc.want, err)
 			}
 		})
 	}
+	// Two purposes under one OpenBao key, each with its own property, are two values.
+	if _, err := helmTemplateErr(t, catalystNS, valuesFile(t, `{"externalSecrets": {"webhookKey": {"key": "flux-webhook/hook-key", "property": "webhook"}}}`)); err != nil {
+		t.Errorf("one OpenBao key, two properties: %v", err)
+	}
 }
 
-var semver = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-
-// The Blueprint contract (platform/flux-webhook/README.md): one name and version across
-// blueprint.yaml, Chart.yaml and the values' catalystBlueprint block; a chart without
-// dependencies; every input set through a value the chart has; the APIs it requires served;
-// the hookUrl output the URL the chart and the overlay expose.
-func TestBlueprintContract(t *testing.T) {
+// The Blueprint's chart, given the overlay's configuration, and the overlay pass the contract's
+// settings: the keys and tokens by Secret, the service's namespace, and the kubeconfig
+// Secrets' own namespace; every other flag of the contract reaches the service as its
+// FLUX_WEBHOOK_<FLAG> when set, and only then.
+func TestChartSettings(t *testing.T) {
 	integration(t)
-	bp := readBlueprint(t)
-	if bp.APIVersion != "catalyst.openova.io/v1alpha1" || bp.Kind != "Blueprint" || bp.Metadata.Name != "bp-flux-webhook" {
-		t.Errorf("blueprint.yaml is %s %s %s", bp.APIVersion, bp.Kind, bp.Metadata.Name)
+	const ns = catalystNS
+	envOf := func(t *testing.T, values ...string) map[string]string {
+		t.Helper()
+		return containerOf(t, findKind(t, decode(t, helmTemplate(t, ns, values...)), "Deployment")).environment(t, ns)
 	}
-	if !semver.MatchString(bp.Spec.Version) || bp.Spec.Description == "" || bp.Spec.Namespace != catalystNS {
-		t.Errorf("version %q, description %q, namespace %q (the overlay's is %s)", bp.Spec.Version, bp.Spec.Description, bp.Spec.Namespace, catalystNS)
+	defaults := envOf(t)
+	for name, want := range map[string]string{
+		"FLUX_WEBHOOK_NAMESPACE":                 ns,
+		"FLUX_WEBHOOK_HOOK_KEY_SECRET":           ns + "/flux-webhook-hook-key",
+		"FLUX_WEBHOOK_WEBHOOK_KEY_SECRET":        ns + "/flux-webhook-webhook-key",
+		"FLUX_WEBHOOK_GITEA_TOKEN_SECRET":        ns + "/flux-webhook-gitea",
+		"FLUX_WEBHOOK_RECORD_KEY_SECRET":         ns + "/flux-webhook-record-key",
+		"FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET":     ns + "/flux-webhook-platform",
+		"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": ns + "-clusters",
+		"FLUX_WEBHOOK_CLUSTER_NAME":              "local",
+		"GOMEMLIMIT":                             "230MiB",
+	} {
+		if defaults[name] != want {
+			t.Errorf("default %s=%q, want %q", name, defaults[name], want)
+		}
 	}
-	var chart struct {
-		APIVersion   string `json:"apiVersion"`
-		Name         string `json:"name"`
-		Version      string `json:"version"`
-		AppVersion   string `json:"appVersion"`
-		Dependencies []any  `json:"dependencies"`
+	for _, gone := range []string{"FLUX_WEBHOOK_TOKEN_SECRET", "FLUX_WEBHOOK_SHARED_TOKEN_SECRET", "FLUX_WEBHOOK_PLATFORM_LISTEN"} {
+		if _, ok := defaults[gone]; ok {
+			t.Errorf("the defaults set %s", gone)
+		}
 	}
-	chartPath := filepath.Join("platform/flux-webhook", bp.Spec.Chart.Path)
-	if b, err := os.ReadFile(path(chartPath, "Chart.yaml")); err != nil {
-		t.Fatal(err)
-	} else if err := yaml.Unmarshal(b, &chart); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		values string
+		env    map[string]string // "" means: not set
+	}{
+		{`{"logLevel": "debug", "logEncoding": "console"}`, map[string]string{"FLUX_WEBHOOK_LOG_LEVEL": "debug", "FLUX_WEBHOOK_LOG_ENCODING": "console"}},
+		{`{"resultTimeout": "20m", "maxPushTargets": 5000, "verifyClaims": false}`,
+			map[string]string{"FLUX_WEBHOOK_RESULT_TIMEOUT": "20m", "FLUX_WEBHOOK_MAX_PUSH_TARGETS": "5000", "FLUX_WEBHOOK_VERIFY_CLAIMS": "false"}},
+		{`{"verifyClaims": true}`, map[string]string{"FLUX_WEBHOOK_VERIFY_CLAIMS": "true"}},
+		{`{"status": {"granularity": "cluster", "targetUrl": "https://console.example.eu/{cluster}/{kind}/{namespace}/{name}"}}`,
+			map[string]string{"FLUX_WEBHOOK_STATUS_GRANULARITY": "cluster", "FLUX_WEBHOOK_STATUS_TARGET_URL": "https://console.example.eu/{cluster}/{kind}/{namespace}/{name}"}},
+		{`{"kubeClient": {"qps": 80, "burst": 400}, "clusters": {"qps": 20.5, "burst": 40}}`,
+			map[string]string{"FLUX_WEBHOOK_KUBE_QPS": "80", "FLUX_WEBHOOK_KUBE_BURST": "400", "FLUX_WEBHOOK_CLUSTER_QPS": "20.5", "FLUX_WEBHOOK_CLUSTER_BURST": "40"}},
+		{`{"leaderElection": {"leaseDuration": "30s", "renewDeadline": "20s", "retryPeriod": "4s"}}`,
+			map[string]string{"FLUX_WEBHOOK_LEADER_ELECTION_LEASE_DURATION": "30s", "FLUX_WEBHOOK_LEADER_ELECTION_RENEW_DEADLINE": "20s", "FLUX_WEBHOOK_LEADER_ELECTION_RETRY_PERIOD": "4s"}},
+		{`{"clusters": {"insecureKubeconfig": ["exec", "http"], "secretsNamespace": "vclusters"}}`,
+			map[string]string{"FLUX_WEBHOOK_INSECURE_KUBECONFIG": "exec,http", "FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "vclusters"}},
+		{`{"clusters": {"enabled": false, "insecureKubeconfig": ["exec"]}}`,
+			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": ""}},
+		{`{"giteaUrl": "https://gitea.example.eu", "clusterName": "fra1", "region": "eu-central"}`,
+			map[string]string{"FLUX_WEBHOOK_GITEA_URL": "https://gitea.example.eu", "FLUX_WEBHOOK_CLUSTER_NAME": "fra1", "FLUX_WEBHOOK_REGION": "eu-central"}},
+		{`{"platformApi": {"enabled": false}, "sharedToken": {"enabled": true}}`,
+			map[string]string{"FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET": "", "FLUX_WEBHOOK_SHARED_TOKEN_SECRET": ns + "/flux-webhook-shared-token"}},
+		{`{"extraEnv": [{"name": "GOMEMLIMIT", "value": "100MiB"}, {"name": "FLUX_WEBHOOK_KUBE_QPS", "value": "70"}]}`,
+			map[string]string{"GOMEMLIMIT": "100MiB", "FLUX_WEBHOOK_KUBE_QPS": "70"}},
+		{`{"fullnameOverride": "fw"}`, map[string]string{"FLUX_WEBHOOK_HOOK_KEY_SECRET": ns + "/fw-hook-key", "FLUX_WEBHOOK_WEBHOOK_KEY_SECRET": ns + "/fw-webhook-key",
+			"FLUX_WEBHOOK_GITEA_TOKEN_SECRET": ns + "/fw-gitea", "FLUX_WEBHOOK_RECORD_KEY_SECRET": ns + "/fw-record-key", "FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET": ns + "/fw-platform"}},
+	} {
+		t.Run(tc.values, func(t *testing.T) {
+			got := envOf(t, valuesFile(t, tc.values))
+			for name, want := range tc.env {
+				if v, ok := got[name]; want == "" && ok || want != "" && v != want {
+					t.Errorf("%s=%q (set: %v), want %q", name, v, ok, want)
+				}
+			}
+			// Nothing else moved.
+			for name, v := range defaults {
+				if _, named := tc.env[name]; !named && got[name] != v {
+					t.Errorf("%s=%q, the defaults' %q", name, got[name], v)
+				}
+			}
+		})
 	}
-	if chart.Name != bp.Spec.Chart.Name || chart.Version != bp.Spec.Version || chart.APIVersion != "v2" {
-		t.Errorf("Chart.yaml: %s %s %s, blueprint.yaml: chart %s version %s", chart.APIVersion, chart.Name, chart.Version, bp.Spec.Chart.Name, bp.Spec.Version)
+	// extraArgs follow `serve`; an extraEnv GOMEMLIMIT replaces the derived one, not joins it.
+	d := containerOf(t, findKind(t, decode(t, helmTemplate(t, ns, valuesFile(t,
+		`{"extraArgs": ["--kube-qps=80"], "extraEnv": [{"name": "GOMEMLIMIT", "value": "100MiB"}]}`))), "Deployment"))
+	if !slices.Equal(d.args, []string{"serve", "--kube-qps=80"}) {
+		t.Errorf("args %q", d.args)
 	}
-	if len(chart.Dependencies) > 0 {
-		t.Errorf("Chart.yaml has dependencies: %v", chart.Dependencies)
+	n := 0
+	for _, e := range d.env {
+		if e.Name == "GOMEMLIMIT" {
+			n++
+		}
 	}
-	if _, err := os.Stat(path(chartPath, "charts")); err == nil {
-		t.Errorf("the chart vendors charts/")
+	if n != 1 {
+		t.Errorf("GOMEMLIMIT set %d times", n)
 	}
+}
 
-	raw, err := os.ReadFile(path(chartPath, "values.yaml"))
+// GOMEMLIMIT is 90% of the memory limit, in MiB, for each way Kubernetes writes a quantity;
+// none without a limit; and the Kustomize base's literal is 90% of the base's limit.
+func TestGoMemLimit(t *testing.T) {
+	integration(t)
+	for _, tc := range []struct{ limit, want string }{
+		{"256Mi", "230MiB"}, {"1Gi", "921MiB"}, {"512M", "439MiB"}, {"2G", "1716MiB"},
+		{"268435456", "230MiB"}, {"1.5Gi", "1382MiB"}, {"100Mi", "90MiB"}, {"", ""},
+	} {
+		t.Run(tc.limit, func(t *testing.T) {
+			values := `{"resources": {"limits": {"memory": "` + tc.limit + `"}}}`
+			if tc.limit == "" {
+				values = `{"resources": {"requests": {"memory": "64Mi"}, "limits": null}}`
+			}
+			got, ok := containerOf(t, findKind(t, decode(t, helmTemplate(t, catalystNS, valuesFile(t, values))), "Deployment")).environment(t, catalystNS)["GOMEMLIMIT"]
+			if got != tc.want || ok != (tc.want != "") {
+				t.Errorf("GOMEMLIMIT %q (set: %v), want %q", got, ok, tc.want)
+			}
+		})
+	}
+	dep := findKind(t, decode(t, kustomize(t, "deploy/base")), "Deployment")
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	limit, _, _ := unstructured.NestedString(containers[0].(map[string]any), "resources", "limits", "memory")
+	mib, err := strconv.Atoi(strings.TrimSuffix(limit, "Mi"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the base's memory limit %q is not in Mi", limit)
 	}
-	if !bytes.HasPrefix(raw, []byte("catalystBlueprint:\n")) {
-		t.Errorf("values.yaml does not start with the catalystBlueprint block")
-	}
-	var values map[string]any
-	if err := yaml.Unmarshal(raw, &values); err != nil {
-		t.Fatal(err)
-	}
-	meta, _ := values["catalystBlueprint"].(map[string]any)
-	if meta["name"] != bp.Metadata.Name || meta["version"] != bp.Spec.Version || meta["blueprint"] != "platform/flux-webhook/blueprint.yaml" {
-		t.Errorf("catalystBlueprint block %v, blueprint %s %s", meta, bp.Metadata.Name, bp.Spec.Version)
-	}
-
-	inputs := catalystInputs(t)
-	var names []string
-	for _, in := range bp.Spec.Inputs {
-		names = append(names, in.Name)
-		if !in.Required || in.Description == "" {
-			t.Errorf("input %s: required %v, description %q", in.Name, in.Required, in.Description)
-		}
-		v := any(values)
-		for _, k := range strings.Split(in.Value, ".") {
-			m, _ := v.(map[string]any)
-			v = m[k]
-		}
-		if _, ok := v.(string); !ok {
-			t.Errorf("input %s sets %s, which values.yaml lacks as a string", in.Name, in.Value)
-		}
-		if _, ok := inputs[in.Name]; !ok {
-			t.Errorf("input %s is not in %s/values.env", in.Name, catalystDir)
-		}
-	}
-	for k := range inputs {
-		if !slices.Contains(names, k) {
-			t.Errorf("values.env sets %s, which is no input of the Blueprint", k)
-		}
-	}
-	for _, want := range []string{"sovereignDomain", "locationCode", "giteaUrl", "clusterName", "region", "openbaoStore", "hookTokenKey", "giteaTokenKey", "platformTokenKey"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("the Blueprint has no input %s", want)
-		}
-	}
-
-	dc, err := discovery.NewDiscoveryClientForConfig(env.kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, gv := range bp.Spec.Requires {
-		if _, err := dc.ServerResourcesForGroupVersion(gv); err != nil {
-			t.Errorf("requires %s: %v", gv, err)
-		}
-	}
-
-	if len(bp.Spec.Outputs) != 1 || bp.Spec.Outputs[0].Name != "hookUrl" {
-		t.Fatalf("outputs %+v, want hookUrl", bp.Spec.Outputs)
-	}
-	hookURL := regexp.MustCompile(`\$\{(\w+)\}`).ReplaceAllStringFunc(bp.Spec.Outputs[0].Value, func(s string) string {
-		return inputs[s[2:len(s)-1]]
-	})
-	for _, r := range render(t) {
-		if r.name != "catalyst" && r.name != "chart-catalyst" {
-			continue
-		}
-		ing := find(t, decode(t, r.out), "Ingress", "flux-webhook")
-		rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
-		host, _, _ := unstructured.NestedString(rules[0].(map[string]any), "host")
-		paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
-		p, _, _ := unstructured.NestedString(paths[0].(map[string]any), "path")
-		if got := "https://" + host + p; got != hookURL {
-			t.Errorf("%s exposes %s, the Blueprint's hookUrl is %s", r.name, got, hookURL)
-		}
+	if got, want := containerOf(t, dep).environment(t, "x")["GOMEMLIMIT"], fmt.Sprintf("%dMiB", mib*9/10); got != want {
+		t.Errorf("the base sets GOMEMLIMIT=%s for a limit of %s: want %s", got, limit, want)
 	}
 }
 
@@ -586,10 +675,12 @@ func TestHelmInstallAndNotes(t *testing.T) {
 	if !bytes.Equal(example, inChart) {
 		t.Fatalf("%s/files/notify-flux.yaml differs from examples/.gitea/workflows/notify-flux.yaml: copy it", chartDir)
 	}
-	values := chartValues(t, readBlueprint(t), catalystInputs(t))
-	// Another release name keeps clear of the objects the other tests apply.
+	values := catalystValues(t)
+	// Objects of their own name (the cluster-wide ones would meet the other tests'), in a
+	// namespace of their own.
 	t.Setenv("KUBECONFIG", env.kube.Kubeconfig)
-	out := tool(t, "helm", "install", "bp", path(chartDir), "--namespace", "bp", "--create-namespace", "--values", values)
+	out := tool(t, "helm", "install", "bp", path(chartDir), "--namespace", "bp", "--create-namespace",
+		"--values", values, "--set", "fullnameOverride=bp-flux-webhook", "--set", "clusters.secretsNamespace=bp-clusters")
 	if !bytes.Contains(out, []byte("STATUS: deployed")) {
 		t.Errorf("helm install:\n%s", out)
 	}
@@ -598,9 +689,11 @@ func TestHelmInstallAndNotes(t *testing.T) {
 		t.Fatalf("no NOTES:\n%s", out)
 	}
 	for _, want := range [][]byte{[]byte("https://flux-webhook.fra1.example.eu/hook"), example, []byte("ALLOWED_HOST_LIST"),
-		// The platform API and its token; what a registered cluster's kubeconfig needs.
-		[]byte("POST /api/v1/reconcile"), []byte("flux-webhook/platform-token (platform API)"),
-		[]byte("flux-webhook.openova.io/cluster=<name>"), []byte("networkPolicy.remoteApiServers")} {
+		// The keys, the platform API and its token; where clusters register, and what a
+		// registered cluster's kubeconfig needs.
+		[]byte("flux-webhook token --repository"), []byte("flux-webhook/webhook-key"), []byte("flux-webhook/record-key"),
+		[]byte("port 8083"), []byte("flux-webhook/platform-token (platform API)"),
+		[]byte("in bp-clusters labelled flux-webhook.openova.io/cluster=<name>"), []byte("networkPolicy.remoteApiServers")} {
 		if !bytes.Contains(notes, want) {
 			t.Errorf("NOTES lack %q:\n%s", want, notes)
 		}
@@ -617,10 +710,11 @@ func TestHelmInstallAndNotes(t *testing.T) {
 	}
 }
 
-// The ClusterRole deploy/README.md gives for a registered cluster's kubeconfig identity has
-// exactly the rules of the rendered ClusterRole (the same code runs against that cluster),
-// and it and its binding are accepted by the API server.
-func TestRemoteClusterRoleDocumented(t *testing.T) {
+// What deploy/README.md gives for a registered cluster: a ClusterRole with exactly the rules
+// of the rendered ClusterRole (the same code runs against that cluster), and the rendered
+// admission policy judging the identity flux-webhook's kubeconfig authenticates as there
+// (the same policy but for that one condition); both are accepted by the API server.
+func TestRemoteClusterDocumented(t *testing.T) {
 	integration(t)
 	readme, err := os.ReadFile(path("deploy", "README.md"))
 	if err != nil {
@@ -629,17 +723,32 @@ func TestRemoteClusterRoleDocumented(t *testing.T) {
 	var doc []*unstructured.Unstructured
 	for _, block := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(readme, -1) {
 		if bytes.Contains(block[1], []byte("name: flux-webhook-remote")) {
-			doc = decode(t, block[1])
+			doc = append(doc, decode(t, block[1])...)
 		}
 	}
 	if len(doc) == 0 {
-		t.Fatal("deploy/README.md has no yaml block with the ClusterRole flux-webhook-remote")
+		t.Fatal("deploy/README.md has no yaml block with the objects flux-webhook-remote")
 	}
-	want := rulesOf(t, find(t, decode(t, kustomize(t, "deploy/base")), "ClusterRole", "flux-webhook"))
+	base := decode(t, kustomize(t, "deploy/base"))
+	want := rulesOf(t, find(t, base, "ClusterRole", "flux-webhook"))
 	if got := rulesOf(t, find(t, doc, "ClusterRole", "flux-webhook-remote")); !reflect.DeepEqual(got, want) {
 		t.Errorf("deploy/README.md's remote ClusterRole has rules\n%+v\nthe rendered ClusterRole\n%+v", got, want)
 	}
 	find(t, doc, "ClusterRoleBinding", "flux-webhook-remote")
+	policy := find(t, base, "ValidatingAdmissionPolicy", "flux-webhook")
+	remote := find(t, doc, "ValidatingAdmissionPolicy", "flux-webhook-remote")
+	for _, o := range []*unstructured.Unstructured{policy, remote} {
+		unstructured.RemoveNestedField(o.Object, "spec", "matchConditions")
+	}
+	if !reflect.DeepEqual(policy.Object["spec"], remote.Object["spec"]) {
+		pb, _ := yaml.Marshal(policy.Object["spec"])
+		rb, _ := yaml.Marshal(remote.Object["spec"])
+		t.Errorf("deploy/README.md's remote policy differs from the rendered one beyond its matchConditions:\n%s", lineDiff(string(pb), string(rb)))
+	}
+	binding := find(t, doc, "ValidatingAdmissionPolicyBinding", "flux-webhook-remote")
+	if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != "flux-webhook-remote" {
+		t.Errorf("the remote binding names policy %q", p)
+	}
 	for _, o := range doc {
 		apply(t, env.kube.Client, o, true)
 	}
@@ -648,10 +757,8 @@ func TestRemoteClusterRoleDocumented(t *testing.T) {
 // gitUrlAliases reach the service as FLUX_WEBHOOK_GIT_URL_ALIAS (comma-separated, as its
 // --git-url-alias flag reads the environment), and only when set.
 func TestChartGitURLAliases(t *testing.T) {
-	values := filepath.Join(t.TempDir(), "aliases.json")
-	if err := os.WriteFile(values, []byte(`{"gitUrlAliases": ["https://gitea.example.eu=http://gitea-http.gitea.svc:3000", "https://git.example.eu=http://gitea-http.gitea.svc:3000"]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	integration(t)
+	values := valuesFile(t, `{"gitUrlAliases": ["https://gitea.example.eu=http://gitea-http.gitea.svc:3000", "https://git.example.eu=http://gitea-http.gitea.svc:3000"]}`)
 	out := string(helmTemplate(t, "flux-webhook", values))
 	want := "- name: FLUX_WEBHOOK_GIT_URL_ALIAS\n              value: \"https://gitea.example.eu=http://gitea-http.gitea.svc:3000,https://git.example.eu=http://gitea-http.gitea.svc:3000\""
 	if !strings.Contains(out, want) {

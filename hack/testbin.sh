@@ -4,7 +4,8 @@
 #   hack/testbin.sh [COMPONENT...]    build what is missing, then print KEY=VALUE lines
 #   hack/testbin.sh --print           print the KEY=VALUE lines only (no build)
 #
-# COMPONENT is any of: envtest crds gitea runner flux tools (default: all of them).
+# COMPONENT is any of: envtest crds gitea runner flux tools crds-extra promtool (default: all
+# of them).
 # Everything is built from the Go module proxy at pinned versions (nothing else is reachable
 # on our machines) into a cache outside the work tree, one directory per component and
 # version, so a second run costs about a second:
@@ -18,6 +19,10 @@
 #   FLUX_WEBHOOK_GITEA_RUNNER gitea act runner (host mode)
 #   FLUX_WEBHOOK_FLUX_BIN     source-controller + kustomize-controller
 #   FLUX_WEBHOOK_TOOLS        helm, kustomize (for rendering the deploy manifests)
+#   FLUX_WEBHOOK_CRDS_EXTRA   Gateway API (HTTPRoute) and prometheus-operator (PodMonitor,
+#                             ServiceMonitor, PrometheusRule) CRDs, for the deploy tests'
+#                             optional objects; module zips only, a few seconds cold
+#   FLUX_WEBHOOK_PROMTOOL     promtool (check and unit-test the alerts); ~5 min cold
 #
 # Cold cost on 2 cores: ~35-45 min in all (kube-apiserver and the Flux controllers dominate;
 # helm and kustomize ~4 min);
@@ -36,6 +41,9 @@ GITEA_VERSION=1.26.0          # v1.27+ moved to gitea.dev, whose dependencies ar
 RUNNER_VERSION=1.0.8          # gitea.com/gitea/runner
 HELM_VERSION=3.22.0
 KUSTOMIZE_VERSION=5.8.2
+GATEWAY_API_VERSION=1.7.0     # sigs.k8s.io/gateway-api (its zip carries config/crd/standard)
+PROM_OPERATOR_VERSION=0.85.0  # prometheus-operator (its zip carries example/prometheus-operator-crd)
+PROMETHEUS_VERSION=0.316.0    # github.com/prometheus/prometheus (Prometheus 3), for promtool
 
 CACHE=${FLUX_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flux-webhook}
 ENVTEST_DIR=$CACHE/envtest-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION
@@ -44,6 +52,8 @@ GITEA_DIR=$CACHE/gitea-v$GITEA_VERSION
 RUNNER_DIR=$CACHE/gitea-runner-v$RUNNER_VERSION
 FLUX_DIR=$CACHE/flux-v$FLUX_VERSION
 TOOLS_DIR=$CACHE/tools-helm-v$HELM_VERSION-kustomize-v$KUSTOMIZE_VERSION
+CRDS_EXTRA_DIR=$CACHE/crds-extra-gateway-v$GATEWAY_API_VERSION-promop-v$PROM_OPERATOR_VERSION
+PROMTOOL_DIR=$CACHE/promtool-prometheus-v$PROMETHEUS_VERSION
 BUILD=$CACHE/build
 
 print_env() {
@@ -54,6 +64,8 @@ FLUX_WEBHOOK_GITEA=$GITEA_DIR/gitea
 FLUX_WEBHOOK_GITEA_RUNNER=$RUNNER_DIR/gitea-runner
 FLUX_WEBHOOK_FLUX_BIN=$FLUX_DIR
 FLUX_WEBHOOK_TOOLS=$TOOLS_DIR
+FLUX_WEBHOOK_CRDS_EXTRA=$CRDS_EXTRA_DIR
+FLUX_WEBHOOK_PROMTOOL=$PROMTOOL_DIR/promtool
 EOT
 }
 
@@ -257,12 +269,48 @@ build_tools() {
 	CGO_ENABLED=0 GOBIN="$TOOLS_DIR" go install "sigs.k8s.io/kustomize/kustomize/v5@v$KUSTOMIZE_VERSION"
 }
 
+# crds-extra: the CRDs of objects flux-webhook's manifests render only on request (an
+# HTTPRoute instead of the Ingress, the monitoring kit), straight out of the projects' module
+# zips: no build. Only the kinds rendered and what they refer to, so that envtest starts fast.
+build_crds-extra() {
+	[ -f "$CRDS_EXTRA_DIR/.complete" ] && return 0
+	local tmp=$CRDS_EXTRA_DIR.tmp d k
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	# gateway-api v1.7 declares go 1.27: the project's toolchain reads its zip.
+	d=$(GOTOOLCHAIN=$GO_TOOLCHAIN moddir "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION")
+	for k in gatewayclasses gateways httproutes referencegrants; do
+		cp "$d/config/crd/standard/gateway.networking.k8s.io_$k.yaml" "$tmp/"
+	done
+	d=$(moddir "github.com/prometheus-operator/prometheus-operator@v$PROM_OPERATOR_VERSION")
+	for k in podmonitors servicemonitors prometheusrules; do
+		cp "$d/example/prometheus-operator-crd/monitoring.coreos.com_$k.yaml" "$tmp/"
+	done
+	chmod 0644 "$tmp"/*.yaml
+	touch "$tmp/.complete"
+	rm -rf "$CRDS_EXTRA_DIR"
+	mv "$tmp" "$CRDS_EXTRA_DIR"
+	log "extra CRDs: $(cd "$CRDS_EXTRA_DIR" && ls -- *.yaml | tr '\n' ' ')"
+}
+
+# promtool: `go install` works (no replace lines); remove_all_sd leaves out the service
+# discovery plugins it never uses here. Cold: ~5 min on 2 cores, most of it downloads.
+build_promtool() {
+	[ -x "$PROMTOOL_DIR/promtool" ] && return 0
+	mkdir -p "$PROMTOOL_DIR"
+	local t0=$SECONDS
+	log "building promtool from github.com/prometheus/prometheus (cold: minutes)"
+	CGO_ENABLED=0 GOBIN="$PROMTOOL_DIR" go install -tags remove_all_sd -trimpath -ldflags "-s -w" \
+		"github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
+	echo "promtool $((SECONDS - t0))s" >>"$BUILD/timings.log"
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux tools)
+[ ${#components[@]} -gt 0 ] || components=(envtest crds gitea runner flux tools crds-extra promtool)
 export CGO_ENABLED=0
 for c in "${components[@]}"; do
 	case $c in
-	envtest | crds | gitea | runner | flux | tools)
+	envtest | crds | gitea | runner | flux | tools | crds-extra | promtool)
 		# one lock per component: two runs (two test packages, CI and a shell) build it once
 		(
 			flock 9
@@ -270,7 +318,7 @@ for c in "${components[@]}"; do
 		) 9>"$CACHE/.lock.$c"
 		;;
 	*)
-		echo "testbin: unknown component $c (want envtest crds gitea runner flux tools)" >&2
+		echo "testbin: unknown component $c (want envtest crds gitea runner flux tools crds-extra promtool)" >&2
 		exit 2
 		;;
 	esac
