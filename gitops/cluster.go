@@ -152,6 +152,12 @@ func (c *Cluster) Stop() {
 func (c *Cluster) Watch(ctx context.Context) {
 	logger := log.FromContext(ctx).WithValues("cluster", c.Name, "region", c.Region)
 	clusterUp.WithLabelValues(c.Name, c.Region).Set(0)
+	// The counters alerts rate() start at 0, not absent, for each cluster.
+	statusesLost.WithLabelValues(c.Name)
+	statusPostErrors.WithLabelValues(c.Name)
+	for _, reason := range []string{RejectedMAC, RejectedMalformed, RejectedRepository} {
+		recordsRejected.WithLabelValues(c.Name, reason)
+	}
 	if !c.GetCache().WaitForCacheSync(ctx) {
 		return
 	}

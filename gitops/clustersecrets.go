@@ -74,6 +74,9 @@ func (w *ClusterSecrets) NeedLeaderElection() bool { return false }
 // Start follows the Secrets until ctx ends, then stops the remote clusters.
 func (w *ClusterSecrets) Start(ctx context.Context) error {
 	w.running = map[string]registered{}
+	for _, reason := range append([]string{"invalid-name", "no-kubeconfig", "invalid-kubeconfig"}, KubeconfigCategories...) {
+		clustersRefused.WithLabelValues(reason) // 0, not absent, for alerts
+	}
 	lw := toolscache.NewFilteredListWatchFromClient(w.Client.CoreV1().RESTClient(), "secrets", w.Namespace,
 		func(o *metav1.ListOptions) { o.LabelSelector = ClusterLabel })
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})

@@ -4,14 +4,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
@@ -119,6 +122,11 @@ func runE2E(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "e2e secret sweep: no secret in the service's logs, /metrics, Events, Flux objects or", e2e.answers.count(), "answers")
+	// Every metric the shipped alerts and dashboard read is one the service exposes.
+	if err := checkMonitoredMetrics(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e monitored metrics: FAIL:", err)
+		return 1
+	}
 	return code
 }
 
@@ -136,8 +144,14 @@ func setupCluster(ctx context.Context) error {
 	}
 	e2e.hookKey, e2e.webhookKey = firstHookKey, firstWebhookKey
 	e2e.giteaToken = giteaToken
+	// The hook key as External Secrets syncs it: a Secret owned by a Ready ExternalSecret.
+	owner, err := readyExternalSecret(ctx, hookKeySecret)
+	if err != nil {
+		return err
+	}
 	for _, s := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: hookKeySecret}, Data: map[string][]byte{"token": []byte(firstHookKey)}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: hookKeySecret, OwnerReferences: []metav1.OwnerReference{owner}},
+			Data: map[string][]byte{"token": []byte(firstHookKey)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: webhookKeySecret}, Data: map[string][]byte{"token": []byte(firstWebhookKey)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: recordKeySecret}, Data: map[string][]byte{"token": []byte(recordKey)}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: giteaSecret}, Data: map[string][]byte{"token": []byte(giteaToken)}},
@@ -155,6 +169,60 @@ func setupCluster(ctx context.Context) error {
 
 // serviceArgs are the service's arguments, on the given ports: /hook, the platform API,
 // health, metrics.
+// readyExternalSecret creates, in fluxNS, the ExternalSecret that syncs the Secret name,
+// Ready as External Secrets would report it, and returns the Secret's owner reference.
+func readyExternalSecret(ctx context.Context, name string) (metav1.OwnerReference, error) {
+	es := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+		"metadata": map[string]any{"namespace": fluxNS, "name": name},
+		"spec": map[string]any{
+			"refreshInterval": "1m",
+			"secretStoreRef":  map[string]any{"kind": "ClusterSecretStore", "name": "openbao"},
+			"target":          map[string]any{"name": name},
+			"data":            []any{map[string]any{"secretKey": "token", "remoteRef": map[string]any{"key": "flux-webhook/" + name, "property": "token"}}},
+		},
+	}}
+	if err := e2e.kube.Client.Create(ctx, es); err != nil {
+		return metav1.OwnerReference{}, err
+	}
+	es.Object["status"] = map[string]any{"refreshTime": time.Now().UTC().Format(time.RFC3339), "conditions": []any{map[string]any{
+		"type": "Ready", "status": "True", "reason": "SecretSynced", "message": "secret synced",
+		"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}}}
+	if err := e2e.kube.Client.Status().Update(ctx, es); err != nil {
+		return metav1.OwnerReference{}, err
+	}
+	return metav1.OwnerReference{APIVersion: "external-secrets.io/v1", Kind: "ExternalSecret", Name: name, UID: es.GetUID()}, nil
+}
+
+// checkMonitoredMetrics checks that each metric name the chart's alerts and dashboard use
+// is in the service's /metrics after the suite.
+func checkMonitoredMetrics() error {
+	names, err := testenv.MonitoredMetrics("../..")
+	if err != nil {
+		return err
+	}
+	resp, err := http.Get(e2e.metrics)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, n := range names {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(n) + `[{ ]`).Match(b) {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the alerts or the dashboard read metrics the service does not expose: %v", missing)
+	}
+	fmt.Fprintf(os.Stderr, "e2e monitored metrics: all %d names the alerts and dashboard read are exposed\n", len(names))
+	return nil
+}
+
 func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 	return append([]string{"serve",
 		"--kubeconfig", kubeconfig,

@@ -24,6 +24,7 @@ import (
 
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/version"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
 )
@@ -78,6 +79,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	ctrl.SetLogger(logger)
+	version.RegisterMetric()
 	cfg, err := o.kube.Config()
 	if err != nil {
 		return err

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 var (
@@ -15,9 +18,25 @@ var (
 	Commit  = ""
 )
 
+// RegisterMetric exposes flux_webhook_build_info (1, labelled with the version, commit and Go
+// version) in controller-runtime's registry: dashboards tell which build a replica runs.
+func RegisterMetric() {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "flux_webhook_build_info",
+		Help: "1, labelled with the running build's version, commit and Go version.",
+	}, []string{"version", "commit", "goversion"})
+	if metrics.Registry.Register(g) == nil {
+		g.WithLabelValues(Version, commit(), runtime.Version()).Set(1)
+	}
+}
+
 // String returns "<version> (commit <commit>, <go version>)". Without a stamped commit it
 // uses the VCS revision the go command recorded, if any.
 func String() string {
+	return fmt.Sprintf("%s (commit %s, %s)", Version, commit(), runtime.Version())
+}
+
+func commit() string {
 	commit := Commit
 	if commit == "" {
 		if info, ok := debug.ReadBuildInfo(); ok {
@@ -31,5 +50,5 @@ func String() string {
 	if commit == "" {
 		commit = "unknown"
 	}
-	return fmt.Sprintf("%s (commit %s, %s)", Version, commit, runtime.Version())
+	return commit
 }
