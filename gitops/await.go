@@ -70,6 +70,23 @@ func (r *Requester) Await(ctx context.Context, push Push, res Result, timeout ti
 		}
 	}
 	start := time.Now()
+	if push.Head != "" {
+		// Overtaken before it arrived: each target's answer is known at once.
+		go func() {
+			defer close(out)
+			for _, t := range pending {
+				select {
+				case out <- TargetResult{Target: t, Status: supersededStatus(Superseded{By: shortSHA(push.Head)}), Elapsed: time.Since(start)}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		for _, r := range regs {
+			_ = r.inf.RemoveEventHandler(r.reg)
+		}
+		return out
+	}
 	go func() {
 		defer close(out)
 		defer func() {

@@ -23,20 +23,22 @@ import (
 const PushLabel = "flux-webhook.openova.io/push"
 
 // A push record keeps, in the service's own namespace (which no tenant writes), what a push
-// still owes Gitea outside its Flux objects: an error status for each target it could not
-// request (its cluster was down, the API server refused the patch). The leader's Backlog
-// posts them, once, unless the sender's retry (or the push's other delivery) requested the
-// target meanwhile.
+// owes Gitea outside its Flux objects' records: an error status for each target it could
+// not request (its cluster was down, the API server refused the patch), a warning for each
+// target of a push that was overtaken before it arrived. The leader's Backlog posts them,
+// once, unless the object's record knows the push (its reporter reports it then: the
+// sender's retry, or the push's other delivery, requested it).
 type pushRecord struct {
-	Request   Request     `json:"request"`
-	Unpatched []unpatched `json:"unpatched"`
+	Request Request `json:"request"`
+	Owed    []owed  `json:"owed"`
 }
 
-// unpatched is one target a push could not request, and how far its error status got.
-type unpatched struct {
+// owed is one status a push owes a target, and how far it got.
+type owed struct {
 	Target
-	// Reason is the public category of the failure.
-	Reason      string     `json:"reason"`
+	Status
+	// Now: posted without waiting for a retry (a warning for an overtaken push).
+	Now         bool       `json:"now,omitempty"`
 	Intent      bool       `json:"intent,omitempty"`
 	IntentSince *time.Time `json:"intentSince,omitempty"`
 	Done        bool       `json:"done,omitempty"`
@@ -60,16 +62,16 @@ type PushStore struct {
 
 func pushRecordName(key string) string { return "flux-webhook-push-" + key }
 
-// addUnpatched records targets a push could not request; a record of the same push (its
-// other delivery) gains them.
-func (s *PushStore) addUnpatched(ctx context.Context, req Request, targets []unpatched) error {
+// add records statuses a push owes; a record of the same push (its other delivery) gains
+// those it lacks.
+func (s *PushStore) add(ctx context.Context, req Request, targets []owed) error {
 	key := req.pushKey()
 	name := types.NamespacedName{Namespace: s.Namespace, Name: pushRecordName(key)}
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cm := &corev1.ConfigMap{}
 		err := s.Reader.Get(ctx, name, cm)
 		if apierrors.IsNotFound(err) {
-			rec := pushRecord{Request: req.compactForBacklog(), Unpatched: targets}
+			rec := pushRecord{Request: req.compactForBacklog(), Owed: targets}
 			b, _ := json.Marshal(rec)
 			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
 				Labels: map[string]string{PushLabel: key, "app.kubernetes.io/managed-by": "flux-webhook"}},
@@ -88,8 +90,8 @@ func (s *PushStore) addUnpatched(ctx context.Context, req Request, targets []unp
 			return err
 		}
 		for _, t := range targets {
-			if !slices.ContainsFunc(rec.Unpatched, func(u unpatched) bool { return u.Target == t.Target }) {
-				rec.Unpatched = append(rec.Unpatched, t)
+			if !slices.ContainsFunc(rec.Owed, func(u owed) bool { return u.Target == t.Target }) {
+				rec.Owed = append(rec.Owed, t)
 			}
 		}
 		b, _ := json.Marshal(rec)
@@ -168,20 +170,23 @@ func (b *Backlog) work(ctx context.Context, cm *corev1.ConfigMap) error {
 	if grace == 0 {
 		grace = DefaultErrorGrace
 	}
-	if b.now().Before(req.RequestedAt.Add(grace)) {
-		return nil
-	}
+	due := !b.now().Before(req.RequestedAt.Add(grace))
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery))
-	for i := range rec.Unpatched {
-		u := &rec.Unpatched[i]
+	pending := false
+	for i := range rec.Owed {
+		u := &rec.Owed[i]
 		if u.Done {
+			continue
+		}
+		if !due && !u.Now {
+			pending = true
 			continue
 		}
 		if b.requested(ctx, u.Target, req.pushKey()) {
 			u.Done = true
 			continue
 		}
-		st := Status{State: StateError, Description: bounded("not requested: " + u.Reason)}
+		st := Status{State: u.State, Description: bounded(u.Description)}
 		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Status: st}
 		post := true
 		if u.Intent {
@@ -214,7 +219,7 @@ func (b *Backlog) work(ctx context.Context, cm *corev1.ConfigMap) error {
 		}
 		u.Done = true
 	}
-	if !slices.ContainsFunc(rec.Unpatched, func(u unpatched) bool { return !u.Done }) {
+	if !pending && !slices.ContainsFunc(rec.Owed, func(u owed) bool { return !u.Done }) {
 		return client.IgnoreNotFound(b.Store.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion}))
 	}
 	return b.save(ctx, cm, rec, nil)
@@ -230,8 +235,8 @@ func (b *Backlog) save(ctx context.Context, cm *corev1.ConfigMap, rec pushRecord
 	return cause
 }
 
-// requested reports whether the target's record, as its cluster's cache has it, knows the
-// push with the given key: a later delivery requested it.
+// requested reports whether the target's record, as the API server has it, knows the push
+// with the given key: a delivery of it requested the target, whose reporter reports it.
 func (b *Backlog) requested(ctx context.Context, t Target, key string) bool {
 	c := b.Clusters.Get(t.Cluster)
 	if c == nil {
@@ -241,6 +246,10 @@ func (b *Backlog) requested(ctx context.Context, t Target, key string) bool {
 	if err != nil {
 		return false
 	}
-	rec, err := c.openRecord(t.Kind, obj)
+	m, err := c.readMetadata(ctx, obj)
+	if err != nil {
+		return false
+	}
+	rec, err := c.openRecord(t.Kind, m)
 	return err == nil && slices.ContainsFunc(rec.Seen, func(s Seen) bool { return s.Key == key })
 }

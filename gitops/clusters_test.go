@@ -2,12 +2,14 @@ package gitops_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -216,4 +218,58 @@ func TestClusters(t *testing.T) {
 		return err == nil && slices.ContainsFunc(res.Targets, func(o gitops.Outcome) bool { return o.Cluster == "east-2" })
 	})
 	waitStates(t, rec, again, contextOf("east-2", gitops.KindKustomization), gitops.StatePending)
+}
+
+// A push overtaken before its delivery was verified (Head set) requests nothing: each
+// object it feeds is owed a warning, which the leader's backlog posts once, however often
+// the push is delivered.
+func TestOvertakenPush(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	rec := &recorder{}
+	p := newPipeline(t)
+	pushes := &gitops.PushStore{Client: kube.Client, Reader: kube.Client, Namespace: p.ns}
+	set := gitops.NewClusterSet(local)
+	r := &gitops.Requester{Clusters: set, Backlog: pushes}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = (&gitops.Backlog{Store: pushes, Clusters: set, Poster: rec, Lookup: rec, ResultTimeout: time.Minute}).Start(runCtx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	before := map[string]string{}
+	for _, o := range []client.Object{&sourcev1.GitRepository{}, &kustomizev1.Kustomization{}} {
+		if err := kube.Client.Get(ctx, p.gr, o); err != nil {
+			t.Fatal(err)
+		}
+		before[fmt.Sprintf("%T", o)] = o.GetResourceVersion()
+	}
+	old, head := newSHA(), newSHA()
+	push := pushOf(p.repo, "refs/heads/main", old)
+	push.Head = head
+	for range 3 {
+		res, err := r.Request(ctx, push)
+		if err != nil || len(res.Targets) != 2 || res.Targets[0].Result != gitops.ResultSuperseded || !res.Targets[0].Reported() {
+			t.Fatalf("overtaken push: %v %v", targets(res.Targets), err)
+		}
+	}
+	for _, kind := range []string{gitops.KindGitRepository, gitops.KindKustomization} {
+		waitStates(t, rec, old, p.ctx(kind), gitops.StateWarning)
+		if d := rec.find(old, p.ctx(kind)).Description; d != "superseded by "+head[:12] {
+			t.Fatalf("description %q", d)
+		}
+	}
+	for _, o := range []client.Object{&sourcev1.GitRepository{}, &kustomizev1.Kustomization{}} {
+		if err := kube.Client.Get(ctx, p.gr, o); err != nil {
+			t.Fatal(err)
+		}
+		if o.GetResourceVersion() != before[fmt.Sprintf("%T", o)] {
+			t.Fatalf("%T patched for an overtaken push", o)
+		}
+	}
+	waitFor(t, "the push record deleted once worked", func() bool {
+		var cms corev1.ConfigMapList
+		return kube.Client.List(ctx, &cms, client.InNamespace(p.ns), client.HasLabels{gitops.PushLabel}) == nil && len(cms.Items) == 0
+	})
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -132,8 +135,9 @@ func metaOf(key client.ObjectKey) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}
 }
 
-// counter reads one series of a counter from controller-runtime's registry, 0 when absent.
-func counter(t *testing.T, name, label, value string) float64 {
+// counter reads the series of a counter whose labels include every label=value pair given
+// (label, value, label, value, ...), from controller-runtime's registry; 0 when absent.
+func counter(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
 	fams, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
@@ -143,12 +147,14 @@ func counter(t *testing.T, name, label, value string) float64 {
 		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == labels[i] && l.GetValue() == labels[i+1] }) {
+					continue series
 				}
 			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	return 0

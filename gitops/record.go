@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -98,9 +97,6 @@ type Request struct {
 	// Final is set once the one final status has been posted; Description is its text.
 	Final       bool   `json:"final,omitempty"`
 	Description string `json:"description,omitempty"`
-
-	// head is the push's Head (never stored): a request for a push that was overtaken.
-	head string
 }
 
 // Status is a commit status state and its description.
@@ -238,48 +234,13 @@ func (r Record) Pending() bool {
 // errRecordFull: a superseded request was dropped to keep the record within its bounds.
 var errRecordFull = errors.New("record full")
 
-// Apply returns the record after req: Supersede for a push to request, Stale for one that
-// was overtaken before it arrived.
+// Apply returns the record after req (Supersede), within maxRecordBytes.
 func (r Record) Apply(req Request) (out Record, dropped []Superseded, ok bool) {
-	if req.head != "" {
-		out, dropped, ok = r.Stale(req, req.head)
-	} else {
-		out, dropped, ok = r.Supersede(req)
-	}
+	out, dropped, ok = r.Supersede(req)
 	if ok {
 		dropped = append(dropped, out.fit()...)
 	}
 	return out, dropped, ok
-}
-
-// Stale returns the record after req, a push whose reference had moved on to head before
-// it arrived: it is kept as superseded by head, and the current request stays. ok is false
-// for a repeat of a push already seen, and for a commit the record already holds.
-func (r Record) Stale(req Request, head string) (out Record, dropped []Superseded, ok bool) {
-	key := req.pushKey()
-	for _, s := range r.Seen {
-		if s.Key == key && req.RequestedAt.Sub(s.At) < repeatWindow {
-			return r, nil, false
-		}
-	}
-	if cur := r.Current; cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository {
-		return r, nil, false
-	}
-	if slices.ContainsFunc(r.Superseded, func(s Superseded) bool { return s.SHA == req.SHA }) {
-		return r, nil, false
-	}
-	out = r
-	out.Seen = r.seenWith(key, req.RequestedAt)
-	s := Superseded{Request: req.compact(), By: shortSHA(head)}
-	if r.Current == nil || r.Current.Repository != req.Repository {
-		s.Repository = req.Repository // not the current request's: kept with it
-	}
-	out.Superseded = append(slices.Clone(r.Superseded), s)
-	if n := len(out.Superseded); n > maxSuperseded {
-		dropped = out.Superseded[:n-maxSuperseded]
-		out.Superseded = out.Superseded[n-maxSuperseded:]
-	}
-	return out, dropped, true
 }
 
 // seenWith returns the pushes seen within repeatWindow of at, with key added.

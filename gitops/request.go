@@ -144,7 +144,7 @@ func nextToken(now func() time.Time) (string, time.Time) {
 func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	tok, at := nextToken(r.Now)
 	req := Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
-		Delivery: push.Delivery, RequestedAt: at, head: push.Head}
+		Delivery: push.Delivery, RequestedAt: at}
 	ctx, cancel := context.WithTimeout(ctx, requestBudget)
 	defer cancel()
 	clusters := r.Clusters.Clusters()
@@ -168,6 +168,11 @@ func (r *Requester) Request(ctx context.Context, push Push) (Result, error) {
 	}
 	if total > maxTargetsPerPush {
 		return Result{}, fmt.Errorf("%w: the push feeds %d Flux objects, more than %d", ErrTooManyTargets, total, maxTargetsPerPush)
+	}
+	if push.Head != "" {
+		// Overtaken before it arrived: nothing to request (the later push is what Flux
+		// fetches), a warning owed on each target.
+		return r.superseded(ctx, req, push.Head, clusters, objs, errs)
 	}
 	forEach(clusters, func(i int, c *Cluster) {
 		if errs[i] == nil && len(objs[i]) > 0 {
@@ -210,16 +215,41 @@ const DefaultErrorGrace = 10 * time.Second
 // keepUnpatched records, for the leader's Backlog, the targets of the request that could
 // not be patched.
 func (r *Requester) keepUnpatched(ctx context.Context, req Request, out []Outcome) error {
-	var failed []unpatched
+	var failed []owed
 	for _, o := range out {
 		if o.Result == ResultError {
-			failed = append(failed, unpatched{Target: o.Target, Reason: o.Error})
+			failed = append(failed, owed{Target: o.Target, Status: Status{State: StateError, Description: "not requested: " + o.Error}})
 		}
 	}
 	if len(failed) == 0 || r.Backlog == nil {
 		return nil
 	}
-	return r.Backlog.addUnpatched(ctx, req, failed)
+	return r.Backlog.add(ctx, req, failed)
+}
+
+// superseded answers a push whose reference had moved on to head before it arrived: every
+// object it feeds is owed a warning, which the leader's Backlog posts (unless the object's
+// record knows the push: then its reporter does). Nothing is patched.
+func (r *Requester) superseded(ctx context.Context, req Request, head string, clusters []*Cluster, objs [][]client.Object, errs []error) (Result, error) {
+	res := Result{Token: req.Token, RequestedAt: req.RequestedAt}
+	var owe []owed
+	for i, c := range clusters {
+		if errs[i] != nil {
+			res.Unreachable = append(res.Unreachable, ClusterError{Cluster: c.Name, Error: strings.TrimPrefix(errs[i].Error(), ErrUnavailable.Error()+": ")})
+		}
+		for _, o := range objs[i] {
+			t := Target{Cluster: c.Name, Kind: kindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}
+			res.Targets = append(res.Targets, Outcome{Target: t, Result: ResultSuperseded})
+			owe = append(owe, owed{Target: t, Status: supersededStatus(Superseded{By: shortSHA(head)}), Now: true})
+			targetsRequested.WithLabelValues(c.Name, t.Kind, ResultSuperseded).Inc()
+		}
+	}
+	if len(owe) > 0 && r.Backlog != nil {
+		if err := r.Backlog.add(ctx, req, owe); err != nil {
+			return res, fmt.Errorf("%w: %s", ErrUnavailable, publicError(ctx, "local", err))
+		}
+	}
+	return res, nil
 }
 
 // request patches the objects a push matched in one cluster, sources first.
@@ -241,11 +271,6 @@ func (c *Cluster) request(ctx context.Context, objs []client.Object, req Request
 			switch {
 			case err != nil && apierrors.IsNotFound(err):
 				continue // deleted since the cache saw it
-			case err == nil && req.head != "":
-				res.Result = ResultSuperseded
-				if !patched {
-					res.Result = ResultAlreadyRequested
-				}
 			case err != nil:
 				res.Result, res.Error = ResultError, publicError(ctx, c.Name, err)
 				if unavailable(err) || ctx.Err() != nil {
@@ -308,16 +333,14 @@ func (c *Cluster) requestReconcile(ctx context.Context, o client.Object, req Req
 			logger.Error(errRecordFull, "superseded request dropped unreported", "sha", d.SHA, "by", d.By)
 		}
 		deferred = false
-		if req.head == "" {
-			if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
-				// Jitter spreads the deferred patches of a push that feeds many objects.
-				at := rec.PatchedAt.Add(coalesceWindow + time.Duration(rand.Int64N(int64(coalesceWindow/4))))
-				next.Current.PatchAt, deferred = &at, true
-			} else {
-				m.Annotations[meta.ReconcileRequestAnnotation] = req.Token
-				next.PatchedAt = req.RequestedAt
-			}
-		} // else recorded only: the reference's head is what Flux fetches, at its own push
+		if since := req.RequestedAt.Sub(rec.PatchedAt); !rec.PatchedAt.IsZero() && since >= 0 && since < coalesceWindow {
+			// Jitter spreads the deferred patches of a push that feeds many objects.
+			at := rec.PatchedAt.Add(coalesceWindow + time.Duration(rand.Int64N(int64(coalesceWindow/4))))
+			next.Current.PatchAt, deferred = &at, true
+		} else {
+			m.Annotations[meta.ReconcileRequestAnnotation] = req.Token
+			next.PatchedAt = req.RequestedAt
+		}
 		return c.sealRecord(kind, m, next)
 	})
 	if err != nil {

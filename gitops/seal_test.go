@@ -52,7 +52,9 @@ func TestRecordsFluxWebhookDidNotWriteAreIgnored(t *testing.T) {
 	}
 	other := newPipeline(t)
 
-	rejected := func(reason string) float64 { return counter(t, "flux_webhook_records_rejected_total", "reason", reason) }
+	rejected := func(reason string) float64 {
+		return counter(t, "flux_webhook_records_rejected_total", "cluster", "local", "reason", reason)
+	}
 	macBefore, repoBefore := rejected(gitops.RejectedMAC), rejected(gitops.RejectedRepository)
 	tamper := func(key client.ObjectKey, edit func(ann map[string]string)) {
 		t.Helper()
