@@ -67,32 +67,32 @@ func pushRecordName(key string) string { return "flux-webhook-push-" + key }
 func (s *PushStore) add(ctx context.Context, req Request, targets []owed) error {
 	key := req.pushKey()
 	name := types.NamespacedName{Namespace: s.Namespace, Name: pushRecordName(key)}
+	b, _ := json.Marshal(pushRecord{Request: req.compactForBacklog(), Owed: targets})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
+		Labels: map[string]string{PushLabel: key, "app.kubernetes.io/managed-by": "flux-webhook"}},
+		Data: map[string]string{pushRecordData: string(b)}}
+	err := s.Client.Create(ctx, cm, client.FieldOwner(FieldOwner))
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	// The push's other delivery, or a repeat: the record gains what it lacks, if anything.
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cm := &corev1.ConfigMap{}
-		err := s.Reader.Get(ctx, name, cm)
-		if apierrors.IsNotFound(err) {
-			rec := pushRecord{Request: req.compactForBacklog(), Owed: targets}
-			b, _ := json.Marshal(rec)
-			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
-				Labels: map[string]string{PushLabel: key, "app.kubernetes.io/managed-by": "flux-webhook"}},
-				Data: map[string]string{pushRecordData: string(b)}}
-			err = s.Client.Create(ctx, cm, client.FieldOwner(FieldOwner))
-			if apierrors.IsAlreadyExists(err) {
-				return apierrors.NewConflict(corev1.Resource("configmaps"), name.Name, err)
-			}
-			return err
-		}
-		if err != nil {
+		if err := s.Reader.Get(ctx, name, cm); err != nil {
 			return err
 		}
 		var rec pushRecord
 		if err := json.Unmarshal([]byte(cm.Data[pushRecordData]), &rec); err != nil {
 			return err
 		}
+		changed := false
 		for _, t := range targets {
 			if !slices.ContainsFunc(rec.Owed, func(u owed) bool { return u.Target == t.Target }) {
-				rec.Owed = append(rec.Owed, t)
+				rec.Owed, changed = append(rec.Owed, t), true
 			}
+		}
+		if !changed {
+			return nil
 		}
 		b, _ := json.Marshal(rec)
 		cm.Data[pushRecordData] = string(b)
@@ -172,12 +172,13 @@ func (b *Backlog) work(ctx context.Context, cm *corev1.ConfigMap) error {
 	}
 	due := !b.now().Before(req.RequestedAt.Add(grace))
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery))
-	pending := false
+	pending, changed := false, false
 	for i := range rec.Owed {
 		u := &rec.Owed[i]
 		if u.Done {
 			continue
 		}
+		changed = true
 		if !due && !u.Now {
 			pending = true
 			continue
@@ -220,6 +221,13 @@ func (b *Backlog) work(ctx context.Context, cm *corev1.ConfigMap) error {
 		u.Done = true
 	}
 	if !pending && !slices.ContainsFunc(rec.Owed, func(u owed) bool { return !u.Done }) {
+		// Kept for repeatWindow: a repeat of the push finds it, and owes nothing again.
+		if b.now().Sub(req.RequestedAt) < repeatWindow {
+			if changed {
+				return b.save(ctx, cm, rec, nil)
+			}
+			return nil
+		}
 		return client.IgnoreNotFound(b.Store.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion}))
 	}
 	return b.save(ctx, cm, rec, nil)
