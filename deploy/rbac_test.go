@@ -44,7 +44,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/gitops/jobs"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -632,15 +634,15 @@ func (r *rbacRun) syncedSecret(t *testing.T, ref, token string) {
 }
 
 // oldJob stores a platform job created two hours ago in ns, as the service stores jobs
-// (gitops.JobStore): a reconcile after an hour prunes it.
+// (jobs.JobStore): a reconcile after an hour prunes it.
 func oldJob(t *testing.T, ns string) string {
 	t.Helper()
 	created := time.Now().Add(-2 * time.Hour).UTC()
-	job := gitops.Job{ID: randomHex(8), Token: created.Format(time.RFC3339Nano), Created: created, Deadline: created.Add(10 * time.Minute)}
+	job := api.Job{ID: randomHex(8), Token: created.Format(time.RFC3339Nano), Created: created, Deadline: created.Add(10 * time.Minute)}
 	b, _ := json.Marshal(job)
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "flux-webhook-job-" + job.ID,
-			Labels: map[string]string{gitops.JobLabel: randomHex(16), "app.kubernetes.io/managed-by": "flux-webhook"}},
+			Labels: map[string]string{jobs.JobLabel: randomHex(16), "app.kubernetes.io/managed-by": "flux-webhook"}},
 		Data: map[string]string{"job.json": string(b)},
 	}
 	if err := env.kube.Client.Create(t.Context(), cm); err != nil {
@@ -731,7 +733,7 @@ func findKind(t *testing.T, objs []*unstructured.Unstructured, kind string) *uns
 }
 
 // pipeline is one Gitea repository feeding a GitRepository, and built from it a HelmChart,
-// a Kustomization and a HelmRelease of the chart, in namespace ns (in gitops.Kinds order).
+// a Kustomization and a HelmRelease of the chart, in namespace ns (sources first).
 type pipeline struct {
 	ns, cluster string
 	repo        *testenv.Repo
@@ -802,8 +804,8 @@ func (p *pipeline) commit(ctx context.Context, value string) (string, error) {
 // contexts are the status contexts of the objects, in the order of p.objs.
 func (p *pipeline) contexts() []string {
 	var out []string
-	for i, o := range p.objs {
-		out = append(out, gitops.Target{Cluster: p.cluster, Kind: gitops.Kinds[i], Namespace: o.GetNamespace(), Name: o.GetName()}.Context())
+	for _, o := range p.objs {
+		out = append(out, api.Target{Cluster: p.cluster, Kind: flux.KindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}.Context())
 	}
 	return out
 }
@@ -829,7 +831,7 @@ func (p *pipeline) run(ctx context.Context, proxy *apiProxy) error {
 // hour-old job was pruned, answers as Flux, and follows the job until every target
 // succeeded.
 func (p *pipeline) platform(ctx context.Context) error {
-	var job gitops.JobStatus
+	var job api.JobStatus
 	code, body, err := p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
 	if err != nil {
 		return err

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/webhook"
 )
 
@@ -38,20 +41,50 @@ func (s *Server) handleReconcile(c echo.Context) error {
 
 // decodeSelector reads a platform reconcile's selector: one JSON object of known fields
 // (a misspelt field would widen the selection silently). The domain validates its values.
-func decodeSelector(contentType string, body []byte) (gitops.Selector, error) {
-	var sel gitops.Selector
+func decodeSelector(contentType string, body []byte) (api.Selector, error) {
+	var sel api.Selector
 	if contentType != "" && !isJSON(contentType) {
 		return sel, fmt.Errorf("%w %q: want application/json", webhook.ErrUnsupportedMediaType, sanitize(contentType))
+	}
+	if field, ok := unknownField(body); ok {
+		return api.Selector{}, fmt.Errorf("%w: selector: unknown field %s", errBadQuery, sanitize(field))
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sel); err != nil {
-		return gitops.Selector{}, fmt.Errorf("%w: selector: %s", errBadQuery, selectorError(err))
+		return api.Selector{}, fmt.Errorf("%w: selector: %s", errBadQuery, selectorError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return gitops.Selector{}, fmt.Errorf("%w: trailing data after the selector", errBadQuery)
+		return api.Selector{}, fmt.Errorf("%w: trailing data after the selector", errBadQuery)
 	}
 	return sel, nil
+}
+
+// selectorFields are the JSON names of a selector's fields.
+var selectorFields = func() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeFor[api.Selector]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		out[name] = true
+	}
+	return out
+}()
+
+// unknownField returns the first member of a JSON object no selector field is named (as
+// encoding/json matches names: case-insensitively), when body is one.
+func unknownField(body []byte) (string, bool) {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(body, &members) != nil {
+		return "", false
+	}
+	names := slices.Sorted(maps.Keys(members))
+	for _, name := range names {
+		if !selectorFields[name] && !slices.ContainsFunc(slices.Collect(maps.Keys(selectorFields)), func(f string) bool { return strings.EqualFold(f, name) }) {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // selectorError describes a selector decoding error without echoing more of the body than
@@ -68,8 +101,6 @@ func selectorError(err error) string {
 		return "empty body"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + sanitize(strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
 	return "invalid JSON"
 }

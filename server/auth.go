@@ -11,7 +11,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/openova-io/flux-webhook/internal/credentials"
-	"github.com/openova-io/flux-webhook/webhook"
 )
 
 // Keys is what authenticates requests.
@@ -46,7 +45,7 @@ func (s *Server) authHook(next echo.HandlerFunc) echo.HandlerFunc {
 			st.principal = p
 			return next(c)
 		}
-		if !webhook.Signed(h) {
+		if !s.Forge.Signed(h) {
 			return s.authFailed(c, credentials.ErrUnauthorized)
 		}
 		if err := s.authFailures.check(c.RealIP(), time.Now()); err != nil {
@@ -63,7 +62,7 @@ func (s *Server) authHook(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		p, err := webhook.VerifySignature(h, h.Get(echo.HeaderContentType), body, s.Keys.Values(credentials.WebhookKey))
+		p, err := s.Forge.Verify(h, body, s.Keys.Values(credentials.WebhookKey))
 		if err != nil {
 			return s.authFailed(c, err)
 		}

@@ -11,15 +11,13 @@ import (
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/jobs"
+	requests "github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
 )
-
-// ErrorResponse is the body of every error answer.
-type ErrorResponse struct {
-	Error string `json:"error"`
-}
 
 // handleError is the one place errors become status codes. Client mistakes get a 4xx with
 // a message that never echoes credentials; anything unexpected is logged and answered 500
@@ -30,7 +28,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	code, msg := http.StatusInternalServerError, "internal error"
 	var he *echo.HTTPError
-	var limited *gitops.RateLimitedError
+	var limited *jobs.RateLimitedError
 	var authLimited *authLimitedError
 	var tooLarge *bodyTooLargeError
 	switch {
@@ -56,16 +54,16 @@ func (s *Server) handleError(err error, c echo.Context) {
 		code, msg = http.StatusUnsupportedMediaType, err.Error()
 	case errors.Is(err, webhook.ErrBadPayload):
 		code, msg = http.StatusBadRequest, err.Error()
-	case errors.Is(err, errBadQuery), errors.Is(err, gitops.ErrBadSelector), errors.Is(err, gitops.ErrEmptySelector):
+	case errors.Is(err, errBadQuery), errors.Is(err, jobs.ErrBadSelector), errors.Is(err, jobs.ErrEmptySelector):
 		code, msg = http.StatusBadRequest, err.Error()
-	case errors.Is(err, gitops.ErrJobNotFound):
+	case errors.Is(err, jobs.ErrJobNotFound):
 		code, msg = http.StatusNotFound, err.Error()
-	case errors.Is(err, gitops.ErrTooManyTargets):
+	case errors.Is(err, requests.ErrTooManyTargets), errors.Is(err, jobs.ErrTooManyTargets):
 		code, msg = http.StatusUnprocessableEntity, err.Error()
 	case errors.As(err, &limited):
 		code, msg = http.StatusTooManyRequests, err.Error()
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
-	case errors.Is(err, gitops.ErrUnavailable):
+	case errors.Is(err, cluster.ErrUnavailable):
 		code, msg = http.StatusServiceUnavailable, "kubernetes api unavailable, retry later"
 		c.Response().Header().Set("Retry-After", retryAfterSeconds)
 	case errors.As(err, &he):
@@ -91,7 +89,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(code)
 		return
 	}
-	_ = c.JSON(code, ErrorResponse{Error: msg})
+	_ = c.JSON(code, api.ErrorResponse{Error: msg})
 }
 
 // sanitize keeps a value from a request fit for a JSON answer and a log line: at most 64

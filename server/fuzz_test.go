@@ -17,8 +17,10 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/labstack/echo/v4"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
 func FuzzWaitParams(f *testing.F) {
@@ -100,8 +102,8 @@ func (c *countingRequester) Request(_ context.Context, p gitops.Push) (gitops.Re
 	return gitops.Result{Targets: requested}, nil
 }
 
-func (c *countingRequester) Await(context.Context, gitops.Push, gitops.Result, time.Duration) <-chan gitops.TargetResult {
-	ch := make(chan gitops.TargetResult)
+func (c *countingRequester) Await(context.Context, gitops.Push, gitops.Result, time.Duration) <-chan api.TargetResult {
+	ch := make(chan api.TargetResult)
 	close(ch)
 	return ch
 }
@@ -110,7 +112,7 @@ func (c *countingRequester) Await(context.Context, gitops.Push, gitops.Result, t
 // domain; with it only a complete push does; nothing is ever a 5xx; every error is a JSON
 // body that does not contain the token.
 func FuzzHook(f *testing.F) {
-	push, err := os.ReadFile("../webhook/testdata/gitea-push-branch.json")
+	push, err := os.ReadFile("../webhook/gitea/testdata/gitea-push-branch.json")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -122,7 +124,7 @@ func FuzzHook(f *testing.F) {
 	f.Add("application/json", []byte(`{"ref":"refs/heads/main","REF":"x"}`), "", "", "", true)
 	f.Add("text/plain", push, "", "", "", true)
 	req := &countingRequester{}
-	s := &Server{Keys: testKeys(false), Intake: &webhook.Intake{Requester: req}, Awaiter: req, Log: logr.Discard()}
+	s := &Server{Keys: testKeys(false), Forge: gitea.Events{}, Intake: &webhook.Intake{Requester: req}, Awaiter: req, Log: logr.Discard()}
 	h := s.HookHandler()
 	f.Fuzz(func(t *testing.T, ct string, body []byte, event, delivery, query string, withToken bool) {
 		before := req.calls.Load()

@@ -19,7 +19,10 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/jobs"
 )
 
 // blockingRequester holds every Request until release is closed.
@@ -36,8 +39,8 @@ func (b *blockingRequester) Request(ctx context.Context, p gitops.Push) (gitops.
 }
 
 // Await answers nothing until the sender leaves, as a target Flux never answers.
-func (b *blockingRequester) Await(ctx context.Context, _ gitops.Push, _ gitops.Result, _ time.Duration) <-chan gitops.TargetResult {
-	ch := make(chan gitops.TargetResult)
+func (b *blockingRequester) Await(ctx context.Context, _ gitops.Push, _ gitops.Result, _ time.Duration) <-chan api.TargetResult {
+	ch := make(chan api.TargetResult)
 	go func() { <-ctx.Done(); close(ch) }()
 	return ch
 }
@@ -67,14 +70,14 @@ func post(t *testing.T, client *http.Client, url string, body []byte, headers ma
 
 func jsonError(t *testing.T, a answerOf) string {
 	t.Helper()
-	var e ErrorResponse
+	var e api.ErrorResponse
 	if err := json.Unmarshal([]byte(a.body), &e); err != nil || e.Error == "" {
 		t.Fatalf("answer %d is not a JSON error: %q", a.code, a.body)
 	}
 	return e.Error
 }
 
-var requested = []gitops.Outcome{{Target: gitops.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: gitops.ResultRequested}}
+var requested = []api.Outcome{{Target: api.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: api.ResultRequested}}
 
 // Over maxInFlight, a request waits for a slot up to inFlightWait, then gets 503 with
 // Retry-After; a slot that frees up within the wait is taken.
@@ -271,12 +274,12 @@ func TestFailedAuthenticationIsRateLimitedPerAddress(t *testing.T) {
 
 type stubPlatform struct{}
 
-func (stubPlatform) Reconcile(context.Context, gitops.Selector) (*gitops.JobStatus, error) {
-	return &gitops.JobStatus{Job: gitops.Job{ID: "0123456789abcdef"}}, nil
+func (stubPlatform) Reconcile(context.Context, api.Selector) (*api.JobStatus, error) {
+	return &api.JobStatus{Job: api.Job{ID: "0123456789abcdef"}}, nil
 }
 
-func (stubPlatform) Status(context.Context, string) (*gitops.JobStatus, error) {
-	return nil, gitops.ErrJobNotFound
+func (stubPlatform) Status(context.Context, string) (*api.JobStatus, error) {
+	return nil, jobs.ErrJobNotFound
 }
 
 // The per-address table stays within maxTrackedAddresses however many addresses fail, and
@@ -344,7 +347,7 @@ func TestDeliveryReplay(t *testing.T) {
 		t.Fatalf("domain called %d times, want 4", len(stub.calls))
 	}
 	// A failure is not kept: the retry is asked again.
-	stub.err = fmt.Errorf("%w: down", gitops.ErrUnavailable)
+	stub.err = fmt.Errorf("%w: down", cluster.ErrUnavailable)
 	if a := post(t, srv.Client(), srv.URL+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push), "X-Gitea-Delivery": "d-2"}); a.code != http.StatusServiceUnavailable {
 		t.Fatalf("outage: %d", a.code)
 	}

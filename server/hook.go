@@ -8,25 +8,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/openova-io/flux-webhook/gitops"
-	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/api"
 )
-
-// HookResponse is the answer to a push.
-type HookResponse struct {
-	Delivery   string `json:"delivery"`
-	Repository string `json:"repository,omitempty"`
-	Ref        string `json:"ref,omitempty"`
-	SHA        string `json:"sha,omitempty"`
-	// Result says what happened: "accepted" (202: reconciles requested, statuses follow),
-	// or, with 200, why nothing was done: "ignored" or "no-match".
-	Result  string           `json:"result"`
-	Reason  string           `json:"reason,omitempty"`
-	Targets []gitops.Outcome `json:"targets,omitempty"`
-	// Unreachable lists clusters that could not be asked: what the push feeds there is
-	// unknown.
-	Unreachable []gitops.ClusterError `json:"unreachable,omitempty"`
-}
 
 // handleHook handles POST /hook, already authenticated: decode the delivery, hand the push to
 // the intake (which verifies its claim and requests the reconciles), answer. Waiting for
@@ -41,7 +24,7 @@ func (s *Server) handleHook(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res := HookResponse{Delivery: st.delivery}
+	res := api.HookResponse{Delivery: st.delivery}
 	// A repeat of a delivery already answered gets that answer, without asking Gitea or
 	// Kubernetes again. A waiting stream is not kept: its repeat waits again.
 	key, keep := replayKey(c, body)
@@ -53,7 +36,7 @@ func (s *Server) handleHook(c echo.Context) error {
 			return c.JSONBlob(a.code, a.body)
 		}
 	}
-	ev, ignored, err := webhook.DecodeEvent(c.Request().Header, body)
+	push, ignored, err := s.Forge.Decode(c.Request().Header, body, st.delivery)
 	switch {
 	case err != nil:
 		return err
@@ -61,9 +44,9 @@ func (s *Server) handleHook(c echo.Context) error {
 		res.Result, res.Reason = "ignored", ignored
 		return c.JSON(http.StatusOK, res)
 	}
-	res.Repository, res.Ref, res.SHA = ev.Repository.FullName, ev.Ref, ev.After
+	res.Repository, res.Ref, res.SHA = push.Repository, push.Ref, push.SHA
 	ctx := log.IntoContext(c.Request().Context(), log.FromContext(c.Request().Context()).WithValues(
-		"repository", ev.Repository.FullName, "ref", ev.Ref, "commit", ev.After))
+		"repository", push.Repository, "ref", push.Ref, "commit", push.SHA))
 	if wait {
 		// Refused before anything is patched when this replica has enough open streams.
 		release, err := s.waiting.acquire(ctx, 0)
@@ -72,7 +55,7 @@ func (s *Server) handleHook(c echo.Context) error {
 		}
 		defer release()
 	}
-	acc, err := s.Intake.Accept(ctx, st.principal, ev.Push(st.delivery))
+	acc, err := s.Intake.Accept(ctx, st.principal, push)
 	if err != nil {
 		return err
 	}
@@ -91,7 +74,7 @@ func (s *Server) handleHook(c echo.Context) error {
 	}
 	switch {
 	case len(result.Targets) == 0:
-		res.Result, res.Reason = "no-match", fmt.Sprintf("no GitRepository in any cluster follows %s of %s", ev.Ref, acc.Push.Repository)
+		res.Result, res.Reason = "no-match", fmt.Sprintf("no Flux source in any cluster follows %s of %s", push.Ref, acc.Push.Repository)
 		return s.reply(c, http.StatusOK, res, key, keep)
 	case reported == 0:
 		res.Result, res.Reason = "no-match", "every Flux object fed by this push is suspended"
@@ -99,7 +82,7 @@ func (s *Server) handleHook(c echo.Context) error {
 	}
 	res.Result = "accepted"
 	if acc.Push.Head != "" {
-		res.Reason = fmt.Sprintf("%s moved on to %s before this push arrived: it is reported as superseded, the later push is what reconciles", ev.Ref, acc.Push.Head)
+		res.Reason = fmt.Sprintf("%s moved on to %s before this push arrived: it is reported as superseded, the later push is what reconciles", push.Ref, acc.Push.Head)
 	}
 	if wait {
 		return s.stream(c, res, acc.Push, result, timeout)
@@ -109,7 +92,7 @@ func (s *Server) handleHook(c echo.Context) error {
 
 // reply answers res as JSON and, when keep is set, keeps the answer for a repeat of the
 // delivery.
-func (s *Server) reply(c echo.Context, code int, res HookResponse, key deliveryID, keep bool) error {
+func (s *Server) reply(c echo.Context, code int, res api.HookResponse, key deliveryID, keep bool) error {
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err

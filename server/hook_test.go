@@ -20,9 +20,12 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
 // The test's secrets, each of the 32 bytes or more the keyring wants.
@@ -65,12 +68,12 @@ func testKeys(shared bool) *credentials.Keyring {
 type stubRequester struct {
 	mu    sync.Mutex
 	calls []gitops.Push
-	out   []gitops.Outcome
+	out   []api.Outcome
 	err   error
 }
 
-func (s *stubRequester) Await(context.Context, gitops.Push, gitops.Result, time.Duration) <-chan gitops.TargetResult {
-	ch := make(chan gitops.TargetResult)
+func (s *stubRequester) Await(context.Context, gitops.Push, gitops.Result, time.Duration) <-chan api.TargetResult {
+	ch := make(chan api.TargetResult)
 	close(ch)
 	return ch
 }
@@ -93,7 +96,7 @@ func hmacHex(key string, body []byte) string {
 
 func payload(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../webhook/testdata/" + name)
+	b, err := os.ReadFile("../webhook/gitea/testdata/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +112,7 @@ type hookRequest struct {
 // newServer returns a server whose domain is a real Intake (without a forge: the payload's
 // consistency and the credential's scope are checked) over req. The shared token is on.
 func newServer(req requester, logs *bytes.Buffer) *Server {
-	return &Server{Keys: testKeys(true), Intake: &webhook.Intake{Requester: req}, Awaiter: req,
+	return &Server{Keys: testKeys(true), Forge: gitea.Events{}, Intake: &webhook.Intake{Requester: req}, Awaiter: req,
 		Log: funcr.New(func(prefix, args string) { fmt.Fprintln(logs, prefix, args) }, funcr.Options{})}
 }
 
@@ -128,15 +131,15 @@ func TestHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	formJSON := []byte(formValues.Get("payload"))
-	requested := []gitops.Outcome{{Target: gitops.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: gitops.ResultRequested}}
+	requested := []api.Outcome{{Target: api.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}, Result: api.ResultRequested}}
 	bearer := map[string]string{"Authorization": "Bearer " + secret}
 	tests := []struct {
 		name    string
 		req     hookRequest
-		out     []gitops.Outcome
+		out     []api.Outcome
 		err     error
 		code    int
-		result  string // HookResponse.Result, or the error text for error answers
+		result  string // api.HookResponse.Result, or the error text for error answers
 		calls   int
 		headers map[string]string
 	}{
@@ -147,8 +150,8 @@ func TestHook(t *testing.T) {
 		{"form body signed as sent", hookRequest{ct: "application/x-www-form-urlencoded", body: form, headers: map[string]string{"X-Gitea-Signature": sign(form)}}, nil, nil, 401, "unauthorized", 0, nil},
 		{"path suffix", hookRequest{path: "/hook/org/app", ct: "application/json", body: push, headers: bearer}, requested, nil, 202, "accepted", 1, nil},
 		{"no match", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, nil, 200, "no-match", 1, nil},
-		{"all suspended", hookRequest{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultSuspended}}, nil, 200, "no-match", 1, nil},
-		{"redelivery", hookRequest{ct: "application/json", body: push, headers: bearer}, []gitops.Outcome{{Result: gitops.ResultAlreadyRequested}}, nil, 202, "accepted", 1, nil},
+		{"all suspended", hookRequest{ct: "application/json", body: push, headers: bearer}, []api.Outcome{{Result: api.ResultSuspended}}, nil, 200, "no-match", 1, nil},
+		{"redelivery", hookRequest{ct: "application/json", body: push, headers: bearer}, []api.Outcome{{Result: api.ResultAlreadyRequested}}, nil, 202, "accepted", 1, nil},
 		{"delete event", hookRequest{ct: "application/json", body: payload(t, "gitea-delete.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "delete"}}, nil, nil, 200, "ignored", 0, nil},
 		{"create event", hookRequest{ct: "application/json", body: payload(t, "gitea-create.json"), headers: map[string]string{"Authorization": "Bearer " + secret, "X-Gitea-Event": "create"}}, nil, nil, 200, "ignored", 0, nil},
 		{"branch deletion as a push", hookRequest{ct: "application/json", body: bytes.Replace(push, []byte(`"after": "0d81d02ec37935798c915e905529535b4a9c82f5"`), []byte(`"after": "0000000000000000000000000000000000000000"`), 1), headers: bearer}, nil, nil, 200, "ignored", 0, nil},
@@ -180,7 +183,7 @@ func TestHook(t *testing.T) {
 		{"GET", hookRequest{method: http.MethodGet, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
 		{"PUT", hookRequest{method: http.MethodPut, ct: "application/json", body: push, headers: bearer}, nil, nil, 405, "Method Not Allowed", 0, nil},
 		{"unknown path", hookRequest{path: "/hooks", ct: "application/json", body: push, headers: bearer}, nil, nil, 404, "Not Found", 0, nil},
-		{"kubernetes unavailable", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, fmt.Errorf("%w: cluster local: connection refused", gitops.ErrUnavailable), 503, "kubernetes api unavailable, retry later", 1, map[string]string{"Retry-After": "10"}},
+		{"kubernetes unavailable", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, fmt.Errorf("%w: cluster local: connection refused", cluster.ErrUnavailable), 503, "kubernetes api unavailable, retry later", 1, map[string]string{"Retry-After": "10"}},
 		{"unexpected error", hookRequest{ct: "application/json", body: push, headers: bearer}, nil, errors.New("boom with detail"), 500, "internal error", 1, nil},
 	}
 	for _, tt := range tests {
@@ -259,7 +262,7 @@ func TestHook(t *testing.T) {
 func TestHookFormWithBearer(t *testing.T) {
 	// Actions may post Gitea's form encoding too; the bearer covers it.
 	var logs bytes.Buffer
-	stub := &stubRequester{out: []gitops.Outcome{{Result: gitops.ResultRequested}}}
+	stub := &stubRequester{out: []api.Outcome{{Result: api.ResultRequested}}}
 	srv := httptest.NewServer(newServer(stub, &logs).HookHandler())
 	defer srv.Close()
 	form := url.Values{"payload": {string(payload(t, "gitea-push-tag.json"))}}.Encode()

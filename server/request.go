@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -16,7 +18,8 @@ import (
 // made by observe and carried in the request's context, typed.
 type request struct {
 	// delivery identifies the request in logs, answers and records: the sender's
-	// X-Gitea-Delivery when it gave a usable one (senderDelivery), else a new UUID.
+	// delivery id (Forge.Delivery) when it gave a usable one (senderDelivery), else a new
+	// UUID.
 	delivery       string
 	senderDelivery bool
 	// principal is who the request authenticated as.
@@ -53,7 +56,10 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		r := c.Request()
-		st := &request{delivery: r.Header.Get("X-Gitea-Delivery")}
+		st := &request{}
+		if s.Forge != nil {
+			st.delivery = s.Forge.Delivery(r.Header)
+		}
 		st.senderDelivery = validDelivery(st.delivery)
 		if !st.senderDelivery {
 			st.delivery = uuid.NewString()
@@ -62,7 +68,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		logger := s.Log.WithValues("delivery", st.delivery)
 		ctx := context.WithValue(log.IntoContext(r.Context(), logger), requestKey{}, st)
 		c.SetRequest(r.WithContext(ctx))
-		if err := next(c); err != nil {
+		err := next(c)
+		failedStream := errors.Is(err, errStreamFailed)
+		if err != nil && !failedStream {
 			c.Error(err)
 		}
 		route := c.Path()
@@ -75,7 +83,13 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		// The route, not the path: /hook/<anything> is where a confused sender would put a
 		// token (Flux's own receiver has secrets in its paths), and logs are read by many.
 		log.FromContext(c.Request().Context()).Info("request", "method", r.Method, "route", route,
-			"status", code, "duration", time.Since(start).String(), "remote", c.RealIP(), "principal", principalName(st))
+			"status", code, "duration", time.Since(start).String(), "remote", c.RealIP(), "principal", principalName(st),
+			"streamFailed", failedStream)
+		if failedStream {
+			// Counted and logged: now abort the connection, so the stream lacks its
+			// terminating chunk (net/http recovers this panic and logs nothing).
+			panic(http.ErrAbortHandler)
+		}
 		return nil
 	}
 }

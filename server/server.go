@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
@@ -47,6 +48,20 @@ var (
 
 func init() { metrics.Registry.MustRegister(httpRequests, httpDuration) }
 
+// Forge is the sender of deliveries, as /hook reads a request: how it names a delivery,
+// which requests carry its webhook signature and how that is verified, and how a delivery
+// decodes into the push it claims.
+type Forge interface {
+	// Delivery returns the delivery id the sender gave, "" when none.
+	Delivery(h http.Header) string
+	// Signed reports whether a request carries a webhook signature.
+	Signed(h http.Header) bool
+	// Verify checks a signed request's signature over its body, with the webhook keys.
+	Verify(h http.Header, body []byte, keys [][]byte) (credentials.Principal, error)
+	// Decode turns a delivery into the push it claims, or says why it is ignored.
+	Decode(h http.Header, body []byte, delivery string) (push gitops.Push, ignored string, err error)
+}
+
 // Intake is the domain call behind /hook: verify a push's claim and request its reconciles.
 type Intake interface {
 	Accept(ctx context.Context, p credentials.Principal, push gitops.Push) (webhook.Accepted, error)
@@ -54,13 +69,13 @@ type Intake interface {
 
 // Awaiter streams the targets' final answers, for /hook?wait=true.
 type Awaiter interface {
-	Await(ctx context.Context, push gitops.Push, res gitops.Result, timeout time.Duration) <-chan gitops.TargetResult
+	Await(ctx context.Context, push gitops.Push, res gitops.Result, timeout time.Duration) <-chan api.TargetResult
 }
 
 // Platform is the domain behind /api/v1/reconcile.
 type Platform interface {
-	Reconcile(ctx context.Context, sel gitops.Selector) (*gitops.JobStatus, error)
-	Status(ctx context.Context, id string) (*gitops.JobStatus, error)
+	Reconcile(ctx context.Context, sel api.Selector) (*api.JobStatus, error)
+	Status(ctx context.Context, id string) (*api.JobStatus, error)
 }
 
 // Server serves /hook and, on its own address, the platform API. It is a controller-runtime
@@ -74,8 +89,9 @@ type Server struct {
 	// /hook so that a NetworkPolicy can admit each from its own senders. Only with Platform.
 	PlatformAddr     string
 	PlatformListener net.Listener
-	// Keys authenticates requests.
+	// Keys authenticates requests; Forge reads the deliveries of /hook.
 	Keys    Keys
+	Forge   Forge
 	Intake  Intake
 	Awaiter Awaiter
 	// Platform serves /api/v1/reconcile; without it the platform API is not served.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,8 +11,14 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
 )
+
+// errStreamFailed: a waiting answer ends as a failure. Its status line went out as 200
+// before Flux answered, so the stream ends without its terminating chunk instead, which
+// clients report as an error (curl exits 18); observe counts and logs it first.
+var errStreamFailed = errors.New("stream ended as a failure")
 
 // mimeNDJSON is the streaming JSON a waiting sender can ask for with Accept.
 const mimeNDJSON = "application/x-ndjson"
@@ -42,22 +49,12 @@ func waitParams(c echo.Context) (bool, time.Duration, error) {
 	return wait, timeout, nil
 }
 
-// streamLine is one NDJSON line of a waiting answer.
-type streamLine struct {
-	Event string `json:"event"` // accepted, target, summary
-	*HookResponse
-	*gitops.TargetResult
-	Seconds float64        `json:"seconds,omitempty"`
-	OK      *bool          `json:"ok,omitempty"`
-	Counts  map[string]int `json:"counts,omitempty"`
-}
-
 // stream answers a waiting sender: 200, a line when the push is accepted, one line per
 // target as Flux answers, and a summary. The status line goes out before Flux's answers are
 // known, so a failure cannot change it: when any target failed or got no answer, the stream
 // ends without its terminating chunk, which clients report as an error (curl exits 18, even
 // without --fail-with-body) after the summary line.
-func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, result gitops.Result, timeout time.Duration) error {
+func (s *Server) stream(c echo.Context, res api.HookResponse, push gitops.Push, result gitops.Result, timeout time.Duration) error {
 	// The push is accepted: the stream holds a waiting slot (taken by hook), not one of the
 	// slots of requests in flight.
 	requestOf(c).release()
@@ -71,7 +68,7 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 	w.Header().Set("X-Accel-Buffering", "no") // ask ingress-nginx not to buffer the stream
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w.Writer)
-	write := func(text string, line streamLine) {
+	write := func(text string, line api.StreamLine) {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if ndjson {
 			b, _ := json.Marshal(line)
@@ -88,7 +85,7 @@ func (s *Server) stream(c echo.Context, res HookResponse, push gitops.Push, resu
 		}
 	}
 	write(fmt.Sprintf("accepted: %s %s %s, delivery %s: waiting up to %s for %d Flux objects",
-		res.Repository, res.Ref, short(res.SHA), res.Delivery, timeout, requested), streamLine{Event: "accepted", HookResponse: &res})
+		res.Repository, res.Ref, api.ShortSHA(res.SHA), res.Delivery, timeout, requested), api.StreamLine{Event: "accepted", HookResponse: &res})
 	counts := map[string]int{}
 	start := time.Now()
 	answers := s.Awaiter.Await(c.Request().Context(), push, result, timeout)
@@ -101,36 +98,29 @@ stream:
 			}
 			counts[r.State]++
 			write(fmt.Sprintf("%-8s %s  %s  (%.1fs)", r.State, r.Target.Context(), r.Description, r.Elapsed.Seconds()),
-				streamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
+				api.StreamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
 		case <-s.stopping:
 			// Flux's answer is not known here any more: say so, and end as a failure (a job
 			// must not go green without it); the commit statuses still follow.
 			ok := false
 			write("interrupted: flux-webhook is shutting down; Flux's answers follow as commit statuses",
-				streamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
-			panic(http.ErrAbortHandler)
+				api.StreamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
+			return errStreamFailed
 		}
 	}
 	if c.Request().Context().Err() != nil {
 		return nil // the sender left
 	}
-	ok := counts[gitops.StateFailure] == 0 && counts[gitops.StateError] == 0
+	ok := counts[api.StateFailure] == 0 && counts[api.StateError] == 0
 	verdict := "OK"
 	if !ok {
 		verdict = "FAILED"
 	}
 	write(fmt.Sprintf("summary: %d success, %d failure, %d error, %d warning in %.1fs: %s",
-		counts[gitops.StateSuccess], counts[gitops.StateFailure], counts[gitops.StateError], counts[gitops.StateWarning],
-		time.Since(start).Seconds(), verdict), streamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
+		counts[api.StateSuccess], counts[api.StateFailure], counts[api.StateError], counts[api.StateWarning],
+		time.Since(start).Seconds(), verdict), api.StreamLine{Event: "summary", OK: &ok, Counts: counts, Seconds: time.Since(start).Seconds()})
 	if !ok {
-		panic(http.ErrAbortHandler) // end the stream without its terminating chunk
+		return errStreamFailed
 	}
 	return nil
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }

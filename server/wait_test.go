@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops"
 )
 
 // silentFlux accepts every push and never hears from Flux.
 type silentFlux struct{ stubRequester }
 
-func (f *silentFlux) Await(ctx context.Context, p gitops.Push, r gitops.Result, d time.Duration) <-chan gitops.TargetResult {
+func (f *silentFlux) Await(ctx context.Context, p gitops.Push, r gitops.Result, d time.Duration) <-chan api.TargetResult {
 	return (&blockingRequester{}).Await(ctx, p, r, d)
 }
 
@@ -25,7 +26,7 @@ func (f *silentFlux) Await(ctx context.Context, p gitops.Push, r gitops.Result, 
 // abnormally: the sender must not take the unknown outcome for a success.
 func TestWaitEndsOnShutdown(t *testing.T) {
 	var logs bytes.Buffer
-	req := &silentFlux{stubRequester{out: []gitops.Outcome{{Result: gitops.ResultRequested}}}}
+	req := &silentFlux{stubRequester{out: []api.Outcome{{Result: api.ResultRequested}}}}
 	srv := newServer(req, &logs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,18 +8,23 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/singleflight"
-
 	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
-// Errors of a push's claim, mapped to status codes by the server.
+// Errors of a delivery and of a push's claim, mapped to status codes by the server.
 var (
+	// ErrBadPayload: the body is not a usable push.
+	ErrBadPayload = errors.New("malformed payload")
+	// ErrUnsupportedMediaType: the body is of a content type the sender does not send.
+	ErrUnsupportedMediaType = errors.New("unsupported media type")
 	// ErrContradicted: Gitea says otherwise about the pushed repository, reference or
 	// commit. Nothing is requested.
 	ErrContradicted = errors.New("gitea contradicts the push")
@@ -27,9 +32,23 @@ var (
 	ErrForgeUnavailable = errors.New("gitea unavailable")
 )
 
+// ErrNotFound: the forge does not know the repository, reference or commit (or does not
+// show it to flux-webhook).
+var ErrNotFound = errors.New("not found at the forge")
+
+// Repository is what the forge says of a repository.
+type Repository struct {
+	// FullName is "owner/name" as the forge spells it.
+	FullName string
+	// URLs are its clone, SSH and web URLs, as the forge's own API reports them.
+	URLs []string
+	// DefaultBranch is the branch a push naming no reference means.
+	DefaultBranch string
+}
+
 // Forge answers what a push claims, from the forge's own API.
 type Forge interface {
-	Repository(ctx context.Context, fullName string) (*RepositoryInfo, error)
+	Repository(ctx context.Context, fullName string) (*Repository, error)
 	// RefCommits returns the objects a full reference points at (ErrNotFound if none).
 	RefCommits(ctx context.Context, fullName, ref string) ([]string, error)
 	CommitExists(ctx context.Context, fullName, sha string) (bool, error)
@@ -91,7 +110,7 @@ type Intake struct {
 }
 
 type cachedRepo struct {
-	info *RepositoryInfo
+	info *Repository
 	at   time.Time
 }
 
@@ -138,13 +157,13 @@ func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p
 func consistent(p gitops.Push) error {
 	want := "/" + strings.ToLower(p.Repository)
 	for _, u := range p.URLs {
-		k, err := gitops.NormalizeURL(u)
+		k, err := flux.NormalizeURL(u)
 		if err != nil {
 			continue // never matched against anything
 		}
 		_, path, _ := strings.Cut(k, "/")
 		if !strings.HasSuffix("/"+path, want) {
-			return fmt.Errorf("%w: repository URL %q does not name %s", ErrBadPayload, truncate(u, 100), p.Repository)
+			return fmt.Errorf("%w: repository URL %q does not name %s", ErrBadPayload, Clip(u, 100), p.Repository)
 		}
 	}
 	return nil
@@ -165,13 +184,13 @@ func (in *Intake) verify(ctx context.Context, p *gitops.Push) (ignored string, e
 	}
 	var theirs []string
 	for _, u := range info.URLs {
-		if k, err := gitops.NormalizeURL(u); err == nil {
+		if k, err := flux.NormalizeURL(u); err == nil {
 			theirs = append(theirs, k)
 		}
 	}
 	for _, u := range p.URLs {
-		if k, err := gitops.NormalizeURL(u); err == nil && !slices.Contains(theirs, k) {
-			return "", fmt.Errorf("%w: %s is not at %q", ErrContradicted, info.FullName, truncate(u, 100))
+		if k, err := flux.NormalizeURL(u); err == nil && !slices.Contains(theirs, k) {
+			return "", fmt.Errorf("%w: %s is not at %q", ErrContradicted, info.FullName, Clip(u, 100))
 		}
 	}
 	p.Repository, p.URLs = info.FullName, info.URLs
@@ -303,13 +322,13 @@ type verifiedClaim struct {
 
 // repository returns what the forge says of a repository, cached for repositoryTTL;
 // concurrent looks share one call.
-func (in *Intake) repository(ctx context.Context, fullName string) (*RepositoryInfo, error) {
+func (in *Intake) repository(ctx context.Context, fullName string) (*Repository, error) {
 	key := strings.ToLower(fullName)
 	if v, ok := in.repos.Get(key); ok && in.now().Sub(v.(cachedRepo).at) < repositoryTTL {
 		return v.(cachedRepo).info, nil
 	}
 	v, err, _ := in.flight.Do("repo\x00"+key, func() (any, error) { return in.Forge.Repository(ctx, fullName) })
-	info, _ := v.(*RepositoryInfo)
+	info, _ := v.(*Repository)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil, fmt.Errorf("%w: no repository %s", ErrContradicted, fullName)
@@ -331,4 +350,13 @@ func shortSHA(sha string) string {
 		return sha[:12]
 	}
 	return sha
+}
+
+// Clip shortens s to at most n characters, marking the cut.
+func Clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }

@@ -16,7 +16,7 @@ import (
 // fakeForge answers as Gitea would for one repository, and counts the calls.
 type fakeForge struct {
 	mu      sync.Mutex
-	repo    *RepositoryInfo
+	repo    *Repository
 	refs    map[string][]string
 	commits map[string]bool
 	history []string // the reference's recent commits, newest first
@@ -31,7 +31,7 @@ func (f *fakeForge) RecentCommits(_ context.Context, _, _ string, n int) ([]stri
 	return f.history[:min(n, len(f.history))], nil
 }
 
-func (f *fakeForge) Repository(_ context.Context, fullName string) (*RepositoryInfo, error) {
+func (f *fakeForge) Repository(_ context.Context, fullName string) (*Repository, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -113,7 +113,7 @@ func TestIntake(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			forge := &fakeForge{
-				repo:    &RepositoryInfo{FullName: "Acme/App", URLs: urls},
+				repo:    &Repository{FullName: "Acme/App", URLs: urls},
 				refs:    map[string][]string{"refs/heads/main": {head}, "refs/tags/v1": {"d" + head[1:], head}},
 				commits: map[string]bool{head: true, old: true, ancient: true},
 				history: append(append([]string{head, old}, slices.Repeat([]string{strings.Repeat("9", 40)}, staleDepth)...), ancient),
@@ -146,7 +146,7 @@ func TestIntake(t *testing.T) {
 func TestIntakeCachesGiteasAnswers(t *testing.T) {
 	head := strings.Repeat("a", 40)
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	forge := &fakeForge{repo: &RepositoryInfo{FullName: "acme/app", URLs: []string{"http://gitea.example/acme/app"}},
+	forge := &fakeForge{repo: &Repository{FullName: "acme/app", URLs: []string{"http://gitea.example/acme/app"}},
 		refs: map[string][]string{"refs/heads/main": {head}}, commits: map[string]bool{head: true}}
 	in := &Intake{Forge: forge, Requester: &recordingRequester{}, Now: func() time.Time { return now }}
 	p := gitops.Push{Repository: "acme/app", URLs: forge.repo.URLs, Ref: "refs/heads/main", SHA: head}

@@ -23,7 +23,7 @@ import (
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/record"
 )
 
 // hostile is one bad request and the answer it must get.
@@ -78,7 +78,7 @@ func (a *app) fluxState(t *testing.T) map[string]fluxState {
 			t.Fatal(err)
 		}
 		ann := o.GetAnnotations()
-		out[kind] = fluxState{o.GetResourceVersion(), ann[meta.ReconcileRequestAnnotation], ann[gitops.RecordAnnotation]}
+		out[kind] = fluxState{o.GetResourceVersion(), ann[meta.ReconcileRequestAnnotation], ann[record.Annotation]}
 	}
 	return out
 }

@@ -24,7 +24,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -133,7 +134,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 		}
 		reg := map[string]string{"east": region, "west": "eu-west"}[name]
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "cluster-" + name,
-			Labels: map[string]string{gitops.ClusterLabel: name, gitops.RegionLabel: reg}}, Data: map[string][]byte{"kubeconfig": b}}
+			Labels: map[string]string{cluster.ClusterLabel: name, cluster.RegionLabel: reg}}, Data: map[string][]byte{"kubeconfig": b}}
 		if err := e2e.kube.Client.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +233,7 @@ func TestRegionReconcileCLI(t *testing.T) {
 	golden(t, "reconcile-failure", out, code, 1)
 
 	out, code = cli(nil, "--region", "eu-west", "--output", "json")
-	var st gitops.JobStatus
+	var st api.JobStatus
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Targets) != 0 {
 		// eu-west's only cluster has no Kustomization or HelmRelease matching by default kinds
 		// besides "platform": check the JSON names it.

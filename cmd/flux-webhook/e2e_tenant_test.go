@@ -18,7 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -41,7 +42,7 @@ func TestTenantCannotForgeStatuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "vc-tenant",
-		Labels: map[string]string{gitops.ClusterLabel: "tenant"}}, Data: map[string][]byte{"config": kc}}
+		Labels: map[string]string{cluster.ClusterLabel: "tenant"}}, Data: map[string][]byte{"config": kc}}
 	if err := e2e.kube.Client.Create(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
@@ -130,15 +131,15 @@ func TestTenantCannotForgeStatuses(t *testing.T) {
 	waitFor(t, time.Minute, "records of another repository rejected", func() bool { return rejections("repository") >= 1 })
 	// 2. Hand-written, on the second Kustomization.
 	tamper(get(&kustomizev1.Kustomization{}, "other"), func(ann map[string]string) {
-		ann[gitops.RecordAnnotation], ann[gitops.RecordMACAnnotation] = forged, strings.Repeat("A", 43)
+		ann[record.Annotation], ann[record.MACAnnotation] = forged, strings.Repeat("A", 43)
 	})
 	// 3. The real record, altered to name the platform repository's commit.
 	tamper(get(&kustomizev1.Kustomization{}, "app"), func(ann map[string]string) {
-		ann[gitops.RecordAnnotation] = strings.NewReplacer(tenantSHA, platformSHA, repo.FullName, platform.repo.FullName).Replace(ann[gitops.RecordAnnotation])
+		ann[record.Annotation] = strings.NewReplacer(tenantSHA, platformSHA, repo.FullName, platform.repo.FullName).Replace(ann[record.Annotation])
 	})
 	// 4. The real record and MAC of the Kustomization, copied onto the GitRepository.
 	tamper(get(&sourcev1.GitRepository{}, "app"), func(ann map[string]string) {
-		ann[gitops.RecordAnnotation], ann[gitops.RecordMACAnnotation] = real[gitops.RecordAnnotation], real[gitops.RecordMACAnnotation]
+		ann[record.Annotation], ann[record.MACAnnotation] = real[record.Annotation], real[record.MACAnnotation]
 	})
 	waitFor(t, time.Minute, "the forged, altered and copied records rejected", func() bool { return rejections("mac") >= 3 })
 	time.Sleep(3 * time.Second) // anything the service would post is posted by now

@@ -18,7 +18,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
@@ -147,9 +148,9 @@ type clusterOptions struct {
 func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
-	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+gitops.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+gitops.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
+	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+cluster.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+cluster.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
-	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(gitops.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
+	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
 }
@@ -230,11 +231,11 @@ func (o *serveOptions) validate() (secretRefs, error) {
 		return refs, fmt.Errorf("%w: --region %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Region)
 	}
 	for _, a := range o.cluster.GitURLAliases {
-		if _, err := gitops.ParseAlias(a); err != nil {
+		if _, err := flux.ParseAlias(a); err != nil {
 			return refs, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
 		}
 	}
-	if _, err := gitops.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
+	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
 	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {

@@ -1,25 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/api/client"
 	"github.com/openova-io/flux-webhook/internal/version"
 )
 
@@ -87,62 +83,6 @@ A selector that narrows nothing is refused unless --all is given.`,
 	return cmd
 }
 
-// platformClient calls the platform API.
-type platformClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func (c *platformClient) do(ctx context.Context, method, path string, body any) (*gitops.JobStatus, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "flux-webhook/"+version.Version)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		// Never followed: the token would go wherever the server points.
-		return nil, fmt.Errorf("%s %s: %d: the server redirects to %q; not followed (give that URL as --server if it is flux-webhook's)",
-			method, path, resp.StatusCode, clean(resp.Header.Get("Location")))
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			e.Error += " (retry after " + ra + "s)"
-		}
-		return nil, fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, clean(e.Error))
-	}
-	var st gitops.JobStatus
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return &st, nil
-}
-
 func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Writer) error {
 	switch {
 	case o.Server == "":
@@ -154,22 +94,19 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 	case o.Timeout <= 0:
 		return fmt.Errorf("%w: --timeout must be positive", errUsage)
 	}
-	u, err := url.Parse(o.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%w: --server %q: want http(s)://host[:port]", errUsage, o.Server)
-	}
-	if u.Scheme == "http" && !loopback(u.Hostname()) && !o.AllowHTTP {
-		return fmt.Errorf("%w: --server %q: http:// would send the token in clear; use https://, or --allow-http", errUsage, o.Server)
-	}
 	tok, err := os.ReadFile(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("read --token-file: %w", err)
 	}
-	c := &platformClient{base: strings.TrimSuffix(o.Server, "/"), token: strings.TrimSpace(string(tok)), http: &http.Client{
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	c, err := client.New(o.Server, strings.TrimSpace(string(tok)), "flux-webhook/"+version.Version, o.AllowHTTP)
+	switch {
+	case errors.Is(err, client.ErrInsecureServer):
+		return fmt.Errorf("%w: --%v, or --allow-http", errUsage, err)
+	case err != nil:
+		return fmt.Errorf("%w: --%v", errUsage, err)
+	}
 	withSource := o.WithSource
-	st, err := c.do(ctx, http.MethodPost, "/api/v1/reconcile", gitops.Selector{
+	st, err := c.Reconcile(ctx, api.Selector{
 		Region: o.Region, Clusters: o.Clusters, Namespaces: o.Namespaces, Kinds: o.Kinds,
 		LabelSelector: o.Selector, WithSource: &withSource, All: o.All,
 	})
@@ -194,7 +131,7 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 				return p.summary(st, time.Since(start))
 			case <-time.After(pollInterval):
 			}
-			next, err := c.do(ctx, http.MethodGet, "/api/v1/reconcile/"+st.ID, nil)
+			next, err := c.Job(ctx, st.ID)
 			if err != nil {
 				if ctx.Err() != nil {
 					continue
@@ -218,10 +155,10 @@ type printer struct {
 	w    io.Writer
 	json bool
 	live io.Writer // a terminal for the progress line, or nil
-	seen map[gitops.Target]bool
+	seen map[api.Target]bool
 }
 
-func (p *printer) accepted(st *gitops.JobStatus) {
+func (p *printer) accepted(st *api.JobStatus) {
 	if p.json {
 		return
 	}
@@ -229,7 +166,7 @@ func (p *printer) accepted(st *gitops.JobStatus) {
 	if st.Coalesced {
 		how = "joined (the same request was already in flight)"
 	}
-	fmt.Fprintf(p.w, "reconcile job %s %s: %d targets\n", clean(st.ID), how, len(st.Targets))
+	fmt.Fprintf(p.w, "reconcile job %s %s: %d targets\n", client.Clean(st.ID), how, len(st.Targets))
 	for _, t := range st.Targets {
 		fmt.Fprintf(p.w, "  %s\n", targetName(t))
 	}
@@ -238,37 +175,37 @@ func (p *printer) accepted(st *gitops.JobStatus) {
 		if s.Error != "" {
 			reason += ": " + s.Error
 		}
-		fmt.Fprintf(p.w, "  skipped %s (%s)\n", targetName(s.Target), clean(reason))
+		fmt.Fprintf(p.w, "  skipped %s (%s)\n", targetName(s.Target), client.Clean(reason))
 	}
 	for _, u := range st.Unreachable {
-		fmt.Fprintf(p.w, "  unreachable cluster %s: %s\n", clean(u.Cluster), clean(u.Error))
+		fmt.Fprintf(p.w, "  unreachable cluster %s: %s\n", client.Clean(u.Cluster), client.Clean(u.Error))
 	}
 }
 
 // finished prints the targets that finished since the last call, in target order.
-func (p *printer) finished(st *gitops.JobStatus, start time.Time) {
+func (p *printer) finished(st *api.JobStatus, start time.Time) {
 	if p.json {
 		return
 	}
 	if p.seen == nil {
-		p.seen = map[gitops.Target]bool{}
+		p.seen = map[api.Target]bool{}
 	}
 	for _, pr := range st.Progress {
-		if pr.State == gitops.StatePending || p.seen[pr.Target] {
+		if pr.State == api.StatePending || p.seen[pr.Target] {
 			continue
 		}
 		p.seen[pr.Target] = true
-		fmt.Fprintf(p.w, "%s %-7s %s  %s  (%.1fs)\n", mark(pr.State), clean(pr.State), targetName(pr.Target), clean(pr.Description), time.Since(start).Seconds())
+		fmt.Fprintf(p.w, "%s %-7s %s  %s  (%.1fs)\n", mark(pr.State), client.Clean(pr.State), targetName(pr.Target), client.Clean(pr.Description), time.Since(start).Seconds())
 	}
 }
 
-func (p *printer) progress(st *gitops.JobStatus, start time.Time) {
+func (p *printer) progress(st *api.JobStatus, start time.Time) {
 	if p.live == nil {
 		return
 	}
-	done := len(st.Progress) - st.Counts[gitops.StatePending]
+	done := len(st.Progress) - st.Counts[api.StatePending]
 	fmt.Fprintf(p.live, "\r\x1b[K… %d/%d done, %d failed, %.0fs", done, len(st.Progress),
-		st.Counts[gitops.StateFailure]+st.Counts[gitops.StateError], time.Since(start).Seconds())
+		st.Counts[api.StateFailure]+st.Counts[api.StateError], time.Since(start).Seconds())
 }
 
 func (p *printer) clearLive() {
@@ -277,14 +214,14 @@ func (p *printer) clearLive() {
 	}
 }
 
-func (p *printer) timedOut(st *gitops.JobStatus, after time.Duration) {
+func (p *printer) timedOut(st *api.JobStatus, after time.Duration) {
 	for i, pr := range st.Progress {
-		if pr.State == gitops.StatePending {
-			st.Progress[i].State, st.Progress[i].Description = gitops.StateError, "no answer within --timeout "+after.String()
-			st.Counts[gitops.StatePending]--
-			st.Counts[gitops.StateError]++
+		if pr.State == api.StatePending {
+			st.Progress[i].State, st.Progress[i].Description = api.StateError, "no answer within --timeout "+after.String()
+			st.Counts[api.StatePending]--
+			st.Counts[api.StateError]++
 			if !p.json {
-				fmt.Fprintf(p.w, "%s %-7s %s  %s\n", mark(gitops.StateError), gitops.StateError, targetName(pr.Target), st.Progress[i].Description)
+				fmt.Fprintf(p.w, "%s %-7s %s  %s\n", mark(api.StateError), api.StateError, targetName(pr.Target), st.Progress[i].Description)
 			}
 		}
 	}
@@ -292,10 +229,10 @@ func (p *printer) timedOut(st *gitops.JobStatus, after time.Duration) {
 
 // summary prints the end and returns errFailed unless every target succeeded and every
 // selected cluster was reached.
-func (p *printer) summary(st *gitops.JobStatus, took time.Duration) error {
+func (p *printer) summary(st *api.JobStatus, took time.Duration) error {
 	ok := len(st.Unreachable) == 0
 	for _, pr := range st.Progress {
-		ok = ok && pr.State == gitops.StateSuccess
+		ok = ok && pr.State == api.StateSuccess
 	}
 	if p.json {
 		if err := p.encode(st); err != nil {
@@ -307,7 +244,7 @@ func (p *printer) summary(st *gitops.JobStatus, took time.Duration) error {
 			verdict = "NOT all succeeded"
 		}
 		fmt.Fprintf(p.w, "summary: %d success, %d failure, %d error, %d skipped, %d unreachable clusters in %.1fs: %s\n",
-			st.Counts[gitops.StateSuccess], st.Counts[gitops.StateFailure], st.Counts[gitops.StateError], len(st.Skipped),
+			st.Counts[api.StateSuccess], st.Counts[api.StateFailure], st.Counts[api.StateError], len(st.Skipped),
 			len(st.Unreachable), took.Seconds(), verdict)
 	}
 	if !ok {
@@ -316,42 +253,21 @@ func (p *printer) summary(st *gitops.JobStatus, took time.Duration) error {
 	return nil
 }
 
-func (p *printer) encode(st *gitops.JobStatus) error {
+func (p *printer) encode(st *api.JobStatus) error {
 	enc := json.NewEncoder(p.w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(st)
 }
 
-func targetName(t gitops.Target) string {
-	return clean(fmt.Sprintf("%s %s %s/%s", t.Cluster, t.Kind, t.Namespace, t.Name))
-}
-
-// clean makes text from the server safe to print on a terminal: control characters
-// (escape sequences, carriage returns) and invisible formatting characters (bidirectional
-// overrides) become '?'.
-func clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
-// loopback reports whether host names this machine: plain http to it keeps the token local.
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+func targetName(t api.Target) string {
+	return client.Clean(fmt.Sprintf("%s %s %s/%s", t.Cluster, t.Kind, t.Namespace, t.Name))
 }
 
 func mark(state string) string {
 	switch state {
-	case gitops.StateSuccess:
+	case api.StateSuccess:
 		return "✔"
-	case gitops.StateWarning:
+	case api.StateWarning:
 		return "!"
 	}
 	return "✗"

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,18 +18,25 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/gitops/jobs"
+	"github.com/openova-io/flux-webhook/gitops/observe"
+	"github.com/openova-io/flux-webhook/gitops/record"
+	"github.com/openova-io/flux-webhook/gitops/report"
+	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/version"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
+	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
 type serveOptions struct {
@@ -69,7 +79,7 @@ warning (superseded by a newer push, or suspended).`,
 	return cmd
 }
 
-func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
+func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	refs, err := o.validate()
 	if err != nil {
 		return err
@@ -84,22 +94,60 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 	if err != nil {
 		return err
 	}
-	namespace := o.probe.Namespace
-	if namespace == "" {
-		namespace = os.Getenv("POD_NAMESPACE")
+	mgr, err := newManager(cfg, o, refs, logger)
+	if err != nil {
+		return err
 	}
-	for _, ref := range []types.NamespacedName{refs.hookKey, refs.webhookKey, refs.sharedToken} {
-		if namespace == "" {
-			namespace = ref.Namespace
+	svc, err := wire(mgr, cfg, o, refs, logger)
+	if err != nil {
+		return err
+	}
+	for _, r := range svc.runnables {
+		if err := mgr.Add(r); err != nil {
+			return err
 		}
 	}
+	if err := svc.addChecks(mgr); err != nil {
+		return err
+	}
+	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
+		"verifyClaims", svc.verifyClaims, "namespace", svc.namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace)
+	if !svc.verifyClaims {
+		logger.Info("push claims are not checked against Gitea: a sender's credential and a consistent payload are trusted")
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
+
+// namespaceOf returns the service's own namespace: --namespace, else the pod's, else that of
+// its first Secret.
+func namespaceOf(o *serveOptions, refs secretRefs) string {
+	if o.probe.Namespace != "" {
+		return o.probe.Namespace
+	}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	for _, ref := range []types.NamespacedName{refs.hookKey, refs.webhookKey, refs.sharedToken} {
+		if ref.Namespace != "" {
+			return ref.Namespace
+		}
+	}
+	return ""
+}
+
+// newManager returns the manager of the local cluster: its cache of the Flux kinds (no
+// Secrets, no ConfigMaps), leader election, health and metrics endpoints.
+func newManager(cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.Logger) (manager.Manager, error) {
 	leNamespace := o.probe.LeaderElectionNamespace
 	if leNamespace == "" {
-		leNamespace = namespace
+		leNamespace = namespaceOf(o, refs)
 	}
 	lease, renew, retry := o.probe.LeaseDuration, o.probe.RenewDeadline, o.probe.RetryPeriod
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                  gitops.NewScheme(),
+		Scheme:                  flux.NewScheme(),
 		Logger:                  logger,
 		Metrics:                 metricsserver.Options{BindAddress: o.probe.MetricsListen},
 		HealthProbeBindAddress:  o.probe.HealthListen,
@@ -112,158 +160,173 @@ func runServe(ctx context.Context, o *serveOptions, stderr interface{ Write([]by
 		RenewDeadline:                 &renew,
 		RetryPeriod:                   &retry,
 		GracefulShutdownTimeout:       ptr(gracefulShutdown),
-		// Only the Flux kinds are cached (their informers are made by the index set-up); a read
-		// of anything else through the cache is an error, not a new cluster-wide watch.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true},
-		// Secrets are read by name through their own watches; reconcile jobs (ConfigMaps) by
-		// name or label through the API reader.
+		// Only the Flux kinds the cluster serves are cached (their informers are made as
+		// they are discovered); a read of anything else through the cache is an error.
+		Cache: cluster.CacheOptions(),
+		// Secrets are read by name through their own watches; reconcile jobs and push
+		// records (ConfigMaps) by name or label through the API reader.
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
 	})
 	if err != nil {
-		return fmt.Errorf("manager: %w", err)
+		return nil, fmt.Errorf("manager: %w", err)
 	}
-	if err := gitops.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
+	if o.probe.LeaderElect {
+		err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
+			<-ctx.Done()
+			return nil
+		}))
 	}
+	return mgr, err
+}
+
+// service is the wired service: what the manager runs, and what readiness reads.
+type service struct {
+	runnables    []manager.Runnable
+	namespace    string
+	local        *cluster.Cluster
+	hookWatches  []*credentials.SecretWatcher
+	recordKey    *credentials.SecretWatcher
+	verifyClaims bool
+}
+
+// wire builds the service's parts on a manager: the secrets' watches into one keyring, the
+// forge, the clusters, the intake and requester, the server, the reporters and the backlog.
+func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.Logger) (*service, error) {
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-
+	svc := &service{namespace: namespaceOf(o, refs)}
 	// Every secret, each watched in its own Secret, into one keyring that refuses a weak
 	// value or one serving two purposes.
 	keys := &credentials.Keyring{Grace: o.hook.TokenGrace}
-	var runnables []manager.Runnable
 	watch := func(ref types.NamespacedName, p credentials.Purpose) *credentials.SecretWatcher {
 		if ref.Name == "" {
 			return nil
 		}
 		w := &credentials.SecretWatcher{Client: clientset, Dynamic: dyn, Secret: ref, Keys: keys, Purpose: p,
 			Log: logger.WithName("secrets")}
-		runnables = append(runnables, w)
+		svc.runnables = append(svc.runnables, w)
 		return w
 	}
-	hookWatches := slices.DeleteFunc([]*credentials.SecretWatcher{
+	svc.hookWatches = slices.DeleteFunc([]*credentials.SecretWatcher{
 		watch(refs.hookKey, credentials.HookKey),
 		watch(refs.webhookKey, credentials.WebhookKey),
 		watch(refs.sharedToken, credentials.SharedToken),
 	}, func(w *credentials.SecretWatcher) bool { return w == nil })
 	watch(refs.giteaToken, credentials.GiteaToken)
 	watch(refs.platformToken, credentials.PlatformToken)
-	recordKey := watch(refs.recordKey, credentials.RecordKey)
+	svc.recordKey = watch(refs.recordKey, credentials.RecordKey)
 
-	var aliases []gitops.Alias
+	var aliases []flux.Alias
 	for _, a := range o.cluster.GitURLAliases {
-		al, _ := gitops.ParseAlias(a) // validated
+		al, _ := flux.ParseAlias(a) // validated
 		aliases = append(aliases, al)
 	}
-	var poster gitops.StatusPoster = logPoster{logger.WithName("results")}
-	var lookup gitops.StatusLookup
-	var notifier gitops.ResultNotifier
-	var repositories *gitops.Repositories
+	out := outbound{poster: logPoster{logger.WithName("results")}}
 	intake := &webhook.Intake{}
 	if o.gitea.URL != "" {
-		g := &webhook.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys}
-		poster, lookup, notifier = g, g, g
+		g := &gitea.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys}
+		out = outbound{poster: g, lookup: g, notifier: g}
 		if o.hook.VerifyClaims {
 			intake.Forge = g
 		}
-		if repositories, err = gitops.NewRepositories(o.gitea.URL, aliases); err != nil {
-			return fmt.Errorf("%w: --gitea-url: %v", errUsage, err)
+		if out.repositories, err = flux.NewRepositories(o.gitea.URL, aliases); err != nil {
+			return nil, fmt.Errorf("%w: --gitea-url: %v", errUsage, err)
 		}
 	}
+	svc.verifyClaims = intake.Forge != nil
 
-	local := gitops.NewCluster(o.cluster.Name, o.cluster.Region, mgr, keys)
-	clusters := gitops.NewClusterSet(local)
-	pushes := &gitops.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: namespace}
-	requester := &gitops.Requester{Clusters: clusters, Backlog: pushes, Aliases: aliases}
-	intake.Requester = requester
+	svc.local = cluster.New(o.cluster.Name, o.cluster.Region, mgr, keys)
+	clusters := cluster.NewSet(svc.local)
+	pushes := &record.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
+	intake.Requester = &request.Requester{Clusters: clusters, Backlog: pushes, Aliases: aliases}
 	srv := &server.Server{
 		Addr:         o.hook.Listen,
 		PlatformAddr: o.hook.PlatformListen,
 		Keys:         keys,
+		Forge:        gitea.Events{},
 		Intake:       intake,
-		Awaiter:      requester,
+		Awaiter:      &observe.Awaiter{Clusters: clusters},
 		Log:          logger.WithName("http"),
 	}
 	if refs.platformToken.Name != "" {
-		srv.Platform = &gitops.Platform{
+		srv.Platform = &jobs.Platform{
 			Clusters:      clusters,
-			Jobs:          &gitops.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: namespace},
+			Jobs:          &jobs.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace},
 			ResultTimeout: o.report.ResultTimeout,
 		}
 	}
-	runnables = append(runnables, srv, gitops.LocalWatch{Cluster: local},
-		&gitops.Backlog{Store: pushes, Clusters: clusters, Poster: poster, Lookup: lookup, ResultTimeout: o.report.ResultTimeout},
-		&gitops.Reporters{Clusters: clusters, New: func(c *gitops.Cluster) *gitops.Reporter {
-			return &gitops.Reporter{Cluster: c, Poster: poster, Lookup: lookup, Notifier: notifier, ResultTimeout: o.report.ResultTimeout,
-				Repositories: repositories}
+	svc.runnables = append(svc.runnables, srv, cluster.LocalWatch{Cluster: svc.local},
+		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, ResultTimeout: o.report.ResultTimeout},
+		&report.Reporters{Clusters: clusters, New: func(c *cluster.Cluster) *report.Reporter {
+			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
+				ResultTimeout: o.report.ResultTimeout, Repositories: out.repositories}
 		}})
 	if o.cluster.SecretsNamespace != "" {
-		policy, _ := gitops.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
-		runnables = append(runnables, &gitops.ClusterSecrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
-			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(gitops.EventSource),
+		policy, _ := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
+		svc.runnables = append(svc.runnables, &cluster.Secrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
 			Log: logger.WithName("clusters")})
 	}
-	for _, r := range runnables {
-		if err := mgr.Add(r); err != nil {
+	return svc, nil
+}
+
+// outbound is where results go: the forge, or the log when there is none.
+type outbound struct {
+	poster       report.StatusPoster
+	lookup       report.StatusLookup
+	notifier     report.ResultNotifier
+	repositories *flux.Repositories
+}
+
+// addChecks adds the liveness and readiness checks.
+func (svc *service) addChecks(mgr manager.Manager) error {
+	checks := map[string]healthz.Checker{
+		// Ready means this cluster's caches are synced; a registered cluster that is down
+		// keeps no replica out of service (flux_webhook_cluster_up and the log say which).
+		"caches": func(*http.Request) error {
+			if !svc.local.Ready() {
+				return errors.New("caches not synced")
+			}
+			return nil
+		},
+		// A Flux kind this cluster serves only at a version flux-webhook does not read:
+		// this replica would miss its objects. Not ready, so that a rollout of a
+		// flux-webhook newer than the cluster's Flux stops with the old replicas serving.
+		"flux-kinds": func(*http.Request) error {
+			if u := svc.local.Unusable(); len(u) > 0 {
+				return errors.New(strings.Join(u, "; "))
+			}
+			return nil
+		},
+		// At least one way to authenticate /hook works; a Secret that stops working while
+		// another still does is an error in the log and flux_webhook_secret_usable 0.
+		"hook-credentials": func(*http.Request) error {
+			var errs []error
+			for _, w := range svc.hookWatches {
+				err := w.Ready()
+				if err == nil {
+					return nil
+				}
+				errs = append(errs, err)
+			}
+			return errors.Join(errs...)
+		},
+		// Nothing can be requested or reported without the record key.
+		"record-key": func(*http.Request) error { return svc.recordKey.Ready() },
+	}
+	for _, name := range slices.Sorted(maps.Keys(checks)) {
+		if err := mgr.AddReadyzCheck(name, checks[name]); err != nil {
 			return err
 		}
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
-	}
-	// Ready means this cluster's caches are synced; a registered cluster that is down keeps
-	// no replica out of service (flux_webhook_cluster_up and the log say which).
-	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
-		if !local.Ready() {
-			return errors.New("caches not synced")
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	// Ready means at least one way to authenticate /hook works; a Secret that stops working
-	// while another still does is an error in the log and flux_webhook_secret_usable 0.
-	if err := mgr.AddReadyzCheck("hook-credentials", func(*http.Request) error {
-		var errs []error
-		for _, w := range hookWatches {
-			if err := w.Ready(); err == nil {
-				return nil
-			} else {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	}); err != nil {
-		return err
-	}
-	// Nothing can be requested or reported without the record key.
-	if err := mgr.AddReadyzCheck("record-key", func(*http.Request) error { return recordKey.Ready() }); err != nil {
-		return err
-	}
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		if o.probe.LeaderElect {
-			logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
-		}
-		<-ctx.Done()
-		return nil
-	})); err != nil {
-		return err
-	}
-	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
-		"verifyClaims", intake.Forge != nil, "namespace", namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace)
-	if intake.Forge == nil {
-		logger.Info("push claims are not checked against Gitea: a sender's credential and a consistent payload are trusted")
-	}
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	return nil
+	return mgr.AddHealthzCheck("ping", healthz.Ping)
 }
 
 // gracefulShutdown bounds the manager's stop on SIGTERM: in-flight requests finish (the
@@ -276,7 +339,7 @@ func ptr[T any](v T) *T { return &v }
 // logPoster "posts" statuses to the log when no Gitea is configured.
 type logPoster struct{ log logr.Logger }
 
-func (p logPoster) PostStatus(_ context.Context, s gitops.CommitStatus) error {
+func (p logPoster) PostStatus(_ context.Context, s report.CommitStatus) error {
 	p.log.Info("result", "repository", s.Repository, "commit", s.SHA, "context", s.Context, "state", s.State, "description", s.Description)
 	return nil
 }

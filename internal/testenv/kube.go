@@ -5,9 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +24,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/flux"
 )
 
 // KubeOptions configures StartKube.
@@ -32,6 +35,10 @@ type KubeOptions struct {
 	// CRDs installs every CRD in $FLUX_WEBHOOK_CRDS (Flux source, kustomize and helm,
 	// External Secrets) before StartKube returns.
 	CRDs bool
+	// WithoutCRDs leaves out, of those, the CRDs of these resources ("<group>_<plural>",
+	// e.g. "helm.toolkit.fluxcd.io_helmreleases"): a cluster as a Flux installed without
+	// one of its controllers has it; CRDFile finds one left out, to install later.
+	WithoutCRDs []string
 }
 
 // Kube is a running kube-apiserver with etcd (controller-runtime envtest): no kubelet, no
@@ -50,7 +57,7 @@ type Kube struct {
 
 // Scheme returns a scheme with the Kubernetes built-in types and Flux's GitRepository,
 // HelmChart (source v1), Kustomization (kustomize v1) and HelmRelease (helm v2).
-func Scheme() *runtime.Scheme { return gitops.NewScheme() }
+func Scheme() *runtime.Scheme { return flux.NewScheme() }
 
 // StartKube starts etcd and kube-apiserver from $KUBEBUILDER_ASSETS, installs the CRDs if
 // asked, and writes an admin kubeconfig to Dir/kubeconfig. It costs 3-5 s with the CRDs
@@ -80,6 +87,14 @@ func startKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 	}
 	if opts.Dir == "" {
 		return nil, errors.New("KubeOptions.Dir is empty")
+	}
+	if len(opts.WithoutCRDs) > 0 {
+		if !opts.CRDs {
+			return nil, errors.New("KubeOptions.WithoutCRDs needs CRDs")
+		}
+		if crds[0], err = crdsWithout(crds[0], filepath.Join(opts.Dir, "crds"), opts.WithoutCRDs); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -139,6 +154,53 @@ func startKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 			apiLog.Name(), tail(apiLog.Name(), tailLines), etcdLog.Name(), tail(etcdLog.Name(), tailLines))
 	}
 	return k, nil
+}
+
+// crdsWithout copies the CRD files of dir but those named to into, and returns into.
+func crdsWithout(dir, into string, without []string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(into, 0o755); err != nil {
+		return "", err
+	}
+	left := map[string]bool{}
+	for _, w := range without {
+		left[w] = true
+	}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".yaml")
+		if left[name] {
+			delete(left, name)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(into, e.Name()), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	if len(left) > 0 {
+		return "", fmt.Errorf("no CRD file for %v in %s", slices.Sorted(maps.Keys(left)), dir)
+	}
+	return into, nil
+}
+
+// CRDFile returns the path of the CRD file of a resource ("<group>_<plural>") of
+// $FLUX_WEBHOOK_CRDS, to install one StartKube left out.
+func CRDFile(resource string) (string, error) {
+	dir, err := Paths().RequireCRDs()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, resource+".yaml")
+	if _, err := os.Stat(p); err != nil {
+		return "", err
+	}
+	return p, nil
 }
 
 // connect writes the kubeconfig and builds the client.

@@ -1,0 +1,144 @@
+// Package observe says how far Flux is with a request — pending, success, failure, error or
+// warning, and why — once, for the reporter, the waiting stream and platform jobs alike: one
+// evaluation (a kind's Judge, through gitops/flux), one result type (api.Status, State ""
+// while pending), and every description a user reads, written here.
+package observe
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/gitops/record"
+)
+
+// Want returns what a push's request waits for: its commit, and the rule that tells whether
+// an object handled it (or a later request).
+func Want(req record.Request) flux.Want {
+	return flux.Want{Commit: req.SHA, Version: req.Version, Handled: handledBy(req.Token, req.RequestedAt, req.PatchAt != nil)}
+}
+
+// WantAny returns what a platform reconcile requested with token at at waits for: whatever
+// Flux settles on once it handled the request.
+func WantAny(token string, at time.Time) flux.Want {
+	return flux.Want{Handled: handledBy(token, at, false)}
+}
+
+// handledBy returns whether a status shows a reconcile requested no earlier than the
+// request of token at at: ours, or one someone requested after us (the annotation then holds
+// their token, an RFC 3339 time as flux-webhook and the flux CLI write it). A request whose
+// requestedAt is not set yet (coalesced) is not handled, whatever Flux did before.
+func handledBy(token string, at time.Time, deferred bool) func(flux.Status) bool {
+	return func(s flux.Status) bool {
+		if s.LastHandled == "" || deferred {
+			return false
+		}
+		if s.LastHandled == token {
+			return true
+		}
+		if s.Requested == token || s.LastHandled != s.Requested {
+			return false
+		}
+		t, err := time.Parse(time.RFC3339Nano, s.Requested)
+		return err == nil && t.After(at)
+	}
+}
+
+// Evaluate returns what Flux's status says of o for a request waiting for w, given the
+// objects o builds from (cluster.Sources): State "" while pending, else the final status.
+func Evaluate(o client.Object, w flux.Want, sources map[flux.Ref]client.Object) api.Status {
+	k, err := flux.KindFor(o)
+	if err != nil {
+		return api.Status{State: api.StateError, Description: "not a Flux kind flux-webhook knows"}
+	}
+	if k.Suspended(o) {
+		return api.Status{State: api.StateWarning, Description: "not applied: suspended in Flux"}
+	}
+	return describe(k.Judge(o, w, sources))
+}
+
+// describe turns a kind's judgement into a status.
+func describe(j flux.Judgement) api.Status {
+	var st api.Status
+	switch j.Verdict {
+	case flux.Reached:
+		st = api.Status{State: api.StateSuccess, Description: j.Action + " " + shortRevision(j.Revision)}
+	case flux.Failed:
+		st = api.Status{State: api.StateFailure, Description: j.Message}
+		if j.Stage != "" {
+			st.Description = j.Stage + " failed: " + j.Message
+		}
+	case flux.Elsewhere:
+		st = api.Status{State: api.StateWarning, Description: "not applied: Flux " + j.Action + " " + shortRevision(j.Revision)}
+	default:
+		return api.Status{}
+	}
+	for i := len(j.Via) - 1; i >= 0; i-- {
+		ref := j.Via[i]
+		prefix := ref.Kind + " " + ref.Namespace + "/" + ref.Name + ": "
+		if k, err := flux.Lookup(ref.Kind); err == nil && k.Stage() == 0 {
+			prefix = "source " + prefix
+		}
+		st.Description = prefix + st.Description
+	}
+	st.Description = record.Bounded(st.Description)
+	return st
+}
+
+// shortRevision shortens the commit of a Flux revision to 12 characters.
+func shortRevision(rev string) string {
+	i := strings.LastIndexAny(rev, ":/@")
+	if sha := rev[i+1:]; len(sha) > 12 && i >= 0 {
+		return rev[:i+1] + sha[:12]
+	}
+	return rev
+}
+
+// Requested is the pending status of a request.
+func Requested(sha string) api.Status {
+	return api.Status{State: api.StatePending, Description: "reconcile requested for " + api.ShortSHA(sha)}
+}
+
+// Superseded is the final status of a request a newer push (of commit by) overtook.
+func Superseded(by string) api.Status {
+	return api.Status{State: api.StateWarning, Description: "superseded by " + api.ShortSHA(by)}
+}
+
+// TimedOut is the final status of a request Flux did not answer within timeout; message is
+// what the object's conditions say.
+func TimedOut(timeout time.Duration, message string) api.Status {
+	if message == "" {
+		message = "no status"
+	}
+	return api.Status{State: api.StateError, Description: record.Bounded(fmt.Sprintf("no answer from Flux within %s: %s", timeout, message))}
+}
+
+// StreamTimedOut is what a waiting sender is told of a target Flux did not answer in time.
+func StreamTimedOut(timeout time.Duration) api.Status {
+	return api.Status{State: api.StateError, Description: fmt.Sprintf("no answer from Flux within %s (the commit status follows when it comes)", timeout)}
+}
+
+// Deleted is the final status of a request whose object was deleted before Flux answered.
+func Deleted() api.Status {
+	return api.Status{State: api.StateError, Description: "deleted before Flux answered"}
+}
+
+// ClusterGone is the final status of a target whose cluster is no longer registered.
+func ClusterGone(cluster string) api.Status {
+	return api.Status{State: api.StateError, Description: "cluster " + cluster + " is no longer registered"}
+}
+
+// NotRequested is the final status of a target a push could not request; reason is the
+// failure's public category.
+func NotRequested(reason string) api.Status {
+	return api.Status{State: api.StateError, Description: record.Bounded("not requested: " + reason)}
+}
+
+// Platform job results, for a target with no answer by the job's deadline.
+func JobTimedOut(after time.Duration) api.Status {
+	return api.Status{State: api.StateError, Description: fmt.Sprintf("no answer from Flux within %s", after)}
+}

@@ -1,0 +1,496 @@
+// Package gitea is the forge flux-webhook serves, Gitea: its deliveries in (push events
+// decoded, webhook signatures verified: the server's Forge) and its API out (commit
+// statuses and pull-request summaries: the reporter's poster, and the answers that verify a
+// push's claims: the intake's Forge).
+package gitea
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/openova-io/flux-webhook/gitops"
+	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/webhook"
+)
+
+// Limits of what a push event may carry; far above anything Gitea produces.
+const (
+	// maxRefLength: Git itself has no hard limit, Gitea's database column is 255.
+	maxRefLength = 255
+	// maxNameLength: Gitea allows 100 characters per owner and per repository name.
+	maxNameLength = 2*100 + 1
+)
+
+var (
+	// fullNamePattern is Gitea's "owner/name": alphanumerics, '-', '_', '.'.
+	fullNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	// shaPattern is a SHA-1 or SHA-256 object id, as Git writes them: 40 or 64 lower-case
+	// hex digits. The all-zero id means "no commit" (a created or deleted reference).
+	shaPattern = regexp.MustCompile(`^(?:[0-9a-f]{40}|[0-9a-f]{64})$`)
+	zeroSHA    = regexp.MustCompile(`^(?:0{40}|0{64})$`)
+)
+
+// PushEvent is the part of Gitea's push event payload flux-webhook reads. Gitea sends the
+// same document to native webhooks and to Actions workflows as github.event.
+type PushEvent struct {
+	Ref        string      `json:"ref"`
+	Before     string      `json:"before"`
+	After      string      `json:"after"`
+	Repository *Repository `json:"repository"`
+}
+
+// Repository is the pushed repository.
+type Repository struct {
+	FullName string `json:"full_name"`
+	CloneURL string `json:"clone_url"`
+	SSHURL   string `json:"ssh_url"`
+	HTMLURL  string `json:"html_url"`
+}
+
+// Deleted reports whether the push deleted its reference.
+func (e *PushEvent) Deleted() bool { return zeroSHA.MatchString(e.After) }
+
+// Push returns what the Flux side needs of the event, as the sender claims it.
+func (e *PushEvent) Push(delivery string) gitops.Push {
+	return gitops.Push{Delivery: delivery, Repository: e.Repository.FullName, URLs: e.URLs(),
+		Ref: e.Ref, SHA: e.After, Before: e.Before}
+}
+
+// URLs returns the repository's URLs as Gitea reports them.
+func (e *PushEvent) URLs() []string {
+	var out []string
+	for _, u := range []string{e.Repository.CloneURL, e.Repository.SSHURL, e.Repository.HTMLURL} {
+		if u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// HeaderDelivery names a delivery: a UUID, the same on Gitea's retries of it.
+const HeaderDelivery = "X-Gitea-Delivery"
+
+// Events is Gitea as the sender of deliveries, as the server asks of a request.
+type Events struct{}
+
+// Delivery returns the delivery id the sender gave, "" when none.
+func (Events) Delivery(h http.Header) string { return h.Get(HeaderDelivery) }
+
+// Signed reports whether the request carries a webhook signature.
+func (Events) Signed(h http.Header) bool { return Signed(h) }
+
+// Verify checks a signed request's signature over its body with the webhook keys.
+func (Events) Verify(h http.Header, body []byte, keys [][]byte) (credentials.Principal, error) {
+	return VerifySignature(h, h.Get("Content-Type"), body, keys)
+}
+
+// Decode turns a delivery into the push it claims, or says why it is ignored.
+func (Events) Decode(h http.Header, body []byte, delivery string) (push gitops.Push, ignored string, err error) {
+	ev, ignored, err := DecodeEvent(h, body)
+	if err != nil || ignored != "" {
+		return gitops.Push{}, ignored, err
+	}
+	return ev.Push(delivery), "", nil
+}
+
+// Event headers: Gitea sends all three.
+var eventHeaders = []string{"X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event"}
+
+// DecodeEvent reads a delivery: its push event, or, when it is no push flux-webhook acts on
+// (another event, a deleted reference), why it is ignored.
+func DecodeEvent(h http.Header, body []byte) (ev *PushEvent, ignored string, err error) {
+	for _, name := range eventHeaders {
+		if kind := h.Get(name); kind != "" && kind != "push" {
+			return nil, fmt.Sprintf("%s event, not a push", printable(kind, 64)), nil
+		}
+	}
+	if ev, err = DecodePush(h.Get("Content-Type"), body); err != nil {
+		return nil, "", err
+	}
+	if ev.Deleted() {
+		return nil, "the push deleted " + ev.Ref, nil
+	}
+	return ev, "", nil
+}
+
+// printable keeps at most n bytes of a header value, with every byte outside printable
+// ASCII replaced, fit for an answer and a log line.
+func printable(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// DecodePush parses a push event from a request body of the given Content-Type: JSON (what
+// Actions workflows post) or Gitea's form encoding, "payload=<json>". It rejects a body
+// that is not a complete push event with an error wrapping webhook.ErrBadPayload.
+func DecodePush(contentType string, body []byte) (*PushEvent, error) {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		// Not echoed: a header value is no place for the sender's secrets, but a confused
+		// sender may put them anywhere, and error messages are logged.
+		return nil, fmt.Errorf("%w: want application/json or application/x-www-form-urlencoded", webhook.ErrUnsupportedMediaType)
+	}
+	if len(mt) > 64 {
+		mt = mt[:64] + "…"
+	}
+	switch mt {
+	case "application/json":
+	case "application/x-www-form-urlencoded":
+		payload, err := formPayload(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: form: %v", webhook.ErrBadPayload, err)
+		}
+		body = payload
+	default:
+		return nil, fmt.Errorf("%w %q: want application/json or application/x-www-form-urlencoded", webhook.ErrUnsupportedMediaType, mt)
+	}
+	// Unmarshal, not a Decoder: no second copy of a body of up to 3 MiB.
+	var e PushEvent
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, fmt.Errorf("%w: empty body", webhook.ErrBadPayload)
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err))
+	}
+	if key, dup := duplicateKey(body); dup {
+		return nil, fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
+	}
+	if err := e.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", webhook.ErrBadPayload, err)
+	}
+	return &e, nil
+}
+
+// formPayload returns the one "payload" field of a form body, as url.ParseQuery would read
+// it, decoded into a single new buffer (ParseQuery would make three copies of a body of up to
+// 3 MiB).
+func formPayload(body []byte) ([]byte, error) {
+	var payload []byte
+	found := 0
+	for pair := range bytes.SplitSeq(body, []byte("&")) {
+		if bytes.IndexByte(pair, ';') >= 0 {
+			return nil, errors.New("invalid semicolon separator")
+		}
+		if len(pair) == 0 {
+			continue
+		}
+		k, v, _ := bytes.Cut(pair, []byte("="))
+		// A longer name cannot be "payload", however escaped: only checked, not decoded.
+		if len(k) > len("payload")*3 || !bytes.Equal(mustUnescape(k), []byte("payload")) {
+			if !validEscapes(k) || !validEscapes(v) {
+				return nil, errors.New("invalid escape")
+			}
+			continue
+		}
+		if found++; found > 1 {
+			return nil, errors.New("exactly one payload field expected")
+		}
+		var err error
+		if payload, err = queryUnescape(v); err != nil {
+			return nil, err
+		}
+	}
+	if found != 1 {
+		return nil, errors.New("exactly one payload field expected")
+	}
+	return payload, nil
+}
+
+// validEscapes reports whether every '%' of s starts an escape %XX.
+func validEscapes(s []byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' {
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+// mustUnescape decodes a short name, nil if it is not valid.
+func mustUnescape(s []byte) []byte {
+	b, _ := queryUnescape(s)
+	return b
+}
+
+// queryUnescape decodes a form value: '+' is a space, %XX a byte.
+func queryUnescape(s []byte) ([]byte, error) {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '+':
+			out = append(out, ' ')
+		case '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return nil, errors.New("invalid escape")
+			}
+			out = append(out, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+func (e *PushEvent) validate() error {
+	switch {
+	case e.Repository == nil:
+		return errors.New("repository is missing")
+	case e.Repository.FullName == "":
+		return errors.New("repository.full_name is missing")
+	case len(e.Repository.FullName) > maxNameLength || !fullNamePattern.MatchString(e.Repository.FullName) ||
+		strings.Contains(e.Repository.FullName, ".."):
+		return errors.New("repository.full_name is not owner/name")
+	case e.Ref == "":
+		return errors.New("ref is missing")
+	case !validRef(e.Ref):
+		return errors.New("ref is not a full Git reference")
+	case e.After == "":
+		return errors.New("after is missing")
+	case !shaPattern.MatchString(e.After) && !zeroSHA.MatchString(e.After):
+		return errors.New("after is not a commit id")
+	case e.Before != "" && !shaPattern.MatchString(e.Before) && !zeroSHA.MatchString(e.Before):
+		return errors.New("before is not a commit id")
+	case len(e.URLs()) == 0:
+		return errors.New("repository has no clone_url, ssh_url or html_url")
+	case !slices.ContainsFunc(e.URLs(), func(u string) bool { _, err := flux.NormalizeURL(u); return err == nil }):
+		return errors.New("repository has no clone_url, ssh_url or html_url naming a Git repository")
+	}
+	return nil
+}
+
+// validRef reports whether ref is a full reference Git accepts (git check-ref-format's
+// rules), and is fit for a log line and a commit status: no control or invisible
+// formatting characters (bidirectional overrides, zero-width characters). Other Unicode is
+// allowed, as Git and Gitea allow it in branch names.
+func validRef(ref string) bool {
+	if len(ref) > maxRefLength || !strings.HasPrefix(ref, "refs/") || !utf8.ValidString(ref) ||
+		strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, ".") ||
+		strings.Contains(ref, "..") || strings.Contains(ref, "@{") {
+		return false
+	}
+	if strings.ContainsFunc(ref, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || strings.ContainsRune(`~^:?*[\`, r) || r == utf8.RuneError ||
+			unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || !unicode.IsPrint(r)
+	}) {
+		return false
+	}
+	for _, c := range strings.Split(ref, "/") {
+		if c == "" || strings.HasPrefix(c, ".") || strings.HasSuffix(c, ".lock") {
+			return false
+		}
+	}
+	return true
+}
+
+// readKeys are the members of a push event flux-webhook acts on, per object. Go's decoder
+// keeps the last of duplicate members and matches names case-insensitively (Unicode
+// folding: "REF", "repoſitory"); another reader of the same signed body (a proxy, an audit
+// log, a JavaScript consumer) may keep the first or match exactly. A signature covers bytes,
+// not their meaning, so a body that could mean two pushes is refused.
+var readKeys = map[string][]string{
+	"":           {"ref", "before", "after", "repository"},
+	"repository": {"full_name", "clone_url", "ssh_url", "html_url"},
+}
+
+// duplicateKey returns the first member of readKeys given more than once (compared as Go's
+// decoder compares them) in the top-level object or its repository object. body is one
+// valid JSON document; it is scanned in place, without copying values.
+func duplicateKey(body []byte) (string, bool) {
+	return duplicateIn(body, "")
+}
+
+func duplicateIn(obj []byte, path string) (string, bool) {
+	seen := map[string]bool{}
+	var dup string
+	members(obj, func(name string, value []byte) bool {
+		i := slices.IndexFunc(readKeys[path], func(k string) bool { return strings.EqualFold(k, name) })
+		if i < 0 {
+			return true
+		}
+		key := readKeys[path][i]
+		if seen[key] {
+			dup = strings.TrimPrefix(path+"."+key, ".")
+			return false
+		}
+		seen[key] = true
+		if _, nested := readKeys[key]; nested && path == "" {
+			if k, found := duplicateIn(value, key); found {
+				dup = k
+				return false
+			}
+		}
+		return true
+	})
+	return dup, dup != ""
+}
+
+// maxKeyLength is the longest raw member name that can be one of readKeys: 10 characters,
+// each escaped as \uXXXX at most.
+const maxKeyLength = 2 + 10*6
+
+// members calls fn with the name and raw value of each member of the object b holds (valid
+// JSON; anything else has no members), until fn returns false.
+func members(b []byte, fn func(name string, value []byte) bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return
+		}
+		end := skipString(b, i)
+		var name string
+		if end-i <= maxKeyLength {
+			if json.Unmarshal(b[i:end], &name) != nil {
+				return
+			}
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
+		i = skipSpace(b, i+1)
+		vend := skipValue(b, i)
+		if !fn(name, b[i:vend]) {
+			return
+		}
+		i = skipSpace(b, vend)
+		if i >= len(b) || b[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] ('"').
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// jsonError describes a JSON decoding error without echoing the payload.
+func jsonError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
+		return "trailing data after the JSON document"
+	case errors.As(err, &syn) && strings.Contains(syn.Error(), "unexpected end of JSON input"):
+		return "truncated JSON"
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Sprintf("the payload must be %s, not %s", jsonType(typ.Type), typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("%s must be %s, not %s", typ.Field, jsonType(typ.Type), typ.Value)
+	case err.Error() == "EOF":
+		return "empty body"
+	case err.Error() == "unexpected EOF":
+		return "truncated JSON"
+	}
+	return "invalid JSON"
+}
+
+// jsonType names the JSON type a Go type is decoded from.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "number"
+}
