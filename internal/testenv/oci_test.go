@@ -279,6 +279,27 @@ func TestOCI(t *testing.T) {
 		t.Logf("anonymous read of a private org's package: %v", err)
 	}
 
+	// The registry API as is: basic auth with a token is enough, no bearer-token dance.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/v2/"+org+"/"+pkg+"/manifests/latest", nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	req.SetBasicAuth(g.AdminUser, g.Token)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Error(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("GET /v2/%s/%s/manifests/latest with basic auth: %d, Content-Type %q, Docker-Content-Digest %q: %s", org, pkg,
+			resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Docker-Content-Digest"), b)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != digest1 {
+			t.Errorf("manifest by basic auth: %d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+		}
+	}
+	req.Header.Del("Authorization")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Logf("the same without credentials: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
+
 	// 2. The package API, and linking the package to the repository.
 	pkgPath := "/packages/" + org + "/container/" + pkg
 	code, body, err := g.API(ctx, http.MethodGet, pkgPath+"/latest", nil)
