@@ -96,6 +96,10 @@ type HookResponse struct {
 	Repository string `json:"repository,omitempty"`
 	Ref        string `json:"ref,omitempty"`
 	SHA        string `json:"sha,omitempty"`
+	// Package and Tag are those of a registry push: Repository and SHA are then the
+	// commit the artifact records, if any.
+	Package string `json:"package,omitempty"`
+	Tag     string `json:"tag,omitempty"`
 	// Result says what happened: "accepted" (202: reconciles requested, statuses follow),
 	// or, with 200, why nothing was done: "ignored" or "no-match".
 	Result  string    `json:"result"`

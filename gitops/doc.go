@@ -40,17 +40,30 @@ type Push struct {
 	// requested.
 	Head string
 	// OCI, when set, is the registry push this is: the Flux objects fed are those pulling
-	// that tag of that OCI repository, and SHA (when the artifact records one) the commit it
-	// was built from.
+	// that tag of that OCI repository. Repository, Ref and SHA are then the Git repository,
+	// reference and commit the artifact was built from, as it records them; all "" when it
+	// records none (the results are then in the stream and the logs only: there is no
+	// commit to post them on).
 	OCI *OCI
 }
 
 // OCI is a tag pushed to an OCI repository of the forge's registry.
 type OCI struct {
+	// Package is the OCI repository's path in the registry, "owner/name".
+	Package string
 	// URL is the OCI repository, "oci://host/owner/name".
 	URL string
 	// Tag is the tag (or chart version) pushed.
 	Tag string
+}
+
+// What names what was pushed, for answers and logs: a reference of a repository, or a tag
+// of an OCI repository.
+func (p Push) What() string {
+	if p.OCI != nil {
+		return "tag " + p.OCI.Tag + " of " + p.OCI.URL
+	}
+	return p.Ref + " of " + p.Repository
 }
 
 // Result is what a push did in every cluster.

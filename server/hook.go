@@ -45,8 +45,12 @@ func (s *Server) handleHook(c echo.Context) error {
 		return c.JSON(http.StatusOK, res)
 	}
 	res.Repository, res.Ref, res.SHA = push.Repository, push.Ref, push.SHA
-	ctx := log.IntoContext(c.Request().Context(), log.FromContext(c.Request().Context()).WithValues(
-		"repository", push.Repository, "ref", push.Ref, "commit", push.SHA))
+	values := []any{"repository", push.Repository, "ref", push.Ref, "commit", push.SHA}
+	if push.OCI != nil {
+		res.Package, res.Tag = push.OCI.Package, push.OCI.Tag
+		values = []any{"package", push.OCI.Package, "tag", push.OCI.Tag}
+	}
+	ctx := log.IntoContext(c.Request().Context(), log.FromContext(c.Request().Context()).WithValues(values...))
 	if wait {
 		// Refused before anything is patched when this replica has enough open streams.
 		release, err := s.waiting.acquire(ctx, 0)
@@ -59,7 +63,10 @@ func (s *Server) handleHook(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res.Repository = acc.Push.Repository
+	res.Repository, res.Ref, res.SHA = acc.Push.Repository, acc.Push.Ref, acc.Push.SHA
+	if acc.Push.OCI != nil && acc.Push.SHA != "" {
+		ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", acc.Push.Repository, "commit", acc.Push.SHA))
+	}
 	if acc.Ignored != "" {
 		res.Result, res.Reason = "ignored", acc.Ignored
 		return s.reply(c, http.StatusOK, res, key, keep)
@@ -74,7 +81,7 @@ func (s *Server) handleHook(c echo.Context) error {
 	}
 	switch {
 	case len(result.Targets) == 0:
-		res.Result, res.Reason = "no-match", fmt.Sprintf("no Flux source in any cluster follows %s of %s", push.Ref, acc.Push.Repository)
+		res.Result, res.Reason = "no-match", "no Flux source in any cluster follows " + acc.Push.What()
 		return s.reply(c, http.StatusOK, res, key, keep)
 	case reported == 0:
 		res.Result, res.Reason = "no-match", "every Flux object fed by this push is suspended"

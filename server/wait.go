@@ -84,8 +84,8 @@ func (s *Server) stream(c echo.Context, res api.HookResponse, push gitops.Push, 
 			requested++
 		}
 	}
-	write(fmt.Sprintf("accepted: %s %s %s, delivery %s: waiting up to %s for %d Flux objects",
-		res.Repository, res.Ref, api.ShortSHA(res.SHA), res.Delivery, timeout, requested), api.StreamLine{Event: "accepted", HookResponse: &res})
+	write(fmt.Sprintf("accepted: %s, delivery %s: waiting up to %s for %d Flux objects",
+		describePush(res), res.Delivery, timeout, requested), api.StreamLine{Event: "accepted", HookResponse: &res})
 	counts := map[string]int{}
 	start := time.Now()
 	answers := s.Awaiter.Await(c.Request().Context(), push, result, timeout)
@@ -123,4 +123,16 @@ stream:
 		return errStreamFailed
 	}
 	return nil
+}
+
+// describePush names what a push was, for the stream's first line.
+func describePush(res api.HookResponse) string {
+	what := fmt.Sprintf("%s %s %s", res.Repository, res.Ref, api.ShortSHA(res.SHA))
+	switch {
+	case res.Package != "" && res.SHA != "":
+		what = fmt.Sprintf("%s:%s (built from %s)", res.Package, res.Tag, what)
+	case res.Package != "":
+		what = fmt.Sprintf("%s:%s (records no commit: no commit statuses)", res.Package, res.Tag)
+	}
+	return what
 }

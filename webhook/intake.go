@@ -54,6 +54,9 @@ type Forge interface {
 	CommitExists(ctx context.Context, fullName, sha string) (bool, error)
 	// RecentCommits returns the last n commits of a reference's history, newest first.
 	RecentCommits(ctx context.Context, fullName, ref string, n int) ([]string, error)
+	// Artifact reads a tag of the forge's registry (ErrNotFound if none); pkg is
+	// "owner/name".
+	Artifact(ctx context.Context, pkg, tag string) (*Artifact, error)
 }
 
 // Requester requests the reconciles of a verified push.
@@ -98,6 +101,9 @@ type Intake struct {
 	// (only with --verify-claims=false).
 	Forge     Forge
 	Requester Requester
+	// Repositories maps the source an OCI artifact records to the forge's repository;
+	// nil: none is believed (its results go to the stream and the logs only).
+	Repositories *flux.Repositories
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -134,6 +140,13 @@ func (in *Intake) now() time.Time {
 
 // Accept verifies the push p claims on behalf of principal and requests its reconciles.
 func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
+	in.once.Do(func() {
+		in.repos, in.verified = lru.New(claimCacheEntries), lru.New(claimCacheEntries)
+		in.refs = map[string]refLook{}
+	})
+	if p.OCI != nil {
+		return in.acceptOCI(ctx, principal, p)
+	}
 	if !principal.MaySpeakFor(p.Repository) {
 		return Accepted{}, fmt.Errorf("%w: a %s may not push for %s", credentials.ErrForbidden, principal, p.Repository)
 	}
@@ -173,10 +186,6 @@ func consistent(p gitops.Push) error {
 // spells it and the forge's URLs, and Head when the reference has moved on since the push.
 // A push of a reference that no longer exists is not an error: ignored says so.
 func (in *Intake) verify(ctx context.Context, p *gitops.Push) (ignored string, err error) {
-	in.once.Do(func() {
-		in.repos, in.verified = lru.New(claimCacheEntries), lru.New(claimCacheEntries)
-		in.refs = map[string]refLook{}
-	})
 	logger := log.FromContext(ctx)
 	info, err := in.repository(ctx, p.Repository)
 	if err != nil {
@@ -344,13 +353,6 @@ func (in *Intake) repository(ctx context.Context, fullName string) (*Repository,
 
 // unavailable wraps a failure to ask the forge.
 func unavailable(err error) error { return fmt.Errorf("%w: %w", ErrForgeUnavailable, err) }
-
-func shortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
-}
 
 // Clip shortens s to at most n characters, marking the cut.
 func Clip(s string, n int) string {

@@ -19,8 +19,9 @@ type fakeForge struct {
 	repo    *Repository
 	refs    map[string][]string
 	commits map[string]bool
-	history []string // the reference's recent commits, newest first
-	err     error
+	history  []string // the reference's recent commits, newest first
+	artifact *Artifact
+	err      error
 	calls   int
 }
 
@@ -52,6 +53,19 @@ func (f *fakeForge) RefCommits(_ context.Context, _, ref string) ([]string, erro
 		return c, nil
 	}
 	return nil, ErrNotFound
+}
+
+func (f *fakeForge) Artifact(_ context.Context, pkg, tag string) (*Artifact, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.artifact == nil || !strings.HasSuffix(f.artifact.URL, "/"+pkg) || tag != "latest" {
+		return nil, ErrNotFound
+	}
+	return f.artifact, nil
 }
 
 func (f *fakeForge) CommitExists(_ context.Context, _, sha string) (bool, error) {

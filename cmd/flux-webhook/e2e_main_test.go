@@ -132,7 +132,7 @@ func runE2E(m *testing.M) int {
 
 // setupCluster creates the namespaces and the Secrets External Secrets would sync.
 func setupCluster(ctx context.Context) error {
-	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user")
+	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user", "read:package")
 	if err != nil {
 		return err
 	}

@@ -241,6 +241,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		}
 	}
 	svc.verifyClaims = intake.Forge != nil
+	intake.Repositories = out.repositories
 
 	svc.local = cluster.New(o.cluster.Name, o.cluster.Region, mgr, keys)
 	clusters := cluster.NewSet(svc.local)

@@ -46,7 +46,7 @@ func (helmChart) Follows(o client.Object, p Pushed, via client.Object) bool {
 	if !p.OCI() || c.Spec.Chart != p.Name {
 		return false
 	}
-	return c.Spec.Version == "" || c.Spec.Version == "*" || semverAllows(c.Spec.Version, p.Tag)
+	return c.Spec.Version == "" || c.Spec.Version == "*" || semverSelects(c.Spec.Version, p.Tag)
 }
 
 // Judge: Reached when Ready with a chart packaged from the pushed commit (or pulled at the

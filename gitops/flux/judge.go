@@ -49,6 +49,17 @@ func readinessOf(s Status) readiness {
 // timed out.
 func Message(o client.Object) string { return readinessOf(StatusOf(o)).message }
 
+// ParseRevision splits a Flux revision ("main@sha1:<sha>", "v1.2.3@sha1:<sha>", a bare
+// sha) into the name of the reference it was at ("" when none) and its commit ("" when it
+// names none).
+func ParseRevision(rev string) (name, commit string) {
+	commit = revisionCommit(rev)
+	if i := strings.LastIndexByte(rev, '@'); i > 0 && commit != "" {
+		name = rev[:i]
+	}
+	return name, commit
+}
+
 // revisionCommit returns the commit a Flux revision names: "main@sha1:<sha>",
 // "v1.2.3@sha1:<sha>", "sha256:<sha>", the older "main/<sha>", or the bare sha; "" when it
 // names none.

@@ -45,7 +45,7 @@ func (ociRepository) Follows(o client.Object, p Pushed, _ client.Object) bool {
 	case ref.Digest != "":
 		return false
 	case ref.SemVer != "":
-		return semverAllows(ref.SemVer, p.Tag)
+		return semverSelects(ref.SemVer, p.Tag)
 	case ref.Tag != "":
 		return ref.Tag == p.Tag
 	}

@@ -56,7 +56,17 @@ func semverAllows(constraint, tag string) bool {
 	}
 	v, err := semver.NewVersion(tag)
 	if err != nil {
-		return true
+		return true // a Git tag that is no version: reconciling costs less than missing it
 	}
 	return c.Check(v)
+}
+
+// semverSelects reports whether a registry tag is one a semver constraint can select:
+// source-controller lists an OCI repository's tags and skips those that are no version,
+// so a push of "latest" never changes what a range picks.
+func semverSelects(constraint, tag string) bool {
+	if _, err := semver.NewVersion(tag); err != nil {
+		return false
+	}
+	return semverAllows(constraint, tag)
 }

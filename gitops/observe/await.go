@@ -145,8 +145,12 @@ func answer(ctx context.Context, c *cluster.Cluster, t api.Target, push gitops.P
 	if err != nil {
 		return api.Status{}, false
 	}
+	version := ""
+	if push.OCI != nil {
+		version = push.OCI.Tag
+	}
 	for _, s := range rec.Superseded {
-		if rec.RepositoryOf(s) == push.Repository && s.SHA == push.SHA {
+		if rec.RepositoryOf(s) == push.Repository && s.SHA == push.SHA && s.Version == version {
 			return Superseded(s.By), true
 		}
 	}
@@ -154,11 +158,11 @@ func answer(ctx context.Context, c *cluster.Cluster, t api.Target, push gitops.P
 	if cur == nil {
 		return api.Status{}, false
 	}
-	if cur.Repository != push.Repository || cur.SHA != push.SHA {
+	if cur.Repository != push.Repository || cur.SHA != push.SHA || cur.Version != version {
 		if !cur.RequestedAt.After(at) {
 			return api.Status{}, false // the cache does not show this push's request yet
 		}
-		return Superseded(cur.SHA), true
+		return Superseded(cur.Name()), true
 	}
 	if cur.Final {
 		return api.Status{State: cur.Posted, Description: cur.Description}, true

@@ -103,7 +103,8 @@ func Requested(sha string) api.Status {
 	return api.Status{State: api.StatePending, Description: "reconcile requested for " + api.ShortSHA(sha)}
 }
 
-// Superseded is the final status of a request a newer push (of commit by) overtook.
+// Superseded is the final status of a request a newer push overtook: by names it (its
+// commit, or the tag of an artifact that records none).
 func Superseded(by string) api.Status {
 	return api.Status{State: api.StateWarning, Description: "superseded by " + api.ShortSHA(by)}
 }

@@ -100,6 +100,15 @@ type Request struct {
 	Description string `json:"description,omitempty"`
 }
 
+// Name names the request's push for people: its commit, shortened, or for an artifact
+// that records none, its tag.
+func (r Request) Name() string {
+	if r.SHA == "" && r.Version != "" {
+		return "tag " + r.Version
+	}
+	return api.ShortSHA(r.SHA)
+}
+
 // Superseded is a request overtaken by a newer push before its final status was posted.
 type Superseded struct {
 	Request
@@ -136,7 +145,11 @@ const maxSeen = 16
 // redelivery, or the Actions step and the native webhook of one push, share it; a force-push
 // back to an earlier commit does not (its previous commit differs).
 func (r Request) PushKey() string {
-	sum := sha256.Sum256([]byte(r.Repository + "\x00" + r.Ref + "\x00" + r.Before + "\x00" + r.SHA))
+	id := r.Repository + "\x00" + r.Ref + "\x00" + r.Before + "\x00" + r.SHA
+	if r.Version != "" {
+		id += "\x00" + r.Version // a registry push: each tag is a push of its own
+	}
+	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -191,7 +204,7 @@ func (q *Request) SameProgress(seen Request) bool {
 // it inherits is one being posted for the current request, which is dropped: the warning is
 // what goes out now.
 func (q *Request) compact() Request {
-	return Request{Token: q.Token, SHA: q.SHA, Posted: q.Posted, Final: q.Final}
+	return Request{Token: q.Token, SHA: q.SHA, Version: q.Version, Posted: q.Posted, Final: q.Final}
 }
 
 // Bounded returns a description fit for a status and the record: control characters become
@@ -286,7 +299,7 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 		}
 	}
 	cur := r.Current
-	if cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository {
+	if cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository && cur.Version == req.Version {
 		return r, nil, false
 	}
 	out.PatchedAt = r.PatchedAt
@@ -310,8 +323,8 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 		}
 		out.Superseded = append(out.Superseded, s)
 	}
-	if cur != nil && !cur.Final && cur.SHA != req.SHA {
-		s := Superseded{Request: cur.compact(), By: api.ShortSHA(req.SHA)}
+	if cur != nil && !cur.Final && (cur.SHA != req.SHA || cur.Version != req.Version) {
+		s := Superseded{Request: cur.compact(), By: req.Name()}
 		if cur.Repository != req.Repository {
 			s.Repository = cur.Repository
 		}

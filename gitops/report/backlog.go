@@ -105,7 +105,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Status: st}
 		post := true
 		if u.Intent {
-			if b.Lookup != nil {
+			if b.Lookup != nil && req.SHA != "" {
 				latest, err := b.Lookup.LatestStatus(ctx, req.Repository, req.SHA, u.Context())
 				if err != nil {
 					return b.save(ctx, rec, err)
@@ -120,7 +120,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 			}
 		}
 		if post {
-			if err := b.Poster.PostStatus(ctx, cs); err != nil {
+			if err := postStatus(ctx, b.Poster, cs); err != nil {
 				statusPostErrors.WithLabelValues(u.Cluster).Inc()
 				if !permanent(err) && b.now().Sub(*u.IntentSince) < b.ResultTimeout {
 					return b.save(ctx, rec, fmt.Errorf("post status %s: %w", u.Context(), err))

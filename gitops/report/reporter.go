@@ -368,7 +368,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			if err := r.asSeen(ctx, obj, req); err != nil {
 				return err
 			}
-			if r.Lookup != nil {
+			if r.Lookup != nil && req.SHA != "" {
 				// Ask Gitea whether a reporter that stopped posted it.
 				latest, err := r.Lookup.LatestStatus(ctx, req.Repository, req.SHA, t.Context())
 				if err != nil {
@@ -379,7 +379,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 		}
 		if post {
 			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
-			if err := r.Poster.PostStatus(ctx, cs); err != nil {
+			if err := postStatus(ctx, r.Poster, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
 					return fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
@@ -479,7 +479,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 		st := supersededStatus(s)
 		repository := rec.RepositoryOf(s)
 		post := true
-		if s.IntentSince.Before(now) && r.Lookup != nil {
+		if s.IntentSince.Before(now) && r.Lookup != nil && s.SHA != "" {
 			latest, err := r.Lookup.LatestStatus(ctx, repository, s.SHA, t.Context())
 			if err != nil {
 				failed = fmt.Errorf("look up status %s: %w", t.Context(), err)
@@ -489,7 +489,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 		}
 		if post {
 			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Status: st}
-			if err := r.Poster.PostStatus(ctx, cs); err != nil {
+			if err := postStatus(ctx, r.Poster, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(s.IntentSince) < r.ResultTimeout {
 					failed = fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
@@ -571,7 +571,7 @@ func (r *Reporter) finished(ctx context.Context, t api.Target, obj client.Object
 		r.Cluster.Events().Eventf(obj, nil, kind, "ResultReported", "ReportResult",
 			"%s for %s of %s: %s", st.State, req.SHA, req.Repository, st.Description)
 	}
-	if r.Notifier != nil {
+	if r.Notifier != nil && req.SHA != "" {
 		if err := r.Notifier.FinalPosted(ctx, req.Repository, req.SHA); err != nil {
 			log.FromContext(ctx).Error(err, "notify final status", "repository", req.Repository, "commit", req.SHA)
 		}
@@ -628,7 +628,7 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 			continue
 		}
 		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
-		if err := r.Poster.PostStatus(ctx, cs); err != nil {
+		if err := postStatus(ctx, r.Poster, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 			r.mu.Lock()
 			r.tombstones[t] = tombstone{record.Record{Superseded: pending[i:]}, ts.repository}

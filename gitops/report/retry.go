@@ -1,8 +1,11 @@
 package report
 
 import (
+	"context"
 	"errors"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Backoff of status posts that failed: doubling from postBackoffMin, capped at
@@ -20,4 +23,15 @@ type Permanent interface{ Permanent() bool }
 func permanent(err error) bool {
 	var p Permanent
 	return errors.As(err, &p) && p.Permanent()
+}
+
+// postStatus posts a status, unless its request has no commit (an OCI artifact that records
+// none): there is nothing to post it on, and it is logged instead (the stream has it too).
+func postStatus(ctx context.Context, p StatusPoster, cs CommitStatus) error {
+	if cs.SHA == "" {
+		log.FromContext(ctx).Info("result without a commit to post it on", "context", cs.Context, "state", cs.State,
+			"description", cs.Description)
+		return nil
+	}
+	return p.PostStatus(ctx, cs)
 }

@@ -95,13 +95,32 @@ func (Events) Verify(h http.Header, body []byte, keys [][]byte) (credentials.Pri
 	return VerifySignature(h, h.Get("Content-Type"), body, keys)
 }
 
-// Decode turns a delivery into the push it claims, or says why it is ignored.
+// Decode turns a delivery into the push it claims, or says why it is ignored: a push event
+// (a Git push), or a package event (a tag pushed to the registry).
 func (Events) Decode(h http.Header, body []byte, delivery string) (push gitops.Push, ignored string, err error) {
+	if eventKind(h) == "package" {
+		ev, ignored, err := DecodePackage(h.Get("Content-Type"), body)
+		if err != nil || ignored != "" {
+			return gitops.Push{}, ignored, err
+		}
+		return ev.Push(delivery), "", nil
+	}
 	ev, ignored, err := DecodeEvent(h, body)
 	if err != nil || ignored != "" {
 		return gitops.Push{}, ignored, err
 	}
 	return ev.Push(delivery), "", nil
+}
+
+// eventKind returns the event a delivery names ("" when none: a push, as workflows post
+// them).
+func eventKind(h http.Header) string {
+	for _, name := range eventHeaders {
+		if kind := h.Get(name); kind != "" {
+			return kind
+		}
+	}
+	return ""
 }
 
 // Event headers: Gitea sends all three.
@@ -142,6 +161,26 @@ func printable(s string, n int) string {
 // Actions workflows post) or Gitea's form encoding, "payload=<json>". It rejects a body
 // that is not a complete push event with an error wrapping webhook.ErrBadPayload.
 func DecodePush(contentType string, body []byte) (*PushEvent, error) {
+	body, err := jsonBody(contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	var e PushEvent
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err))
+	}
+	if key, dup := duplicateKey(body); dup {
+		return nil, fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
+	}
+	if err := e.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", webhook.ErrBadPayload, err)
+	}
+	return &e, nil
+}
+
+// jsonBody returns the JSON document of a body of the given Content-Type: JSON (what
+// Actions workflows post) or Gitea's form encoding, "payload=<json>".
+func jsonBody(contentType string, body []byte) ([]byte, error) {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		// Not echoed: a header value is no place for the sender's secrets, but a confused
@@ -162,21 +201,11 @@ func DecodePush(contentType string, body []byte) (*PushEvent, error) {
 	default:
 		return nil, fmt.Errorf("%w %q: want application/json or application/x-www-form-urlencoded", webhook.ErrUnsupportedMediaType, mt)
 	}
-	// Unmarshal, not a Decoder: no second copy of a body of up to 3 MiB.
-	var e PushEvent
+	// The caller unmarshals, not a Decoder: no second copy of a body of up to 3 MiB.
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, fmt.Errorf("%w: empty body", webhook.ErrBadPayload)
 	}
-	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err))
-	}
-	if key, dup := duplicateKey(body); dup {
-		return nil, fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
-	}
-	if err := e.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", webhook.ErrBadPayload, err)
-	}
-	return &e, nil
+	return body, nil
 }
 
 // formPayload returns the one "payload" field of a form body, as url.ParseQuery would read
@@ -324,8 +353,10 @@ func validRef(ref string) bool {
 // log, a JavaScript consumer) may keep the first or match exactly. A signature covers bytes,
 // not their meaning, so a body that could mean two pushes is refused.
 var readKeys = map[string][]string{
-	"":           {"ref", "before", "after", "repository"},
-	"repository": {"full_name", "clone_url", "ssh_url", "html_url"},
+	"":              {"ref", "before", "after", "repository", "action", "package"},
+	"repository":    {"full_name", "clone_url", "ssh_url", "html_url"},
+	"package":       {"owner", "name", "type", "version", "html_url"},
+	"package.owner": {"login"},
 }
 
 // duplicateKey returns the first member of readKeys given more than once (compared as Go's
@@ -349,8 +380,8 @@ func duplicateIn(obj []byte, path string) (string, bool) {
 			return false
 		}
 		seen[key] = true
-		if _, nested := readKeys[key]; nested && path == "" {
-			if k, found := duplicateIn(value, key); found {
+		if child := strings.TrimPrefix(path+"."+key, "."); readKeys[child] != nil {
+			if k, found := duplicateIn(value, child); found {
 				dup = k
 				return false
 			}

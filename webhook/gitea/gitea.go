@@ -54,28 +54,36 @@ type Gitea struct {
 
 	meMu    sync.Mutex
 	me      int64    // the bot's user id, for meToken
+	login   string   // the bot's login, for meToken
 	meToken [32]byte // digest of the token me was asked with
 }
 
 // botID returns the id of the user flux-webhook's token belongs to: only that user's
 // comments are flux-webhook's (anyone in a pull request can write the summary's marker).
 func (g *Gitea) botID(ctx context.Context) (int64, error) {
+	id, _, err := g.bot(ctx)
+	return id, err
+}
+
+// bot returns the id and login of the user flux-webhook's token belongs to, asked once per
+// token.
+func (g *Gitea) bot(ctx context.Context) (int64, string, error) {
 	tok := sha256.Sum256([]byte(g.token()))
 	g.meMu.Lock()
 	defer g.meMu.Unlock()
 	if g.me != 0 && g.meToken == tok {
-		return g.me, nil
+		return g.me, g.login, nil
 	}
 	c, err := g.client(ctx)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	u, resp, err := c.GetMyUserInfo()
 	if err := apiError("get own user", resp, err); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	g.me, g.meToken = u.ID, tok
-	return u.ID, nil
+	g.me, g.login, g.meToken = u.ID, u.UserName, tok
+	return u.ID, u.UserName, nil
 }
 
 // token returns the current API token, "" when there is none.
