@@ -81,7 +81,7 @@ func (s *Server) handleHook(c echo.Context) error {
 	}
 	switch {
 	case len(result.Targets) == 0:
-		res.Result, res.Reason = "no-match", "no Flux source in any cluster follows " + acc.Push.What()
+		res.Result, res.Reason = "no-match", "no Flux source in any cluster follows "+acc.Push.What()
 		return s.reply(c, http.StatusOK, res, key, keep)
 	case reported == 0:
 		res.Result, res.Reason = "no-match", "every Flux object fed by this push is suspended"

@@ -15,14 +15,14 @@ import (
 
 // fakeForge answers as Gitea would for one repository, and counts the calls.
 type fakeForge struct {
-	mu      sync.Mutex
-	repo    *Repository
-	refs    map[string][]string
-	commits map[string]bool
+	mu       sync.Mutex
+	repo     *Repository
+	refs     map[string][]string
+	commits  map[string]bool
 	history  []string // the reference's recent commits, newest first
 	artifact *Artifact
 	err      error
-	calls   int
+	calls    int
 }
 
 func (f *fakeForge) RecentCommits(_ context.Context, _, _ string, n int) ([]string, error) {
