@@ -40,9 +40,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errFailed):
 		return 1 // the command's own output said what failed
-	case strings.HasPrefix(err.Error(), "unknown command"): // cobra's own, for a bad subcommand
-		err = fmt.Errorf("%w: %v", errUsage, err)
-		fallthrough
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "flux-webhook: %s (see --help)\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
@@ -64,9 +61,11 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 '-' as '_' (e.g. FLUX_WEBHOOK_TOKEN_SECRET); a flag on the command line wins.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Arguments are checked here, not by cobra (whose errors are plain strings).
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+				return noArgs(cmd, args)
 			}
 			return cmd.Help()
 		},
@@ -80,6 +79,14 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 		c.PreRunE = envFlags
 	}
 	return root
+}
+
+// noArgs refuses arguments where a command takes none, as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: unknown command %q for %q", errUsage, args[0], cmd.CommandPath())
+	}
+	return nil
 }
 
 // envFlags sets every flag not given on the command line from FLUX_WEBHOOK_<FLAG>.

@@ -143,6 +143,7 @@ type clusterOptions struct {
 	SecretsNamespace   string
 	QPS                float32
 	Burst              int
+	KindDiscovery      time.Duration
 }
 
 func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
@@ -153,6 +154,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
+	fs.DurationVar(&o.KindDiscovery, "kind-discovery-interval", time.Minute, "how often each cluster is asked which Flux kinds it serves: a Flux CRD installed later is used from then on, without a restart")
 }
 
 // probeOptions configures health, metrics, leader election and the service's own namespace.
@@ -237,6 +239,9 @@ func (o *serveOptions) validate() (secretRefs, error) {
 	}
 	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
+	}
+	if o.cluster.KindDiscovery < time.Second {
+		return refs, fmt.Errorf("%w: --kind-discovery-interval must be at least 1s", errUsage)
 	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
 		return refs, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)

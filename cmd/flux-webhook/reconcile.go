@@ -73,7 +73,7 @@ object as it finishes, then a summary. The exit status is 0 only if every object
 A selector that narrows nothing is refused unless --all is given.`,
 		Example: `  flux-webhook reconcile --server https://flux-webhook.fra1.example.eu --token-file ~/.flux-webhook-token \
     --region eu-central --kind Kustomization --selector tier=platform --wait`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runReconcile(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

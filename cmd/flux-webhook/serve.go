@@ -58,13 +58,14 @@ func newServeCmd() *cobra.Command {
 --health-listen, Prometheus /metrics on --metrics-listen.
 
 A push to a repository makes every Flux GitRepository that fetches the pushed reference, and the
-HelmCharts, Kustomizations and HelmReleases built from it, reconcile now. Each gets a pending commit
+HelmCharts, Kustomizations and HelmReleases built from it, reconcile now; a tag pushed to Gitea's
+registry (a package event) does the same for the OCIRepositories and OCI HelmCharts that follow it. Each gets a pending commit
 status at once, then exactly one of success, failure, error (no answer within --result-timeout) or
 warning (superseded by a newer push, or suspended).`,
 		Example: `  flux-webhook serve --token-secret flux-system/flux-webhook-token \
     --gitea-url https://gitea.example.com --gitea-token-secret flux-system/flux-webhook-gitea \
     --cluster-name eu-central-1`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o, cmd.ErrOrStderr()) },
 	}
 	fs := cmd.Flags()
@@ -244,6 +245,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	intake.Repositories = out.repositories
 
 	svc.local = cluster.New(o.cluster.Name, o.cluster.Region, mgr, keys)
+	svc.local.DiscoveryInterval = o.cluster.KindDiscovery
 	clusters := cluster.NewSet(svc.local)
 	pushes := &record.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
 	intake.Requester = &request.Requester{Clusters: clusters, Backlog: pushes, Aliases: aliases}
@@ -272,7 +274,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	if o.cluster.SecretsNamespace != "" {
 		policy, _ := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
 		svc.runnables = append(svc.runnables, &cluster.Secrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
-			QPS: o.cluster.QPS, Burst: o.cluster.Burst, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
 			Log: logger.WithName("clusters")})
 	}
 	return svc, nil

@@ -52,7 +52,7 @@ kubeconfig's identity, which needs get on that Secret), or from a file. Only the
 printed, on standard output.`,
 		Example: `  flux-webhook token --hook-key-secret flux-webhook/flux-webhook-hook-key --repository acme/app
   flux-webhook token --hook-key-file ./hook-key --organization acme`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runToken(cmd.Context(), o, cmd.OutOrStdout())
 		},

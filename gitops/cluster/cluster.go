@@ -82,6 +82,9 @@ type Keys interface {
 type Cluster struct {
 	Name   string
 	Region string
+	// DiscoveryInterval is how often the cluster is asked which Flux kinds it serves (a CRD
+	// installed later is picked up then); zero means discoveryInterval. Set before Watch.
+	DiscoveryInterval time.Duration
 	cluster.Cluster
 	events recorder.EventRecorder
 
@@ -228,7 +231,11 @@ func (c *Cluster) Watch(ctx context.Context) {
 	}
 	c.synced.Store(true)
 	logger.Info("cluster caches synced", "kinds", c.kindNames())
-	probe, rediscover := time.NewTicker(probeInterval), time.NewTicker(discoveryInterval)
+	every := c.DiscoveryInterval
+	if every <= 0 {
+		every = discoveryInterval
+	}
+	probe, rediscover := time.NewTicker(probeInterval), time.NewTicker(every)
 	defer probe.Stop()
 	defer rediscover.Stop()
 	for {
@@ -306,7 +313,9 @@ func (c *Cluster) discover(ctx context.Context, disco discovery.DiscoveryInterfa
 			err := fmt.Errorf("%s served at %s only, flux-webhook reads %s: upgrade Flux",
 				k.Name(), strings.Join(groups[gvr.Group], ", "), gvr.Version)
 			unusable = append(unusable, err.Error())
-			logger.Error(err, "flux kind not usable", "kind", k.Name())
+			if !slices.Contains(c.Unusable(), err.Error()) { // once, not at every discovery
+				logger.Error(err, "flux kind not usable", "kind", k.Name())
+			}
 		default:
 			kindServed.DeleteLabelValues(c.Name, k.Name())
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,8 @@ type Secrets struct {
 	// QPS and Burst bound each remote cluster's client.
 	QPS   float32
 	Burst int
+	// DiscoveryInterval is each remote cluster's (Cluster.DiscoveryInterval).
+	DiscoveryInterval time.Duration
 	// Keys seal and open the request records of the clusters' objects.
 	Keys Keys
 	// Policy says which risky kubeconfig categories are allowed (none by default).
@@ -151,6 +154,7 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		w.removeLocked(s.Name)
 		return
 	}
+	c.DiscoveryInterval = w.DiscoveryInterval
 	if cur, ok := w.running[s.Name]; ok && cur.cluster != name {
 		w.removeLocked(s.Name) // the Secret now names another cluster
 	}

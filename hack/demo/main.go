@@ -94,7 +94,7 @@ func run(ctx context.Context, keep bool) error {
 			return err
 		}
 	}
-	giteaToken, err := g.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user")
+	giteaToken, err := g.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user", "read:package")
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"reflect"
@@ -167,7 +168,7 @@ func DecodePush(contentType string, body []byte) (*PushEvent, error) {
 	}
 	var e PushEvent
 	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err))
+		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
 	}
 	if key, dup := duplicateKey(body); dup {
 		return nil, fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
@@ -485,14 +486,14 @@ func skipValue(b []byte, i int) int {
 	return i
 }
 
-// jsonError describes a JSON decoding error without echoing the payload.
-func jsonError(err error) string {
+// jsonError describes a JSON decoding error of body without echoing it.
+func jsonError(err error, body []byte) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
+	case errors.As(err, &syn) && trailing(body, syn.Offset):
 		return "trailing data after the JSON document"
-	case errors.As(err, &syn) && strings.Contains(syn.Error(), "unexpected end of JSON input"):
+	case errors.As(err, &syn) && truncated(body, syn.Offset):
 		return "truncated JSON"
 	case errors.As(err, &syn):
 		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
@@ -500,12 +501,30 @@ func jsonError(err error) string {
 		return fmt.Sprintf("the payload must be %s, not %s", jsonType(typ.Type), typ.Value)
 	case errors.As(err, &typ):
 		return fmt.Sprintf("%s must be %s, not %s", typ.Field, jsonType(typ.Type), typ.Value)
-	case err.Error() == "EOF":
+	case errors.Is(err, io.EOF):
 		return "empty body"
-	case err.Error() == "unexpected EOF":
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
 	}
 	return "invalid JSON"
+}
+
+// trailing reports whether a syntax error at offset lies after body's first JSON value.
+func trailing(body []byte, offset int64) bool {
+	end := skipValue(body, skipSpace(body, 0))
+	return end < len(body) && offset > int64(end)
+}
+
+// truncated reports whether a syntax error at offset is body ending early: with one more
+// byte of whitespace, the error moves with the end.
+func truncated(body []byte, offset int64) bool {
+	if offset < int64(len(body)) {
+		return false
+	}
+	var v any
+	var syn *json.SyntaxError
+	err := json.Unmarshal(append(body[:len(body):len(body)], ' '), &v)
+	return errors.As(err, &syn) && syn.Offset > offset
 }
 
 // jsonType names the JSON type a Go type is decoded from.

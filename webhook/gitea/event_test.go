@@ -257,3 +257,20 @@ func FuzzDecodePush(f *testing.F) {
 		}
 	})
 }
+
+// The decoding errors say what is wrong with the JSON without echoing it.
+func TestJSONErrorMessages(t *testing.T) {
+	for body, want := range map[string]string{
+		validPush[:40]:   "truncated JSON",
+		validPush + `{}`: "trailing data after the JSON document",
+		validPush + ` ]`: "trailing data after the JSON document",
+		`{"ref":}`:       "invalid JSON at byte 8",
+		`{"ref":1}`:      "ref must be string, not number",
+		`"push"`:         "the payload must be object, not string",
+	} {
+		_, err := DecodePush("application/json", []byte(body))
+		if err == nil || !strings.HasSuffix(err.Error(), ": "+want) {
+			t.Errorf("%.30q: %v, want %q", body, err, want)
+		}
+	}
+}

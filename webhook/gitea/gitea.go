@@ -34,8 +34,6 @@ const (
 	// statusPageSize is the page size used to read a commit's statuses (Gitea caps pages
 	// at its MAX_RESPONSE_ITEMS, 50 by default).
 	statusPageSize = 50
-	// contextPrefix starts every status context flux-webhook posts.
-	contextPrefix = "flux/"
 )
 
 // ErrNoToken: the Gitea API token Secret has no token yet.
@@ -165,7 +163,7 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 	}
 	var flux []*sdk.Status
 	for ctxName, s := range latest {
-		if !strings.HasPrefix(ctxName, contextPrefix) {
+		if !strings.HasPrefix(ctxName, api.ContextPrefix) {
 			continue
 		}
 		if s.State == sdk.StatusPending {
@@ -272,7 +270,7 @@ func summary(marker, sha string, statuses []*sdk.Status) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n**Flux** finished with commit `%s`:\n\n| | Flux object | Result |\n|---|---|---|\n", marker, sha)
 	for _, s := range statuses {
-		fmt.Fprintf(&b, "| %s | `%s` | %s |\n", stateIcon(string(s.State)), strings.TrimPrefix(s.Context, contextPrefix),
+		fmt.Fprintf(&b, "| %s | `%s` | %s |\n", stateIcon(string(s.State)), strings.TrimPrefix(s.Context, api.ContextPrefix),
 			strings.ReplaceAll(s.Description, "|", "\\|"))
 	}
 	return b.String()

@@ -55,7 +55,7 @@ func DecodePackage(contentType string, body []byte) (ev *PackageEvent, ignored s
 	}
 	var e PackageEvent
 	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, "", fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err))
+		return nil, "", fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
 	}
 	if key, dup := duplicateKey(body); dup {
 		return nil, "", fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)

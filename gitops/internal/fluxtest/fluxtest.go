@@ -76,7 +76,7 @@ func Main(m *testing.M) int {
 
 // StartCluster starts a cluster on a running API server, with the package's record keys,
 // until ctx ends, and waits until its caches synced.
-func StartCluster(ctx context.Context, name string, k *testenv.Kube) (*cluster.Cluster, error) {
+func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
 	c, err := ctrlcluster.New(k.Config, func(o *ctrlcluster.Options) {
 		o.Scheme = flux.NewScheme()
 		o.Cache = cluster.CacheOptions()
@@ -86,6 +86,9 @@ func StartCluster(ctx context.Context, name string, k *testenv.Kube) (*cluster.C
 	}
 	go func() { _ = c.Start(ctx) }()
 	cl := cluster.New(name, "", c, RecordKeys)
+	for _, o := range opts {
+		o(cl)
+	}
 	go cl.Watch(ctx)
 	deadline := time.Now().Add(time.Minute)
 	for !cl.Ready() {
@@ -351,9 +354,23 @@ func Seal(c *cluster.Cluster, o client.Object, rec record.Record) error {
 	return c.SealRecord(flux.KindOf(o), o, rec)
 }
 
-// Counter reads the series of a counter whose labels include every label=value pair given
-// (label, value, label, value, ...), from controller-runtime's registry; 0 when absent.
+// Counter reads the series of a counter (or gauge) whose labels include every label=value
+// pair given (label, value, label, value, ...), from controller-runtime's registry; 0 when
+// absent.
 func Counter(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	v, _ := series(t, name, labels...)
+	return v
+}
+
+// HasSeries reports whether a metric has a series whose labels include every pair given.
+func HasSeries(t *testing.T, name string, labels ...string) bool {
+	t.Helper()
+	_, ok := series(t, name, labels...)
+	return ok
+}
+
+func series(t *testing.T, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	fams, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
@@ -371,12 +388,12 @@ func Counter(t *testing.T, name string, labels ...string) float64 {
 				}
 			}
 			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
+				return m.GetGauge().GetValue(), true
 			}
-			return m.GetCounter().GetValue()
+			return m.GetCounter().GetValue(), true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // Series returns the label sets of a metric's series, for a test to search.
