@@ -50,10 +50,14 @@ func (t Target) String() string {
 
 // Request outcomes of one target, in a /hook answer.
 const (
+	// ResultQueued: the push is recorded; the leader's worker requests the target (its
+	// commit status turns pending then).
+	ResultQueued = "queued"
 	// ResultRequested: requestedAt and the record were patched.
 	ResultRequested = "requested"
-	// ResultAlreadyRequested: the same commit is already pending on the object (a
-	// redelivery, or the Actions step and the native webhook for one push).
+	// ResultAlreadyRequested: the same push was accepted (or the same commit is pending on
+	// the object) already: a redelivery, or the Actions step and the native webhook for one
+	// push.
 	ResultAlreadyRequested = "already-requested"
 	// ResultCoalesced: recorded; the object was patched for another push moments ago, and
 	// requestedAt is set for this one when that moment has passed.
@@ -74,15 +78,21 @@ type Outcome struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// Requested reports whether the target will reconcile for the push: requested now,
+// Requested reports whether the target will reconcile for the push: queued, requested,
 // coalesced with a burst, or requested by an identical push already.
 func (o Outcome) Requested() bool {
-	return o.Result == ResultRequested || o.Result == ResultCoalesced || o.Result == ResultAlreadyRequested
+	return o.Result == ResultQueued || o.Result == ResultRequested || o.Result == ResultCoalesced || o.Result == ResultAlreadyRequested
 }
 
 // Reported reports whether the target gets a final status for the push: it was requested,
 // or is owed a warning as superseded.
 func (o Outcome) Reported() bool { return o.Requested() || o.Result == ResultSuperseded }
+
+// ClusterTargets is how many targets a push matched in one cluster.
+type ClusterTargets struct {
+	Cluster string `json:"cluster"`
+	Targets int    `json:"targets"`
+}
 
 // ClusterError says why a cluster was left out.
 type ClusterError struct {
@@ -102,9 +112,13 @@ type HookResponse struct {
 	Tag     string `json:"tag,omitempty"`
 	// Result says what happened: "accepted" (202: reconciles requested, statuses follow),
 	// or, with 200, why nothing was done: "ignored" or "no-match".
-	Result  string    `json:"result"`
-	Reason  string    `json:"reason,omitempty"`
-	Targets []Outcome `json:"targets,omitempty"`
+	Result string `json:"result"`
+	Reason string `json:"reason,omitempty"`
+	// Clusters says how many targets the push matched in each cluster.
+	Clusters []ClusterTargets `json:"clusters,omitempty"`
+	// Targets lists them, up to a bound (TargetsOmitted says how many more there are).
+	Targets        []Outcome `json:"targets,omitempty"`
+	TargetsOmitted int       `json:"targetsOmitted,omitempty"`
 	// Unreachable lists clusters that could not be asked: what the push feeds there is
 	// unknown.
 	Unreachable []ClusterError `json:"unreachable,omitempty"`

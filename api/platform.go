@@ -29,7 +29,10 @@ type Job struct {
 	Token    string    `json:"token"`
 	Created  time.Time `json:"created"`
 	Deadline time.Time `json:"deadline"`
-	Targets  []Target  `json:"targets"`
+	// Requested is set once the leader has requested every target (until then the job is
+	// queued, its targets not listed yet).
+	Requested bool     `json:"requested"`
+	Targets   []Target `json:"targets"`
 	// Skipped holds the objects selected but not requested: suspended, or not patched.
 	Skipped []Outcome `json:"skipped,omitempty"`
 	// Unreachable lists selected clusters that could not be asked.

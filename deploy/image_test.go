@@ -400,7 +400,7 @@ func TestDockerignore(t *testing.T) {
 	for p, want := range map[string]bool{
 		"Makefile": false, "go.mod": false, "cmd/flux-webhook/main.go": false, "internal/version/version.go": false,
 		".git/config": true, "bin/flux-webhook": true, "deploy/base/rbac.yaml": true, "README.md": true,
-		"gitops/match_test.go": true, "cmd/flux-webhook/testdata/help.golden": true,
+		"gitops/flux/match_test.go": true, "api/api.go": false, "gitops/request/request.go": false, "cmd/flux-webhook/testdata/help.golden": true,
 	} {
 		if got := m.excluded(p); got != want {
 			t.Errorf("%s excluded: %v, want %v", p, got, want)

@@ -955,7 +955,7 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 		return fmt.Errorf("/hook matched %d targets, want %d: %s", len(accepted.Targets), len(p.objs), answer)
 	}
 	for _, tg := range accepted.Targets {
-		if tg.Result != "requested" {
+		if tg.Result != "queued" {
 			return fmt.Errorf("/hook: %s %s: %s", tg.Kind, tg.Result, tg.Error)
 		}
 	}

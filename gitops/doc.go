@@ -72,6 +72,10 @@ type Result struct {
 	Token       string
 	RequestedAt time.Time
 	Targets     []api.Outcome
+	// Clusters says how many targets the push matched in each cluster.
+	Clusters []api.ClusterTargets
+	// Repeat is set when the push was accepted before (its other delivery, a repeat).
+	Repeat bool
 	// Unreachable lists the clusters that could not be asked at all: their caches never
 	// synced, so which of their objects the push feeds is unknown.
 	Unreachable []api.ClusterError

@@ -94,7 +94,7 @@ type countingRequester struct {
 	bad   atomic.Value // string: the first malformed push seen
 }
 
-func (c *countingRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
+func (c *countingRequester) Accept(_ context.Context, p gitops.Push) (gitops.Result, error) {
 	c.calls.Add(1)
 	if p.Repository == "" || !strings.HasPrefix(p.Ref, "refs/") || len(p.URLs) == 0 || p.SHA == "" || p.Delivery == "" {
 		c.bad.CompareAndSwap(nil, p.Repository+" "+p.Ref)

@@ -32,10 +32,10 @@ type blockingRequester struct {
 	release chan struct{}
 }
 
-func (b *blockingRequester) Request(ctx context.Context, p gitops.Push) (gitops.Result, error) {
+func (b *blockingRequester) Accept(ctx context.Context, p gitops.Push) (gitops.Result, error) {
 	b.entered <- struct{}{}
 	<-b.release
-	return b.stubRequester.Request(ctx, p)
+	return b.stubRequester.Accept(ctx, p)
 }
 
 // Await answers nothing until the sender leaves, as a target Flux never answers.

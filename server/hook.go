@@ -72,7 +72,11 @@ func (s *Server) handleHook(c echo.Context) error {
 		return s.reply(c, http.StatusOK, res, key, keep)
 	}
 	result := acc.Result
-	res.Targets, res.Unreachable = result.Targets, result.Unreachable
+	res.Clusters, res.Targets, res.Unreachable = result.Clusters, result.Targets, result.Unreachable
+	if n := len(res.Targets); n > maxListedTargets {
+		// The counts per cluster say it all; the stream and the logs have every target.
+		res.Targets, res.TargetsOmitted = res.Targets[:maxListedTargets], n-maxListedTargets
+	}
 	reported := 0
 	for _, o := range result.Targets {
 		if o.Reported() {

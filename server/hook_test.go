@@ -78,7 +78,7 @@ func (s *stubRequester) Await(context.Context, gitops.Push, gitops.Result, time.
 	return ch
 }
 
-func (s *stubRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
+func (s *stubRequester) Accept(_ context.Context, p gitops.Push) (gitops.Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, p)

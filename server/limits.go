@@ -126,6 +126,9 @@ const (
 	// recently used dropped first; an answer is typically well under 1 KiB.
 	deliveryCacheBytes = 4 << 20
 
+	// maxListedTargets bounds the targets one /hook answer lists (about 150 bytes each):
+	// a region-wide push matches thousands; the answer's per-cluster counts cover them all.
+	maxListedTargets = 1000
 	// defaultWait and maxWait bound /hook?wait=true: a workflow step waits for Flux at most
 	// this long (the commit statuses follow anyway).
 	defaultWait = 5 * time.Minute

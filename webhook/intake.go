@@ -59,9 +59,9 @@ type Forge interface {
 	Artifact(ctx context.Context, pkg, tag string) (*Artifact, error)
 }
 
-// Requester requests the reconciles of a verified push.
+// Requester accepts a verified push: records it, for its reconciles to be requested.
 type Requester interface {
-	Request(ctx context.Context, push gitops.Push) (gitops.Result, error)
+	Accept(ctx context.Context, push gitops.Push) (gitops.Result, error)
 }
 
 // Limits of claim verification.
@@ -161,7 +161,7 @@ func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p
 			return Accepted{Push: p, Ignored: ignored}, err
 		}
 	}
-	res, err := in.Requester.Request(ctx, p)
+	res, err := in.Requester.Accept(ctx, p)
 	return Accepted{Push: p, Result: res}, err
 }
 

@@ -77,7 +77,7 @@ func (f *fakeForge) CommitExists(_ context.Context, _, sha string) (bool, error)
 
 type recordingRequester struct{ pushes []gitops.Push }
 
-func (r *recordingRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
+func (r *recordingRequester) Accept(_ context.Context, p gitops.Push) (gitops.Result, error) {
 	r.pushes = append(r.pushes, p)
 	return gitops.Result{Token: "t"}, nil
 }

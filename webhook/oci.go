@@ -46,7 +46,7 @@ func (in *Intake) acceptOCI(ctx context.Context, principal credentials.Principal
 	if p.OCI.URL == "" {
 		return Accepted{}, fmt.Errorf("%w: package.html_url is missing: the registry is unknown", ErrBadPayload)
 	}
-	res, err := in.Requester.Request(ctx, p)
+	res, err := in.Requester.Accept(ctx, p)
 	return Accepted{Push: p, Result: res}, err
 }
 

@@ -20,6 +20,8 @@ import (
 
 	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/gitops/jobs"
+	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
@@ -126,11 +128,13 @@ func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 type reportOptions struct {
 	ResultTimeout   time.Duration
 	RecordKeySecret string
+	MaxPushTargets  int
 }
 
 func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.RecordKeySecret, "record-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the key request records on Flux objects are authenticated with (and \"previous\", during a rotation): a record flux-webhook did not write never makes it post (required)")
 	fs.DurationVar(&o.ResultTimeout, "result-timeout", 10*time.Minute, "how long Flux has to answer before a target is reported as error")
+	fs.IntVar(&o.MaxPushTargets, "max-push-targets", request.DefaultMaxTargets, "refuse (422) a push that feeds more Flux objects than this, across all clusters: a safety cap on the work one push makes")
 }
 
 // clusterOptions configures the clusters flux-webhook requests and watches: its own, and
@@ -144,6 +148,8 @@ type clusterOptions struct {
 	QPS                float32
 	Burst              int
 	KindDiscovery      time.Duration
+	JobQPS             float64
+	JobBurst           int
 }
 
 func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
@@ -154,6 +160,8 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
+	fs.Float64Var(&o.JobQPS, "job-qps", jobs.DefaultQPS, "patches per second a platform job makes in each cluster: kept below the clients' QPS, so that pushes always have most of it")
+	fs.IntVar(&o.JobBurst, "job-burst", jobs.DefaultBurst, "burst of a platform job's patches in each cluster")
 	fs.DurationVar(&o.KindDiscovery, "kind-discovery-interval", time.Minute, "how often each cluster is asked which Flux kinds it serves: a Flux CRD installed later is used from then on, without a restart")
 }
 
@@ -239,6 +247,12 @@ func (o *serveOptions) validate() (secretRefs, error) {
 	}
 	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
+	}
+	if o.report.MaxPushTargets < 1 {
+		return refs, fmt.Errorf("%w: --max-push-targets must be positive", errUsage)
+	}
+	if o.cluster.JobQPS <= 0 || o.cluster.JobBurst <= 0 {
+		return refs, fmt.Errorf("%w: --job-qps and --job-burst must be positive", errUsage)
 	}
 	if o.cluster.KindDiscovery < time.Second {
 		return refs, fmt.Errorf("%w: --kind-discovery-interval must be at least 1s", errUsage)

@@ -26,8 +26,8 @@ var errFailed = errors.New("not every target succeeded")
 const (
 	// pollInterval is how often reconcile --wait asks for the job's progress.
 	pollInterval = time.Second
-	// requestTimeout bounds each call to the platform API.
-	requestTimeout = 30 * time.Second
+	// requestedPoll is how often reconcile asks whether the leader requested the job yet.
+	requestedPoll = 200 * time.Millisecond
 )
 
 type reconcileOptions struct {
@@ -116,6 +116,18 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 	p := &printer{w: stdout, json: o.Output == "json"}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !p.json {
 		p.live = stderr
+	}
+	// The job is saved at once and requested by the leader moments later: its targets are
+	// known then.
+	for !st.Requested {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(requestedPoll):
+		}
+		if st, err = c.Job(ctx, st.ID); err != nil {
+			return err
+		}
 	}
 	p.accepted(st)
 	if o.Wait {

@@ -248,7 +248,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	svc.local.DiscoveryInterval = o.cluster.KindDiscovery
 	clusters := cluster.NewSet(svc.local)
 	pushes := &record.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
-	intake.Requester = &request.Requester{Clusters: clusters, Backlog: pushes, Aliases: aliases}
+	intake.Requester = &request.Requester{Clusters: clusters, Store: pushes, Aliases: aliases, MaxTargets: o.report.MaxPushTargets}
 	srv := &server.Server{
 		Addr:         o.hook.Listen,
 		PlatformAddr: o.hook.PlatformListen,
@@ -259,13 +259,13 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		Log:          logger.WithName("http"),
 	}
 	if refs.platformToken.Name != "" {
-		srv.Platform = &jobs.Platform{
-			Clusters:      clusters,
-			Jobs:          &jobs.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace},
-			ResultTimeout: o.report.ResultTimeout,
-		}
+		store := &jobs.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
+		srv.Platform = &jobs.Platform{Clusters: clusters, Jobs: store, ResultTimeout: o.report.ResultTimeout}
+		svc.runnables = append(svc.runnables, &jobs.Worker{Clusters: clusters, Jobs: store, Client: clientset,
+			QPS: o.cluster.JobQPS, Burst: o.cluster.JobBurst})
 	}
 	svc.runnables = append(svc.runnables, srv, cluster.LocalWatch{Cluster: svc.local},
+		&request.Worker{Clusters: clusters, Store: pushes, Client: clientset, ResultTimeout: o.report.ResultTimeout},
 		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, ResultTimeout: o.report.ResultTimeout},
 		&report.Reporters{Clusters: clusters, New: func(c *cluster.Cluster) *report.Reporter {
 			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,

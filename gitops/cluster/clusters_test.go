@@ -115,7 +115,7 @@ func TestClusters(t *testing.T) {
 		}
 	}
 	pushes := &record.PushStore{Client: fluxtest.Kube.Client, Reader: fluxtest.Kube.Client, Namespace: ns}
-	r := &request.Requester{Clusters: set, Backlog: pushes}
+	r := fluxtest.NewRequester(t, set, func(r *request.Requester) { r.Store = pushes })
 	backlogCtx, stopBacklog := context.WithCancel(context.Background())
 	backlogDone := make(chan struct{})
 	go func() {
@@ -177,24 +177,35 @@ func TestClusters(t *testing.T) {
 	}
 	fluxtest.WaitStates(t, rec, down, contextOf("east", kustomizev1.KustomizationKind), api.StatePending)
 
-	// The sender's retry within the grace, once the cluster is back, requests what the first
-	// delivery could not: the target then gets the reporter's statuses and no error.
+	// The leader's worker asks a cluster that stops answering again, with backoff, until the
+	// result timeout: once it is back, its targets are requested and get the reporter's
+	// statuses, no error.
+	cs2, err := kubernetes.NewForConfig(fluxtest.Kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workCtx, stopWorker := context.WithCancel(context.Background())
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		_ = (&request.Worker{Clusters: set, Store: pushes, Client: cs2, ResultTimeout: time.Minute}).Start(workCtx)
+	}()
 	retried := fluxtest.NewSHA()
-	if res, err = r.Request(ctx, fluxtest.PushOf(repo, "refs/heads/main", retried)); err != nil ||
-		!slices.ContainsFunc(res.Targets, func(o api.Outcome) bool { return o.Cluster == "west" && o.Result == api.ResultError }) {
-		t.Fatalf("west down: %v %v", fluxtest.Targets(res.Targets), err)
+	if res, err = r.Accept(ctx, fluxtest.PushOf(repo, "refs/heads/main", retried)); err != nil || len(res.Clusters) != 3 {
+		t.Fatalf("accept with west down: %v %v", res.Clusters, err)
+	}
+	fluxtest.WaitStates(t, rec, retried, contextOf("east", kustomizev1.KustomizationKind), api.StatePending)
+	if got := rec.States(retried, contextOf("west", kustomizev1.KustomizationKind)); len(got) != 0 {
+		t.Fatalf("west, down, got %v", got)
 	}
 	sent := time.Now()
 	if err := westProxy.Restore(); err != nil {
 		t.Fatal(err)
 	}
-	fluxtest.WaitFor(t, "the retry requests west", func() bool {
-		res, err = r.Request(ctx, fluxtest.PushOf(repo, "refs/heads/main", retried))
-		return err == nil && !slices.ContainsFunc(res.Targets, func(o api.Outcome) bool { return o.Cluster == "west" && !o.Requested() })
-	})
-	t.Logf("retry requested west %s after the first delivery", time.Since(sent).Round(time.Millisecond))
-	time.Sleep(time.Until(sent.Add(6 * time.Second))) // past the grace
 	fluxtest.WaitStates(t, rec, retried, contextOf("west", kustomizev1.KustomizationKind), api.StatePending)
+	t.Logf("the worker requested west %s after it came back", time.Since(sent).Round(time.Millisecond))
+	stopWorker()
+	<-workerDone
 
 	// Removing a Secret removes its cluster (and stops its cache and reporter).
 	if err := fluxtest.Kube.Client.Delete(ctx, eastSecret); err != nil {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
-	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -62,7 +61,7 @@ func TestKindsDiscoveredPerCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := &request.Requester{Clusters: cluster.NewSet(c)}
+	r := fluxtest.NewRequester(t, cluster.NewSet(c))
 	want := func(n int) func() bool {
 		return func() bool {
 			res, err := r.Request(ctx, fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA()))

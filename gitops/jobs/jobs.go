@@ -1,12 +1,13 @@
 // Package jobs runs region-wide reconciles for platform teams: a selector of clusters,
-// namespaces, kinds and labels, turned into requestedAt patches (sources first) and a job
-// whose progress any replica can answer, from the clusters' caches.
+// namespaces, kinds and labels, saved as a job (one write, no patch: any replica answers at
+// once), then turned by the leader's Worker into requestedAt patches, sources first, at a
+// rate that leaves /hook's pushes most of each cluster's client; the job's progress is read
+// by any replica from the clusters' caches.
 package jobs
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,16 +16,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
-	"golang.org/x/time/rate"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -56,13 +53,14 @@ func (e *RateLimitedError) Error() string {
 }
 
 const (
-	// platformRate and platformBurst bound region-wide reconciles per replica: each patches
-	// up to maxJobTargets objects across clusters and makes every Flux controller work.
-	platformRate  = rate.Limit(1.0 / 10) // one every 10 s
+	// platformRate and platformBurst bound region-wide reconciles across all replicas (a
+	// token bucket in a ConfigMap): each patches up to maxJobTargets objects across clusters
+	// and makes every Flux controller work.
+	platformRate  = 1.0 / 10 // one every 10 s
 	platformBurst = 3
-	// maxJobTargets bounds one job: it is stored in a ConfigMap (1 MiB) and patched within
-	// seconds.
-	maxJobTargets = 2000
+	// maxJobTargets bounds one job: its targets are stored in a ConfigMap (1 MiB), about
+	// 60 bytes each.
+	maxJobTargets = 10000
 	// jobTTL is how long a finished job can still be read.
 	jobTTL = time.Hour
 	// JobLabel marks the ConfigMaps that hold reconcile jobs; its value is the selector's
@@ -136,7 +134,7 @@ func digest(s api.Selector) string {
 	return hex.EncodeToString(sum[:])[:32]
 }
 
-// Platform runs region-wide reconciles for platform teams.
+// Platform answers the platform API: it saves jobs and reports their progress.
 type Platform struct {
 	Clusters *cluster.Set
 	Jobs     *JobStore
@@ -144,9 +142,6 @@ type Platform struct {
 	ResultTimeout time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-
-	once    sync.Once
-	limiter *rate.Limiter
 }
 
 func (p *Platform) now() time.Time {
@@ -156,11 +151,12 @@ func (p *Platform) now() time.Time {
 	return time.Now()
 }
 
-// Reconcile asks every object the selector matches to reconcile, sources first, and
-// returns the job. An identical request still in flight is not repeated: its job is
-// returned with Coalesced set.
+// Reconcile saves a job asking every object the selector matches to reconcile, for the
+// leader's Worker to request, and returns it, queued. It reads only the caches (how many
+// objects the selector matches: a job over maxJobTargets is refused whole) and writes once
+// (the job; and a token of the job rate). An identical request still in flight is not
+// repeated: its job is returned with Coalesced set.
 func (p *Platform) Reconcile(ctx context.Context, sel api.Selector) (*api.JobStatus, error) {
-	p.once.Do(func() { p.limiter = rate.NewLimiter(platformRate, platformBurst) })
 	sel, err := normalize(sel)
 	if err != nil {
 		return nil, err
@@ -177,52 +173,38 @@ func (p *Platform) Reconcile(ctx context.Context, sel api.Selector) (*api.JobSta
 			return st, nil
 		}
 	}
-	if r := p.limiter.Reserve(); r.Delay() > 0 {
-		d := r.Delay()
-		r.Cancel()
-		return nil, &RateLimitedError{RetryAfter: d}
-	}
-	tok, at := request.NextToken(p.now)
-	job := &api.Job{ID: newID(), Selector: sel, Token: tok, Created: at, Deadline: at.Add(p.ResultTimeout)}
+	matched, reachable := 0, 0
+	var unreachable []api.ClusterError
 	for _, c := range p.Clusters.Clusters() {
 		if !selectsCluster(sel, c) {
 			continue
 		}
 		if !c.Ready() {
-			job.Unreachable = append(job.Unreachable, api.ClusterError{Cluster: c.Name, Error: "never reached (caches not synced)"})
+			unreachable = append(unreachable, api.ClusterError{Cluster: c.Name, Error: "never reached (caches not synced)"})
 			continue
 		}
 		objs, err := selectObjects(ctx, c, sel)
 		if err != nil {
-			job.Unreachable = append(job.Unreachable, api.ClusterError{Cluster: c.Name, Error: cluster.PublicError(ctx, c.Name, err)})
+			unreachable = append(unreachable, api.ClusterError{Cluster: c.Name, Error: cluster.PublicError(ctx, c.Name, err)})
 			continue
 		}
-		if len(job.Targets)+len(objs) > maxJobTargets {
+		reachable++
+		if matched += len(objs); matched > maxJobTargets {
 			return nil, fmt.Errorf("%w: the selector matches more than %d objects", ErrTooManyTargets, maxJobTargets)
 		}
-		for _, o := range objs {
-			k, _ := flux.KindFor(o)
-			t := api.Target{Cluster: c.Name, Kind: k.Name(), Namespace: o.GetNamespace(), Name: o.GetName()}
-			if k.Suspended(o) {
-				job.Skipped = append(job.Skipped, api.Outcome{Target: t, Result: api.ResultSuspended})
-				continue
-			}
-			if err := annotate(ctx, c, o, tok); err != nil {
-				job.Skipped = append(job.Skipped, api.Outcome{Target: t, Result: api.ResultError, Error: cluster.PublicError(ctx, c.Name, err)})
-				continue
-			}
-			job.Targets = append(job.Targets, t)
-		}
 	}
-	if len(job.Targets) == 0 && len(job.Unreachable) > 0 && len(job.Skipped) == 0 {
+	if reachable == 0 && len(unreachable) > 0 {
 		return nil, fmt.Errorf("%w: no selected cluster could be reached", cluster.ErrUnavailable)
 	}
+	if err := p.Jobs.take(ctx, p.now()); err != nil {
+		return nil, err
+	}
+	tok, at := request.NextToken(p.now)
+	job := &api.Job{ID: newID(), Selector: sel, Token: tok, Created: at, Deadline: at.Add(p.ResultTimeout), Unreachable: unreachable}
 	if err := p.Jobs.save(ctx, job, dig); err != nil {
 		return nil, err
 	}
-	log.FromContext(ctx).Info("platform reconcile requested", "job", job.ID, "targets", len(job.Targets),
-		"skipped", len(job.Skipped), "unreachable", len(job.Unreachable))
-	p.Jobs.prune(ctx, p.now().Add(-jobTTL))
+	log.FromContext(ctx).Info("platform reconcile queued", "job", job.ID, "matched", matched, "unreachable", len(unreachable))
 	return p.status(ctx, job), nil
 }
 
@@ -236,7 +218,7 @@ func (p *Platform) Status(ctx context.Context, id string) (*api.JobStatus, error
 }
 
 func (p *Platform) status(ctx context.Context, job *api.Job) *api.JobStatus {
-	st := &api.JobStatus{Job: *job, Counts: map[string]int{}, Done: true}
+	st := &api.JobStatus{Job: *job, Counts: map[string]int{}, Done: job.Requested}
 	expired := p.now().After(job.Deadline)
 	want := observe.WantAny(job.Token, job.Created)
 	for _, t := range job.Targets {
@@ -343,93 +325,15 @@ func annotate(ctx context.Context, c *cluster.Cluster, o client.Object, token st
 	return err
 }
 
-func newID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// JobStore keeps reconcile jobs in ConfigMaps of one namespace, so that any replica can
-// answer for a job and identical requests in flight are found whichever replica got them.
-type JobStore struct {
-	Client    client.Client // writes
-	Reader    client.Reader // uncached reads
-	Namespace string
-}
-
-func jobName(id string) string { return "flux-webhook-job-" + id }
-
-func (s *JobStore) save(ctx context.Context, job *api.Job, digest string) error {
-	b, err := json.Marshal(job)
-	if err != nil {
-		return err
+// sortTargets orders targets as selectObjects does: by kind's stage, then kind, namespace,
+// name (the workers finish in any order).
+func sortTargets(ts []api.Target) {
+	stage := map[string]int{}
+	for _, k := range flux.Kinds() {
+		stage[k.Name()] = k.Stage()
 	}
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: jobName(job.ID),
-			Labels: map[string]string{JobLabel: digest, "app.kubernetes.io/managed-by": "flux-webhook"}},
-		Data: map[string]string{"job.json": string(b)},
-	}
-	if err := s.Client.Create(ctx, cm, client.FieldOwner(cluster.FieldOwner)); err != nil {
-		return fmt.Errorf("save job %s: %w", job.ID, err)
-	}
-	return nil
-}
-
-func (s *JobStore) load(ctx context.Context, id string) (*api.Job, error) {
-	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
-		return nil, ErrJobNotFound
-	}
-	cm := &corev1.ConfigMap{}
-	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: jobName(id)}, cm); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, ErrJobNotFound
-		}
-		return nil, fmt.Errorf("load job %s: %w", id, err)
-	}
-	return decodeJob(cm)
-}
-
-func decodeJob(cm *corev1.ConfigMap) (*api.Job, error) {
-	var j api.Job
-	if err := json.Unmarshal([]byte(cm.Data["job.json"]), &j); err != nil {
-		return nil, fmt.Errorf("job %s: %w", cm.Name, err)
-	}
-	return &j, nil
-}
-
-func (s *JobStore) list(ctx context.Context, opts ...client.ListOption) ([]*api.Job, error) {
-	var cms corev1.ConfigMapList
-	if err := s.Reader.List(ctx, &cms, append(opts, client.InNamespace(s.Namespace))...); err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	var out []*api.Job
-	for i := range cms.Items {
-		if j, err := decodeJob(&cms.Items[i]); err == nil {
-			out = append(out, j)
-		}
-	}
-	return out, nil
-}
-
-func (s *JobStore) inFlight(ctx context.Context, digest string) ([]*api.Job, error) {
-	return s.list(ctx, client.MatchingLabels{JobLabel: digest})
-}
-
-// prune deletes jobs created before a time; a failure is logged (a missing permission would
-// otherwise let jobs pile up unseen) and left for the next prune.
-func (s *JobStore) prune(ctx context.Context, before time.Time) {
-	logger := log.FromContext(ctx)
-	jobs, err := s.list(ctx, client.HasLabels{JobLabel})
-	if err != nil {
-		logger.Error(err, "prune reconcile jobs")
-		return
-	}
-	for _, j := range jobs {
-		if j.Created.Before(before) {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: jobName(j.ID)}}
-			if err := client.IgnoreNotFound(s.Client.Delete(ctx, cm)); err != nil {
-				logger.Error(err, "prune reconcile job", "job", j.ID)
-			}
-		}
-	}
+	slices.SortFunc(ts, func(a, b api.Target) int {
+		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(stage[a.Kind], stage[b.Kind]), cmp.Compare(a.Kind, b.Kind),
+			cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 }

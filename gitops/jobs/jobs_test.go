@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openova-io/flux-webhook/api"
@@ -42,6 +44,36 @@ func TestPlatformReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Saved, not requested: nothing is patched before the leader's worker runs.
+	if st.Requested || len(st.Targets) != 0 || st.Done {
+		t.Fatalf("queued job: %+v", st)
+	}
+	if ks := kustomizationOf(t, ns, "platform"); ks.Annotations[meta.ReconcileRequestAnnotation] != "" {
+		t.Fatal("patched before the worker ran")
+	}
+	cs, err := kubernetes.NewForConfig(fluxtest.Kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = (&jobs.Worker{Clusters: p.Clusters, Jobs: p.Jobs, Client: cs}).Start(wctx)
+	}()
+	t.Cleanup(func() { stop(); <-stopped })
+	requested := func(st *api.JobStatus) *api.JobStatus {
+		t.Helper()
+		fluxtest.WaitFor(t, "job requested", func() bool {
+			next, err := p.Status(ctx, st.ID)
+			if err == nil && next.Requested {
+				st = next
+			}
+			return err == nil && next.Requested
+		})
+		return st
+	}
+	st = requested(st)
 	var got []string
 	for _, tg := range st.Targets {
 		got = append(got, tg.Kind+"/"+tg.Name)
@@ -98,6 +130,7 @@ func TestPlatformReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st2 = requested(st2)
 	got = got[:0]
 	for _, tg := range st2.Targets {
 		got = append(got, tg.Kind+"/"+tg.Name)
@@ -119,8 +152,8 @@ func TestPlatformReconcile(t *testing.T) {
 			t.Errorf("%s selector: %v", name, err)
 		}
 	}
-	// Three distinct requests were allowed at once; the next is refused until the limiter
-	// refills (one per 10 s).
+	// Three distinct requests were allowed at once (by any replica: the bucket is a
+	// ConfigMap); the next is refused until it refills (one per 10 s).
 	_, err = p.Reconcile(ctx, api.Selector{Namespaces: []string{ns}, Kinds: []string{"GitRepository"}})
 	var limited *jobs.RateLimitedError
 	if !errors.As(err, &limited) || limited.RetryAfter <= 0 {

@@ -3,6 +3,7 @@ package record
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -21,16 +22,48 @@ import (
 // value is the push's key.
 const PushLabel = "flux-webhook.openova.io/push"
 
-// Push is a push record: kept in the service's own namespace (which no tenant writes), what
-// a push owes Gitea outside its Flux objects' records: an error status for each target it
-// could not request (its cluster was down, the API server refused the patch), a warning for
-// each target of a push that was overtaken before it arrived. The leader's backlog posts
-// them, once, unless the object's record knows the push (its reporter reports it then: the
-// sender's retry, or the push's other delivery, requested it).
+// Push is a push record, kept in the service's own namespace (which no tenant writes). It
+// is written once when a push is accepted, before the answer: what to request (the request,
+// and what the push changed, to match in each cluster), and per cluster whether it has been
+// requested there; the leader's worker requests it, cluster by cluster. It also holds what
+// the push owes Gitea outside its Flux objects' records: an error status for each target it
+// could not request (its cluster stayed down, the API server refused the patch), a warning
+// for each target of a push that was overtaken before it arrived. The leader's backlog posts
+// them, once, unless the object's record knows the push (its reporter reports it then).
 type Push struct {
 	Request Request `json:"request"`
-	Owed    []Owed  `json:"owed"`
+	// Pushed is what the push changed, as matching reads it.
+	Pushed *Pushed `json:"pushed,omitempty"`
+	// Clusters are the clusters the push is requested in, and how far.
+	Clusters []ClusterWork `json:"clusters,omitempty"`
+	Owed     []Owed        `json:"owed"`
 }
+
+// Pushed is what a push changed (flux.Pushed), as a push record keeps it.
+type Pushed struct {
+	URLs []string `json:"urls"`
+	Ref  string   `json:"ref,omitempty"`
+	Tag  string   `json:"tag,omitempty"`
+	Name string   `json:"name,omitempty"`
+}
+
+// ClusterWork is a push's work in one cluster.
+type ClusterWork struct {
+	Cluster string `json:"cluster"`
+	// Matched is the number of targets the push matched there when it was accepted.
+	Matched int `json:"matched"`
+	// Done is set once every target there was requested (or given up on, and owed an
+	// error status).
+	Done bool `json:"done,omitempty"`
+}
+
+// Pending reports whether a cluster of the push still waits to be requested.
+func (p Push) Pending() bool {
+	return slices.ContainsFunc(p.Clusters, func(c ClusterWork) bool { return !c.Done })
+}
+
+// Key is the push's key: its record's name suffix, and its label value.
+func (p Push) Key() string { return p.Request.PushKey() }
 
 // Owed is one status a push owes a target, and how far it got.
 type Owed struct {
@@ -53,13 +86,14 @@ type PushStore struct {
 	Namespace string
 }
 
-func pushRecordName(key string) string { return "flux-webhook-push-" + key }
+// RecordName is the name of the ConfigMap of the push record of key.
+func RecordName(key string) string { return "flux-webhook-push-" + key }
 
 // Add records statuses a push owes; a record of the same push (its other delivery) gains
 // those it lacks.
 func (s *PushStore) Add(ctx context.Context, req Request, targets []Owed) error {
 	key := req.PushKey()
-	name := types.NamespacedName{Namespace: s.Namespace, Name: pushRecordName(key)}
+	name := types.NamespacedName{Namespace: s.Namespace, Name: RecordName(key)}
 	b, _ := json.Marshal(Push{Request: req.forPush(), Owed: targets})
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
 		Labels: map[string]string{PushLabel: key, "app.kubernetes.io/managed-by": "flux-webhook"}},
@@ -95,8 +129,88 @@ func (s *PushStore) Add(ctx context.Context, req Request, targets []Owed) error 
 
 // forPush is what a push record keeps of a request.
 func (q Request) forPush() Request {
-	return Request{Token: q.Token, Repository: q.Repository, Ref: q.Ref, SHA: q.SHA, Before: q.Before,
+	return Request{Token: q.Token, Repository: q.Repository, Ref: q.Ref, SHA: q.SHA, Version: q.Version, Before: q.Before,
 		Delivery: q.Delivery, RequestedAt: q.RequestedAt}
+}
+
+// ErrRecordFull: a push record would be over what a ConfigMap holds.
+var ErrRecordFull = errors.New("push record full")
+
+// maxPushRecordBytes bounds a push record: a ConfigMap holds 1 MiB; what is owed beyond
+// this is logged instead (a push record owes one status per target it could not request).
+const maxPushRecordBytes = 900 << 10
+
+// Create records an accepted push, in one write. When the push is recorded already (its
+// other delivery, a repeat), nothing is written and the existing record is returned.
+func (s *PushStore) Create(ctx context.Context, p Push) (existing *Push, err error) {
+	p.Request = p.Request.forPush()
+	key := p.Key()
+	b, _ := json.Marshal(p)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: RecordName(key),
+		Labels: map[string]string{PushLabel: key, "app.kubernetes.io/managed-by": "flux-webhook"}},
+		Data: map[string]string{pushData: string(b)}}
+	err = s.Client.Create(ctx, cm, client.FieldOwner(FieldOwner))
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	got := &corev1.ConfigMap{}
+	if err := s.Reader.Get(ctx, client.ObjectKeyFromObject(cm), got); err != nil {
+		return nil, err
+	}
+	var rec Push
+	if err := json.Unmarshal([]byte(got.Data[pushData]), &rec); err != nil {
+		return nil, fmt.Errorf("push record %s: %w", got.Name, err)
+	}
+	return &rec, nil
+}
+
+// Update changes the record of the push with key, with an optimistic lock, reading it again
+// on a conflict. change returns ErrNoChange to write nothing.
+func (s *PushStore) Update(ctx context.Context, key string, change func(*Push) error) error {
+	name := types.NamespacedName{Namespace: s.Namespace, Name: RecordName(key)}
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := s.Reader.Get(ctx, name, cm); err != nil {
+			return err
+		}
+		var rec Push
+		if err := json.Unmarshal([]byte(cm.Data[pushData]), &rec); err != nil {
+			return err
+		}
+		if err := change(&rec); err != nil {
+			if errors.Is(err, ErrNoChange) {
+				return nil
+			}
+			return err
+		}
+		b, _ := json.Marshal(rec)
+		if len(b) > maxPushRecordBytes {
+			return fmt.Errorf("%w: %d bytes", ErrRecordFull, len(b))
+		}
+		cm.Data[pushData] = string(b)
+		return s.Client.Update(ctx, cm, client.FieldOwner(FieldOwner))
+	})
+}
+
+// ErrNoChange: an Update's change has nothing to write.
+var ErrNoChange = errors.New("no change")
+
+// Get returns the record of the push with key.
+func (s *PushStore) Get(ctx context.Context, key string) (*Push, error) {
+	cm := &corev1.ConfigMap{}
+	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: RecordName(key)}, cm); err != nil {
+		return nil, err
+	}
+	return Decode(cm)
+}
+
+// Decode reads the push record a ConfigMap holds.
+func Decode(cm *corev1.ConfigMap) (*Push, error) {
+	var rec Push
+	if err := json.Unmarshal([]byte(cm.Data[pushData]), &rec); err != nil {
+		return nil, fmt.Errorf("push record %s: %w", cm.Name, err)
+	}
+	return &rec, nil
 }
 
 // Stored is a push record as stored, to be worked and saved back (with its optimistic lock).

@@ -87,6 +87,18 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 	due := !b.now().Before(req.RequestedAt.Add(grace))
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery))
 	pending, changed := false, false
+	if rec.Pending() && b.ResultTimeout > 0 && b.now().Sub(req.RequestedAt) > 2*b.ResultTimeout {
+		// The worker never finished it: its cluster was removed before. Nothing more will.
+		var left []string
+		for i := range rec.Clusters {
+			if !rec.Clusters[i].Done {
+				left = append(left, rec.Clusters[i].Cluster)
+				rec.Clusters[i].Done = true
+			}
+		}
+		log.FromContext(ctx).Error(errors.New("push never requested there"), "push record given up", "clusters", left)
+		changed = true
+	}
 	for i := range rec.Owed {
 		u := &rec.Owed[i]
 		if u.Done {
@@ -134,7 +146,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 		}
 		u.Done = true
 	}
-	if !pending && !slices.ContainsFunc(rec.Owed, func(u record.Owed) bool { return !u.Done }) {
+	if !pending && !rec.Pending() && !slices.ContainsFunc(rec.Owed, func(u record.Owed) bool { return !u.Done }) {
 		// Kept for the repeat window: a repeat of the push finds it, and owes nothing again.
 		if b.now().Sub(req.RequestedAt) < record.RepeatWindow {
 			if changed {

@@ -28,7 +28,7 @@ func TestOvertakenPush(t *testing.T) {
 	p := newPipeline(t)
 	pushes := &record.PushStore{Client: fluxtest.Kube.Client, Reader: fluxtest.Kube.Client, Namespace: p.ns}
 	set := cluster.NewSet(fluxtest.Local)
-	r := &request.Requester{Clusters: set, Backlog: pushes}
+	r := fluxtest.NewRequester(t, set, func(r *request.Requester) { r.Store = pushes })
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

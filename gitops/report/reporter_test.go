@@ -21,7 +21,6 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
 	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/gitops/report"
-	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -58,7 +57,7 @@ func newPipeline(t *testing.T) *pipeline {
 func (p *pipeline) push(t *testing.T) string {
 	t.Helper()
 	p.sha = fluxtest.NewSHA()
-	res, err := (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}).Request(t.Context(), fluxtest.PushOf(p.repo, "refs/heads/main", p.sha))
+	res, err := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local)).Request(t.Context(), fluxtest.PushOf(p.repo, "refs/heads/main", p.sha))
 	out := res.Targets
 	if err != nil || len(out) != 2 {
 		t.Fatalf("request: %v %v", fluxtest.Targets(out), err)
@@ -193,7 +192,7 @@ func TestReportHelmRelease(t *testing.T) {
 	fluxtest.Create(t, fluxtest.GitRepository(src, "app", "https://"+fluxtest.ForgeHost+"/"+repo, &sourcev1.GitRepositoryRef{Branch: "main"}),
 		fluxtest.HelmReleaseFromGit(apps, "podinfo", src, "app"), fluxtest.HelmChart(src, apps+"-podinfo", "app"))
 	sha := fluxtest.NewSHA()
-	if _, err := (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {
+	if _, err := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local)).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
@@ -306,7 +305,7 @@ func TestCoalesceBurst(t *testing.T) {
 	rec := &fluxtest.Recorder{}
 	startReporter(t, rec, time.Minute)
 	p := newPipeline(t)
-	r := &request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
 	var shas []string
 	var first string
 	for i := range 5 {

@@ -11,7 +11,6 @@ import (
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
-	"github.com/openova-io/flux-webhook/gitops/request"
 )
 
 // A tag pushed to the forge's registry feeds the OCIRepositories that follow it and the OCI
@@ -49,7 +48,7 @@ func TestRequestMatchesOCIPushes(t *testing.T) {
 		chart("other-chart", "nginx", ""),
 		fluxtest.HelmReleaseFromChart(ns, "podinfo", ns, "podinfo"),
 	)
-	r := &request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
 	for _, tt := range []struct {
 		pkg, tag string
 		want     []string

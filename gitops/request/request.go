@@ -5,10 +5,12 @@
 package request
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,19 +42,18 @@ var targetsRequested = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() { metrics.Registry.MustRegister(targetsRequested) }
 
-// requestBudget bounds the request phase of one push (match and patch, all clusters): Gitea
-// gives a webhook delivery 5 s, and the answer must come after the patches.
-const requestBudget = 4 * time.Second
+// acceptBudget bounds accepting a push: matching it in every cluster's cache and writing
+// its push record, well within Gitea's 5 s delivery timeout.
+const acceptBudget = 4 * time.Second
 
-// maxClusterConcurrency bounds how many clusters one push is requested in at once: each
-// is a few lists from the cache and a patch per object, so a region of dozens of clusters
-// is done in a few rounds, within requestBudget.
+// maxClusterConcurrency bounds how many clusters' caches one push is matched in at once:
+// cache reads, so this only bounds the goroutines of a region of hundreds of clusters.
 const maxClusterConcurrency = 8
 
-// maxTargetsPerPush bounds the objects one push may patch: every patch is an API call (and
-// a reconcile for Flux), and all must be done within requestBudget, before Gitea's 5 s
-// delivery timeout. A push feeding more is refused whole (422), nothing patched.
-const maxTargetsPerPush = 300
+// DefaultMaxTargets is the default of Requester.MaxTargets: far above what a region's
+// platform repository feeds (tens of objects in each of hundreds of vclusters), a bound on
+// the work one push makes for the worker and every Flux controller.
+const DefaultMaxTargets = 25000
 
 // forEach runs f for each cluster, maxClusterConcurrency at a time, and waits.
 func forEach(clusters []*cluster.Cluster, f func(int, *cluster.Cluster)) {
@@ -71,10 +72,13 @@ func forEach(clusters []*cluster.Cluster, f func(int, *cluster.Cluster)) {
 // Requester turns a push into reconcile requests on the Flux objects it feeds.
 type Requester struct {
 	Clusters *cluster.Set
-	// Backlog, when set, keeps what a push owes outside its objects' records (the error
-	// status of a target that could not be patched, the warnings of an overtaken push), for
-	// the leader's backlog to post.
-	Backlog *record.PushStore
+	// Store keeps the push records: an accepted push, for the leader's worker to request,
+	// and what a push owes outside its objects' records (the warnings of an overtaken push,
+	// the error status of a target that could not be requested), for the backlog to post.
+	Store *record.PushStore
+	// MaxTargets refuses a push that feeds more objects (ErrTooManyTargets, nothing
+	// recorded); DefaultMaxTargets when zero.
+	MaxTargets int
 	// Aliases map the repository URLs pushes report to those sources fetch from.
 	Aliases []flux.Alias
 	// Now is the clock; time.Now when nil.
@@ -137,28 +141,27 @@ func sliceHas(s []string, v string) bool {
 	return false
 }
 
-// Request patches reconcile.fluxcd.io/requestedAt, source first, on every object the push
-// feeds in every cluster (clusters concurrently), records the request for the reporter, and
-// returns one outcome per object found. A cluster that cannot be reached does not hold the
-// others up: its objects get an error outcome (and, through the backlog, an error status).
-// Only when nothing at all could be requested and something failed does it return an error
-// wrapping cluster.ErrUnavailable, so the sender retries; a retry does not patch what was
-// patched already.
-func (r *Requester) Request(ctx context.Context, push gitops.Push) (gitops.Result, error) {
+// Accept records a push, once, for the leader's worker to request in every cluster, and
+// returns what it matched: one outcome per target ("queued", or "suspended": Flux is told to
+// leave it alone), and per cluster how many. It costs cache reads and one API write (the
+// push record) whatever the number of targets; none when nothing matched. A cluster whose
+// caches never synced is listed as unreachable (what the push feeds there is unknown). The
+// same push accepted before (its other delivery, a repeat within record.RepeatWindow) is not
+// recorded again: its targets are "already-requested". An overtaken push (Head set) is
+// recorded with a warning owed on each target, and requests nothing.
+func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result, error) {
 	tok, at := NextToken(r.Now)
 	req := record.Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
 		Delivery: push.Delivery, RequestedAt: at}
 	if push.OCI != nil {
 		req.Version = push.OCI.Tag
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestBudget)
+	ctx, cancel := context.WithTimeout(ctx, acceptBudget)
 	defer cancel()
 	pushed := Pushed(push, r.Aliases)
 	clusters := r.Clusters.Clusters()
-	outs := make([][]api.Outcome, len(clusters))
 	errs := make([]error, len(clusters))
 	objs := make([][]client.Object, len(clusters))
-	// Match everywhere first: a push that feeds too many objects patches none of them.
 	forEach(clusters, func(i int, c *cluster.Cluster) {
 		if !c.Ready() {
 			errs[i] = fmt.Errorf("%w: cluster %s never reached (caches not synced)", cluster.ErrUnavailable, c.Name)
@@ -169,46 +172,64 @@ func (r *Requester) Request(ctx context.Context, push gitops.Push) (gitops.Resul
 			errs[i] = fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, c.Name, err))
 		}
 	})
+	res := gitops.Result{Token: tok, RequestedAt: at}
 	total := 0
-	for _, o := range objs {
-		total += len(o)
+	for i, c := range clusters {
+		if errs[i] != nil {
+			res.Unreachable = append(res.Unreachable, api.ClusterError{Cluster: c.Name, Error: publicOf(errs[i])})
+		}
+		total += len(objs[i])
 	}
-	if total > maxTargetsPerPush {
-		return gitops.Result{}, fmt.Errorf("%w: the push feeds %d Flux objects, more than %d", ErrTooManyTargets, total, maxTargetsPerPush)
+	if max := cmp.Or(r.MaxTargets, DefaultMaxTargets); total > max {
+		return gitops.Result{}, fmt.Errorf("%w: the push feeds %d Flux objects, more than %d", ErrTooManyTargets, total, max)
 	}
 	if push.Head != "" {
 		// Overtaken before it arrived: nothing to request (the later push is what Flux
 		// fetches), a warning owed on each target.
-		return r.superseded(ctx, req, push.Head, clusters, objs, errs)
+		return r.superseded(ctx, req, push.Head, clusters, objs, res)
 	}
-	forEach(clusters, func(i int, c *cluster.Cluster) {
-		if errs[i] == nil && len(objs[i]) > 0 {
-			outs[i], errs[i] = requestIn(log.IntoContext(ctx, log.FromContext(ctx).WithValues("cluster", c.Name)), c, objs[i], req)
-		}
-	})
-	res := gitops.Result{Token: tok, RequestedAt: at}
-	requested := false
-	var failures []error
+	rec := record.Push{Request: req, Pushed: &record.Pushed{URLs: pushed.URLs, Ref: pushed.Ref, Tag: pushed.Tag, Name: pushed.Name}}
+	queued := 0
 	for i, c := range clusters {
-		res.Targets = append(res.Targets, outs[i]...)
-		for _, o := range outs[i] {
-			requested = requested || o.Result != api.ResultError
+		n := 0
+		for _, o := range objs[i] {
+			k, _ := flux.KindFor(o) // matched: a known kind
+			result := api.ResultQueued
+			if k.Suspended(o) {
+				result = api.ResultSuspended
+			} else {
+				n++
+			}
+			res.Targets = append(res.Targets, api.Outcome{Target: targetOf(c, o), Result: result})
 		}
-		if errs[i] != nil {
-			failures = append(failures, errs[i])
-			if len(outs[i]) == 0 {
-				res.Unreachable = append(res.Unreachable, api.ClusterError{Cluster: c.Name, Error: publicOf(errs[i])})
+		if len(objs[i]) > 0 {
+			res.Clusters = append(res.Clusters, api.ClusterTargets{Cluster: c.Name, Targets: len(objs[i])})
+		}
+		if n > 0 {
+			rec.Clusters = append(rec.Clusters, record.ClusterWork{Cluster: c.Name, Matched: n})
+		}
+		queued += n
+	}
+	if queued == 0 {
+		if len(res.Targets) == 0 && len(res.Unreachable) > 0 && len(res.Unreachable) == len(clusters) {
+			return res, errors.Join(errs...) // nothing could be asked: the sender retries
+		}
+		return res, nil
+	}
+	existing, err := r.Store.Create(ctx, rec)
+	if err != nil {
+		return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
+	}
+	if existing != nil {
+		// Accepted before: reported as the first acceptance was.
+		res.Token, res.RequestedAt, res.Repeat = existing.Request.Token, existing.Request.RequestedAt, true
+		for i := range res.Targets {
+			if res.Targets[i].Result == api.ResultQueued {
+				res.Targets[i].Result = api.ResultAlreadyRequested
 			}
 		}
 	}
-	if len(failures) > 0 && !requested {
-		return res, errors.Join(failures...)
-	}
-	if err := r.keepUnpatched(ctx, req, res.Targets); err != nil {
-		// Nothing may be lost: without the record of what was not requested, the sender
-		// retries (what was requested is recognised as requested).
-		return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
-	}
+	log.FromContext(ctx).Info("push accepted", "targets", queued, "clusters", len(rec.Clusters), "repeat", existing != nil)
 	return res, nil
 }
 
@@ -217,30 +238,14 @@ func publicOf(err error) string {
 	return strings.TrimPrefix(err.Error(), cluster.ErrUnavailable.Error()+": ")
 }
 
-// keepUnpatched records, for the leader's backlog, the targets of the request that could
-// not be patched.
-func (r *Requester) keepUnpatched(ctx context.Context, req record.Request, out []api.Outcome) error {
-	var failed []record.Owed
-	for _, o := range out {
-		if o.Result == api.ResultError {
-			failed = append(failed, record.Owed{Target: o.Target, Status: observe.NotRequested(o.Error)})
-		}
-	}
-	if len(failed) == 0 || r.Backlog == nil {
-		return nil
-	}
-	return r.Backlog.Add(ctx, req, failed)
-}
-
 // superseded answers a push whose reference had moved on to head before it arrived: every
 // object it feeds is owed a warning, which the leader's backlog posts (unless the object's
 // record knows the push: then its reporter does). Nothing is patched.
-func (r *Requester) superseded(ctx context.Context, req record.Request, head string, clusters []*cluster.Cluster, objs [][]client.Object, errs []error) (gitops.Result, error) {
-	res := gitops.Result{Token: req.Token, RequestedAt: req.RequestedAt}
+func (r *Requester) superseded(ctx context.Context, req record.Request, head string, clusters []*cluster.Cluster, objs [][]client.Object, res gitops.Result) (gitops.Result, error) {
 	var owe []record.Owed
 	for i, c := range clusters {
-		if errs[i] != nil {
-			res.Unreachable = append(res.Unreachable, api.ClusterError{Cluster: c.Name, Error: publicOf(errs[i])})
+		if len(objs[i]) > 0 {
+			res.Clusters = append(res.Clusters, api.ClusterTargets{Cluster: c.Name, Targets: len(objs[i])})
 		}
 		for _, o := range objs[i] {
 			t := targetOf(c, o)
@@ -249,8 +254,8 @@ func (r *Requester) superseded(ctx context.Context, req record.Request, head str
 			targetsRequested.WithLabelValues(c.Name, t.Kind, api.ResultSuperseded).Inc()
 		}
 	}
-	if len(owe) > 0 && r.Backlog != nil {
-		if err := r.Backlog.Add(ctx, req, owe); err != nil {
+	if len(owe) > 0 {
+		if err := r.Store.Add(ctx, req, owe); err != nil {
 			return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
 		}
 	}
@@ -261,45 +266,85 @@ func targetOf(c *cluster.Cluster, o client.Object) api.Target {
 	return api.Target{Cluster: c.Name, Kind: flux.KindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}
 }
 
-// requestIn patches the objects a push matched in one cluster, sources first.
-func requestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, req record.Request) ([]api.Outcome, error) {
-	logger := log.FromContext(ctx)
-	out := make([]api.Outcome, 0, len(objs))
-	var failed error
-	for _, o := range objs {
-		k, _ := flux.KindFor(o) // matched: a known kind
-		t := targetOf(c, o)
-		res := api.Outcome{Target: t, Result: api.ResultRequested}
-		switch {
-		case k.Suspended(o):
-			res.Result = api.ResultSuspended
-		case failed != nil:
-			// The API server stopped answering: do not wait out the budget once per object.
-			res.Result, res.Error = api.ResultError, publicOf(failed)
-		default:
-			patched, deferred, err := Reconcile(ctx, c, o, req)
-			switch {
-			case err != nil && apierrors.IsNotFound(err):
-				continue // deleted since the cache saw it
-			case err != nil:
-				res.Result, res.Error = api.ResultError, cluster.PublicError(ctx, c.Name, err)
-				if cluster.Unavailable(err) || ctx.Err() != nil {
-					failed = fmt.Errorf("%w: %s", cluster.ErrUnavailable, res.Error)
-				}
-			case !patched:
-				res.Result = api.ResultAlreadyRequested
-			case deferred:
-				res.Result = api.ResultCoalesced
-			default:
-				c.Events().Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
-					"push of %s to %s %s (delivery %s)", req.SHA, req.Repository, req.Ref, req.Delivery)
+// RequestIn patches the objects a push matched in one cluster, sources first: the objects of
+// one stage (flux.Kind.Stage) workers at a time, then the next stage. failed, when set, says
+// the cluster's API server stopped answering: the objects not yet done then get an error
+// outcome at once, instead of each waiting out its own timeout.
+func RequestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, req record.Request, workers int) (out []api.Outcome, failed error) {
+	out = make([]api.Outcome, len(objs))
+	var mu sync.Mutex
+	down := func() error { mu.Lock(); defer mu.Unlock(); return failed }
+	for start := 0; start < len(objs); {
+		k, _ := flux.KindFor(objs[start])
+		end := start
+		for end < len(objs) {
+			if kk, _ := flux.KindFor(objs[end]); kk.Stage() != k.Stage() {
+				break
 			}
+			end++
 		}
-		targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
-		logger.Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "reason", res.Error)
-		out = append(out, res)
+		next := make(chan int)
+		var wg sync.WaitGroup
+		for range min(workers, end-start) {
+			wg.Go(func() {
+				for i := range next {
+					o, unavailable := requestOne(ctx, c, objs[i], req, down())
+					out[i] = o
+					if unavailable != nil {
+						mu.Lock()
+						if failed == nil {
+							failed = unavailable
+						}
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		for i := start; i < end; i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		start = end
 	}
+	// Objects deleted since the cache saw them are left out.
+	out = slices.DeleteFunc(out, func(o api.Outcome) bool { return o.Result == "" })
 	return out, failed
+}
+
+// requestOne requests one object; unavailable, when set, says the API server did not answer.
+func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req record.Request, down error) (res api.Outcome, unavailable error) {
+	k, _ := flux.KindFor(o) // matched: a known kind
+	t := targetOf(c, o)
+	res = api.Outcome{Target: t, Result: api.ResultRequested}
+	switch {
+	case k.Suspended(o):
+		res.Result = api.ResultSuspended
+	case down != nil:
+		// The API server stopped answering: do not wait out a timeout once per object.
+		res.Result, res.Error = api.ResultError, publicOf(down)
+	default:
+		patched, deferred, err := Reconcile(ctx, c, o, req)
+		switch {
+		case err != nil && apierrors.IsNotFound(err):
+			return api.Outcome{}, nil // deleted since the cache saw it
+		case err != nil:
+			res.Result, res.Error = api.ResultError, cluster.PublicError(ctx, c.Name, err)
+			if cluster.Unavailable(err) || ctx.Err() != nil {
+				unavailable = fmt.Errorf("%w: %s", cluster.ErrUnavailable, res.Error)
+			}
+		case !patched:
+			res.Result = api.ResultAlreadyRequested
+		case deferred:
+			res.Result = api.ResultCoalesced
+		default:
+			c.Events().Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
+				"push of %s to %s %s (delivery %s)", req.SHA, req.Repository, req.Ref, req.Delivery)
+		}
+	}
+	targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
+	log.FromContext(ctx).Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "reason", res.Error)
+	return res, unavailable
 }
 
 // Reconcile merge-patches requestedAt and the record on o's metadata only, with an

@@ -48,7 +48,7 @@ func TestRequestMatchesEachURLForm(t *testing.T) {
 		fluxtest.GitRepository(ns, "other-port", "ssh://git@"+fluxtest.ForgeHost+":2222/"+repo, main),
 	)
 	fluxtest.Create(t, objs...)
-	res, err := (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA()))
+	res, err := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local)).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestRequestMatchesEachRefKind(t *testing.T) {
 		{"refs/tags/v1.0.0", []string{"semver-1x", "tag-v1"}},
 		{"refs/tags/v2.1.0", []string{"semver-2x"}},
 	}
-	r := &request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			res, err := r.Request(t.Context(), fluxtest.PushOf(repo, tt.ref, fluxtest.NewSHA()))
@@ -135,7 +135,7 @@ func TestRequestFanOut(t *testing.T) {
 		fluxtest.HelmReleaseFromChart(apps, "from-chart", src, "shared"),
 	)
 	sha := fluxtest.NewSHA()
-	res, err := (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha))
+	res, err := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local)).Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha))
 	out := res.Targets
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +200,7 @@ func TestRequestIsIdempotent(t *testing.T) {
 	repo := "org/idem-" + fluxtest.RandomHex(3)
 	gr := fluxtest.GitRepository(ns, "app", "http://"+fluxtest.ForgeHost+"/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"})
 	fluxtest.Create(t, gr, fluxtest.Kustomization(ns, "app", "", "app"))
-	r := &request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
 	push := fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA())
 	if _, err := r.Request(t.Context(), push); err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestRequestThroughAlias(t *testing.T) {
 	repo := "org/alias-" + fluxtest.RandomHex(3)
 	fluxtest.Create(t, fluxtest.GitRepository(ns, "app", "http://gitea-http.gitea.svc.cluster.local:3000/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"}))
 	push := fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA())
-	res, err := (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local)}).Request(t.Context(), push)
+	res, err := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local)).Request(t.Context(), push)
 	if err != nil || len(res.Targets) != 0 {
 		t.Fatalf("without the alias: %v %v", fluxtest.Targets(res.Targets), err)
 	}
@@ -270,7 +270,7 @@ func TestRequestThroughAlias(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err = (&request.Requester{Clusters: cluster.NewSet(fluxtest.Local), Aliases: []flux.Alias{alias}}).Request(t.Context(), push)
+	res, err = fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local), func(r *request.Requester) { r.Aliases = []flux.Alias{alias} }).Request(t.Context(), push)
 	if err != nil || len(res.Targets) != 1 || res.Targets[0].Result != api.ResultRequested {
 		t.Fatalf("with the alias: %v %v", fluxtest.Targets(res.Targets), err)
 	}

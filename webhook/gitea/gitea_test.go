@@ -210,7 +210,7 @@ func setToken(t *testing.T, g *gitea.Gitea, tok string) {
 
 type nopRequester struct{ pushes []gitops.Push }
 
-func (r *nopRequester) Request(_ context.Context, p gitops.Push) (gitops.Result, error) {
+func (r *nopRequester) Accept(_ context.Context, p gitops.Push) (gitops.Result, error) {
 	r.pushes = append(r.pushes, p)
 	return gitops.Result{}, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/gitops/report"
+	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
@@ -329,6 +330,52 @@ func WaitStates(t *testing.T, rec *Recorder, sha, context string, want ...string
 	if got := rec.States(sha, context); !slices.Equal(got, want) {
 		t.Fatalf("%s: states %v, want %v", context, got, want)
 	}
+}
+
+// Requesting accepts pushes and requests them at once in every cluster: what /hook and then
+// the leader's worker do.
+type Requesting struct {
+	*request.Requester
+	Worker *request.Worker
+}
+
+// NewRequester returns a Requesting of set, its push records in a namespace of the test's
+// own (opts may change that), whose worker gives a cluster it cannot ask up at once, as a
+// caller that waits for the answer would.
+func NewRequester(t *testing.T, set *cluster.Set, opts ...func(*request.Requester)) *Requesting {
+	t.Helper()
+	r := &request.Requester{Clusters: set}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.Store == nil {
+		r.Store = &record.PushStore{Client: Kube.Client, Reader: Kube.Client, Namespace: Namespace(t)}
+	}
+	return &Requesting{Requester: r, Worker: &request.Worker{Clusters: set, Store: r.Store, ResultTimeout: time.Nanosecond}}
+}
+
+// Request accepts push and requests it now; the targets carry the worker's outcomes.
+func (r *Requesting) Request(ctx context.Context, push gitops.Push) (gitops.Result, error) {
+	res, err := r.Accept(ctx, push)
+	if err != nil || res.Repeat || push.Head != "" || !slices.ContainsFunc(res.Targets, func(o api.Outcome) bool { return o.Result == api.ResultQueued }) {
+		return res, err
+	}
+	req := record.Request{Repository: push.Repository, Ref: push.Ref, Before: push.Before, SHA: push.SHA}
+	if push.OCI != nil {
+		req.Version = push.OCI.Tag
+	}
+	outs, err := r.Worker.Request(ctx, req.PushKey())
+	if err != nil {
+		return res, err
+	}
+	for i, o := range res.Targets {
+		if j := slices.IndexFunc(outs, func(w api.Outcome) bool { return w.Target == o.Target }); j >= 0 {
+			res.Targets[i] = outs[j]
+		}
+	}
+	// Deleted since the cache saw them: not in the worker's outcomes.
+	res.Targets = slices.DeleteFunc(res.Targets, func(o api.Outcome) bool { return o.Result == api.ResultQueued })
+	return res, nil
 }
 
 // Targets renders outcomes as "kind/namespace/name=result" in order.
