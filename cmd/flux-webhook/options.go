@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,8 +63,8 @@ type kubeOptions struct {
 
 func (o *kubeOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file, as kubectl's (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
-	fs.Float32Var(&o.QPS, "kube-qps", 50, "queries per second to the Kubernetes API")
-	fs.IntVar(&o.Burst, "kube-burst", 100, "burst of queries to the Kubernetes API")
+	fs.Float32Var(&o.QPS, "kube-qps", 50, "queries per second to the Kubernetes API (50 and a burst of 300: what Flux's own controllers use)")
+	fs.IntVar(&o.Burst, "kube-burst", 300, "burst of queries to the Kubernetes API")
 }
 
 func (o *kubeOptions) Config() (*rest.Config, error) {
@@ -129,11 +130,15 @@ type reportOptions struct {
 	ResultTimeout   time.Duration
 	RecordKeySecret string
 	MaxPushTargets  int
+	Granularity     string
+	AutoThreshold   int
 }
 
 func (o *reportOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.RecordKeySecret, "record-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the key request records on Flux objects are authenticated with (and \"previous\", during a rotation): a record flux-webhook did not write never makes it post (required)")
 	fs.DurationVar(&o.ResultTimeout, "result-timeout", 10*time.Minute, "how long Flux has to answer before a target is reported as error")
+	fs.StringVar(&o.Granularity, "status-granularity", string(request.Auto), "commit statuses per push: object (flux/<cluster>/<kind>/<namespace>/<name>, one per Flux object), cluster (flux/<cluster>, one per cluster: \"38/40 ready, 2 failed: ...\"), or auto (per object up to --status-auto-threshold objects, per cluster beyond)")
+	fs.IntVar(&o.AutoThreshold, "status-auto-threshold", request.DefaultAutoThreshold, "with --status-granularity auto: the number of Flux objects a push feeds beyond which its statuses are per cluster")
 	fs.IntVar(&o.MaxPushTargets, "max-push-targets", request.DefaultMaxTargets, "refuse (422) a push that feeds more Flux objects than this, across all clusters: a safety cap on the work one push makes")
 }
 
@@ -158,8 +163,8 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+cluster.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+cluster.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
 	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
-	fs.Float32Var(&o.QPS, "cluster-qps", 20, "queries per second to each registered cluster's API")
-	fs.IntVar(&o.Burst, "cluster-burst", 40, "burst of queries to each registered cluster's API")
+	fs.Float32Var(&o.QPS, "cluster-qps", 50, "queries per second to each registered cluster's API")
+	fs.IntVar(&o.Burst, "cluster-burst", 300, "burst of queries to each registered cluster's API")
 	fs.Float64Var(&o.JobQPS, "job-qps", jobs.DefaultQPS, "patches per second a platform job makes in each cluster: kept below the clients' QPS, so that pushes always have most of it")
 	fs.IntVar(&o.JobBurst, "job-burst", jobs.DefaultBurst, "burst of a platform job's patches in each cluster")
 	fs.DurationVar(&o.KindDiscovery, "kind-discovery-interval", time.Minute, "how often each cluster is asked which Flux kinds it serves: a Flux CRD installed later is used from then on, without a restart")
@@ -247,6 +252,12 @@ func (o *serveOptions) validate() (secretRefs, error) {
 	}
 	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
+	}
+	if !slices.Contains(request.Granularities, request.Granularity(o.report.Granularity)) {
+		return refs, fmt.Errorf("%w: --status-granularity %q: want object, cluster or auto", errUsage, o.report.Granularity)
+	}
+	if o.report.AutoThreshold < 1 {
+		return refs, fmt.Errorf("%w: --status-auto-threshold must be positive", errUsage)
 	}
 	if o.report.MaxPushTargets < 1 {
 		return refs, fmt.Errorf("%w: --max-push-targets must be positive", errUsage)

@@ -248,7 +248,10 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	svc.local.DiscoveryInterval = o.cluster.KindDiscovery
 	clusters := cluster.NewSet(svc.local)
 	pushes := &record.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
-	intake.Requester = &request.Requester{Clusters: clusters, Store: pushes, Aliases: aliases, MaxTargets: o.report.MaxPushTargets}
+	intake.Requester = &request.Requester{Clusters: clusters, Store: pushes, Aliases: aliases, MaxTargets: o.report.MaxPushTargets,
+		Granularity: request.Granularity(o.report.Granularity), AutoThreshold: o.report.AutoThreshold}
+	aggregator := &report.Aggregator{Store: pushes, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
+		ResultTimeout: o.report.ResultTimeout}
 	srv := &server.Server{
 		Addr:         o.hook.Listen,
 		PlatformAddr: o.hook.PlatformListen,
@@ -266,9 +269,11 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	}
 	svc.runnables = append(svc.runnables, srv, cluster.LocalWatch{Cluster: svc.local},
 		&request.Worker{Clusters: clusters, Store: pushes, Client: clientset, ResultTimeout: o.report.ResultTimeout},
-		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, ResultTimeout: o.report.ResultTimeout},
+		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, Aggregator: aggregator,
+			ResultTimeout: o.report.ResultTimeout},
+		aggregator,
 		&report.Reporters{Clusters: clusters, New: func(c *cluster.Cluster) *report.Reporter {
-			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
+			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier, Aggregator: aggregator,
 				ResultTimeout: o.report.ResultTimeout, Repositories: out.repositories}
 		}})
 	if o.cluster.SecretsNamespace != "" {

@@ -171,10 +171,11 @@ func NewRemote(name, region string, cfg *rest.Config, keys Keys) (*Cluster, erro
 	return New(name, region, c, keys), nil
 }
 
-// CacheOptions are the cache options of every cluster: no managed fields, and a read of a
-// kind the cache does not serve is an error, not a new cluster-wide watch.
+// CacheOptions are the cache options of every cluster: objects slimmed to what flux-webhook
+// reads (flux.CacheTransform), and a read of a kind the cache does not serve is an error,
+// not a new cluster-wide watch.
 func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true}
+	return cache.Options{DefaultTransform: flux.CacheTransform, ReaderFailOnMissingInformer: true}
 }
 
 // Run starts a remote cluster's cache and its Watch in the background, until Stop.

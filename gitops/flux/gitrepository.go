@@ -46,4 +46,10 @@ func (k gitRepository) Judge(o client.Object, w Want, _ map[Ref]client.Object) J
 }
 
 // Origin: the repository it fetches.
+// Slim: its ignore patterns and included artifacts.
+func (gitRepository) Slim(o client.Object) {
+	r := o.(*sourcev1.GitRepository)
+	r.Spec.Ignore, r.Spec.Include, r.Status.IncludedArtifacts = nil, nil, nil
+}
+
 func (gitRepository) Origin(o client.Object) string { return o.(*sourcev1.GitRepository).Spec.URL }

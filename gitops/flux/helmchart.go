@@ -49,6 +49,11 @@ func (helmChart) Follows(o client.Object, p Pushed, via client.Object) bool {
 	return c.Spec.Version == "" || c.Spec.Version == "*" || semverSelects(c.Spec.Version, p.Tag)
 }
 
+// Slim: its values files.
+func (helmChart) Slim(o client.Object) {
+	o.(*sourcev1.HelmChart).Spec.ValuesFiles = nil
+}
+
 // Judge: Reached when Ready with a chart packaged from the pushed commit (or pulled at the
 // pushed version); Failed when it failed after handling the request while its source had
 // the commit; else what its source says, when that decides.

@@ -100,3 +100,9 @@ func (k helmRelease) Judge(o client.Object, w Want, sources map[Ref]client.Objec
 }
 
 func (helmRelease) Origin(client.Object) string { return "" }
+
+// Slim: its values, post-renderers and release history.
+func (helmRelease) Slim(o client.Object) {
+	h := o.(*helmv2.HelmRelease)
+	h.Spec.Values, h.Spec.ValuesFrom, h.Spec.PostRenderers, h.Status.History = nil, nil, nil, nil
+}

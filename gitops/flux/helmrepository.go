@@ -47,6 +47,11 @@ func (helmRepository) Follows(o client.Object, p Pushed, _ client.Object) bool {
 	return p.OCI() && o.(*sourcev1.HelmRepository).Spec.Type == sourcev1.HelmRepositoryTypeOCI
 }
 
+// Slim: its status (source-controller leaves an OCI one empty).
+func (helmRepository) Slim(o client.Object) {
+	o.(*sourcev1.HelmRepository).Status.Artifact = nil
+}
+
 // Judge: nothing to judge, source-controller leaves it alone.
 func (helmRepository) Judge(client.Object, Want, map[Ref]client.Object) Judgement { return Judgement{} }
 

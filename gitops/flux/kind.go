@@ -57,6 +57,10 @@ type Kind interface {
 	// Judge says what Flux's status says of o for a request waiting for w, given the
 	// objects o builds from (by Ref, as the cache has them).
 	Judge(o client.Object, w Want, sources map[Ref]client.Object) Judgement
+	// Slim drops, in place, the fields flux-webhook never reads (a Kustomization's
+	// inventory, a HelmRelease's values and history: often most of an object), before a
+	// cache keeps it.
+	Slim(o client.Object)
 }
 
 // Ref names an object of a kind in a cluster.
@@ -220,6 +224,29 @@ func kindOfObject(o client.Object) Kind {
 		return k
 	}
 	return byType[reflect.TypeOf(o)]
+}
+
+// lastApplied is kubectl's copy of an object's whole spec, kept by kubectl apply: flux-webhook
+// reads none of it.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// CacheTransform is the transform of every cache of Flux objects: managed fields and
+// kubectl's last-applied copy dropped from every object, and what each kind's Slim drops.
+// It keeps the cache at a few KiB per object whatever their inventories and values.
+func CacheTransform(in any) (any, error) {
+	o, ok := in.(client.Object)
+	if !ok {
+		return in, nil
+	}
+	o.SetManagedFields(nil)
+	if a := o.GetAnnotations(); a[lastApplied] != "" {
+		delete(a, lastApplied)
+		o.SetAnnotations(a)
+	}
+	if k := kindOfObject(o); k != nil {
+		k.Slim(o)
+	}
+	return o, nil
 }
 
 // NewScheme returns a scheme with the Kubernetes built-ins and every kind of the registry.

@@ -83,3 +83,11 @@ func (k kustomization) Judge(o client.Object, w Want, sources map[Ref]client.Obj
 }
 
 func (kustomization) Origin(client.Object) string { return "" }
+
+// Slim: its inventory (every object it applied), patches, images, post-build
+// substitutions, health checks and components.
+func (kustomization) Slim(o client.Object) {
+	k := o.(*kustomizev1.Kustomization)
+	k.Status.Inventory = nil
+	k.Spec.Patches, k.Spec.Images, k.Spec.PostBuild, k.Spec.HealthChecks, k.Spec.Components = nil, nil, nil, nil, nil
+}

@@ -63,6 +63,21 @@ func (k ociRepository) Judge(o client.Object, w Want, _ map[Ref]client.Object) J
 	return judgeSource(k.Status(r), w, "pulled", "pull", rev, commit, revisionTag(rev))
 }
 
+// Slim: its ignore patterns, and of its artifact's metadata all but the source and revision.
+func (ociRepository) Slim(o client.Object) {
+	r := o.(*sourcev1.OCIRepository)
+	r.Spec.Ignore = nil
+	if a := r.Status.Artifact; a != nil && len(a.Metadata) > 0 {
+		keep := map[string]string{}
+		for _, k := range []string{ocispec.AnnotationRevision, ocispec.AnnotationSource} {
+			if v, ok := a.Metadata[k]; ok {
+				keep[k] = v
+			}
+		}
+		a.Metadata = keep
+	}
+}
+
 // Origin: the repository its artifact says it was built from (org.opencontainers.image.source,
 // which `flux push artifact --source` writes and source-controller copies into its status).
 func (ociRepository) Origin(o client.Object) string {

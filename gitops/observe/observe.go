@@ -143,3 +143,37 @@ func NotRequested(reason string) api.Status {
 func JobTimedOut(after time.Duration) api.Status {
 	return api.Status{State: api.StateError, Description: fmt.Sprintf("no answer from Flux within %s", after)}
 }
+
+// Summary is the final status of a cluster's objects for one push (status granularity
+// "cluster"): counts of their final states, n of them, and the first that was not a
+// success ("kind/namespace/name: description"). The worst state wins: failure, then error,
+// then warning.
+func Summary(counts map[string]int, n int, first string) api.Status {
+	ok := counts[api.StateSuccess]
+	st := api.Status{State: api.StateSuccess, Description: fmt.Sprintf("%d/%d ready", ok, n)}
+	switch {
+	case counts[api.StateFailure] > 0:
+		st.State = api.StateFailure
+	case counts[api.StateError] > 0:
+		st.State = api.StateError
+	case ok < n:
+		st.State = api.StateWarning
+	}
+	var parts []string
+	for _, s := range []struct{ state, word string }{{api.StateFailure, "failed"}, {api.StateError, "no answer or not requested"}, {api.StateWarning, "not applied"}} {
+		if c := counts[s.state]; c > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c, s.word))
+		}
+	}
+	if len(parts) > 0 {
+		st.Description += ", " + strings.Join(parts, ", ")
+		if first != "" {
+			st.Description += ": " + first
+		}
+	}
+	if n == 0 {
+		st = api.Status{State: api.StateWarning, Description: "no Flux object left to reconcile"}
+	}
+	st.Description = record.Bounded(st.Description)
+	return st
+}

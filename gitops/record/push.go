@@ -36,7 +36,11 @@ type Push struct {
 	Pushed *Pushed `json:"pushed,omitempty"`
 	// Clusters are the clusters the push is requested in, and how far.
 	Clusters []ClusterWork `json:"clusters,omitempty"`
-	Owed     []Owed        `json:"owed"`
+	// Results are the final states of its targets, by status context, when its statuses
+	// are per cluster (Request.Aggregate): a set, so that a result recorded twice (by a
+	// reporter that took over) counts once.
+	Results map[string]string `json:"results,omitempty"`
+	Owed    []Owed            `json:"owed"`
 }
 
 // Pushed is what a push changed (flux.Pushed), as a push record keeps it.
@@ -53,13 +57,23 @@ type ClusterWork struct {
 	// Matched is the number of targets the push matched there when it was accepted.
 	Matched int `json:"matched"`
 	// Done is set once every target there was requested (or given up on, and owed an
-	// error status).
-	Done bool `json:"done,omitempty"`
+	// error status); Requested is then how many were requested.
+	Done      bool `json:"done,omitempty"`
+	Requested int  `json:"requested,omitempty"`
+	// With status granularity "cluster" (Request.Aggregate set): the results of its
+	// targets so far (Push.Results), the first that was not a success, and the cluster's
+	// status, posted once like an object's (intent recorded first).
+	Failure     string      `json:"failure,omitempty"`
+	Posted      string      `json:"posted,omitempty"`
+	Intent      *api.Status `json:"intent,omitempty"`
+	IntentSince time.Time   `json:"intentSince,omitzero"`
+	Final       bool        `json:"final,omitempty"`
 }
 
-// Pending reports whether a cluster of the push still waits to be requested.
+// Pending reports whether the push still has work: a cluster to request, or (granularity
+// "cluster") a cluster status to post.
 func (p Push) Pending() bool {
-	return slices.ContainsFunc(p.Clusters, func(c ClusterWork) bool { return !c.Done })
+	return slices.ContainsFunc(p.Clusters, func(c ClusterWork) bool { return !c.Done || p.Request.Aggregate != "" && !c.Final })
 }
 
 // Key is the push's key: its record's name suffix, and its label value.
@@ -129,7 +143,7 @@ func (s *PushStore) Add(ctx context.Context, req Request, targets []Owed) error 
 
 // forPush is what a push record keeps of a request.
 func (q Request) forPush() Request {
-	return Request{Token: q.Token, Repository: q.Repository, Ref: q.Ref, SHA: q.SHA, Version: q.Version, Before: q.Before,
+	return Request{Token: q.Token, Repository: q.Repository, Ref: q.Ref, SHA: q.SHA, Version: q.Version, Before: q.Before, Aggregate: q.Aggregate,
 		Delivery: q.Delivery, RequestedAt: q.RequestedAt}
 }
 

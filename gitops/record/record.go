@@ -77,7 +77,11 @@ type Request struct {
 	// the OCI distribution spec allows), "" for a Git push.
 	Version string `json:"version,omitempty"`
 	// Before is the reference's previous commit, as the push event says.
-	Before   string `json:"before,omitempty"`
+	Before string `json:"before,omitempty"`
+	// Aggregate, when set, is the key of the push record whose per-cluster status reports
+	// this request (status granularity "cluster"): the object's own result goes there, not
+	// to Gitea.
+	Aggregate string `json:"aggregate,omitempty"`
 	Delivery string `json:"delivery,omitempty"`
 	// RequestedAt is when the object was patched; the result timeout counts from here.
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
@@ -204,7 +208,7 @@ func (q *Request) SameProgress(seen Request) bool {
 // it inherits is one being posted for the current request, which is dropped: the warning is
 // what goes out now.
 func (q *Request) compact() Request {
-	return Request{Token: q.Token, SHA: q.SHA, Version: q.Version, Posted: q.Posted, Final: q.Final}
+	return Request{Token: q.Token, SHA: q.SHA, Version: q.Version, Aggregate: q.Aggregate, Posted: q.Posted, Final: q.Final}
 }
 
 // Bounded returns a description fit for a status and the record: control characters become

@@ -35,6 +35,8 @@ type Backlog struct {
 	Clusters *cluster.Set
 	Poster   StatusPoster
 	Lookup   StatusLookup // optional
+	// Aggregator takes what is owed to a push whose statuses are per cluster.
+	Aggregator StatusPoster
 	// Grace is how long an unpatched target waits for the sender's retry; DefaultErrorGrace
 	// when zero. ResultTimeout bounds the retries of a post.
 	Grace, ResultTimeout time.Duration
@@ -117,7 +119,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Status: st}
 		post := true
 		if u.Intent {
-			if b.Lookup != nil && req.SHA != "" {
+			if b.Lookup != nil && req.SHA != "" && req.Aggregate == "" {
 				latest, err := b.Lookup.LatestStatus(ctx, req.Repository, req.SHA, u.Context())
 				if err != nil {
 					return b.save(ctx, rec, err)
@@ -132,7 +134,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 			}
 		}
 		if post {
-			if err := postStatus(ctx, b.Poster, cs); err != nil {
+			if err := send(ctx, b.Poster, b.Aggregator, req, cs); err != nil {
 				statusPostErrors.WithLabelValues(u.Cluster).Inc()
 				if !permanent(err) && b.now().Sub(*u.IntentSince) < b.ResultTimeout {
 					return b.save(ctx, rec, fmt.Errorf("post status %s: %w", u.Context(), err))

@@ -41,6 +41,9 @@ type CommitStatus struct {
 	SHA        string
 	Context    string
 	api.Status
+	// Push is the push record the result goes to when the statuses of the push are per
+	// cluster ("" when it goes to the forge).
+	Push string
 }
 
 // StatusPoster posts a commit status.
@@ -79,6 +82,9 @@ type Reporter struct {
 	// Lookup and Notifier are optional.
 	Lookup   StatusLookup
 	Notifier ResultNotifier
+	// Aggregator takes the results of the requests whose statuses are per cluster
+	// (record.Request.Aggregate); without it they are only logged.
+	Aggregator StatusPoster
 	// ResultTimeout is how long Flux has to answer a request before it is reported as error.
 	ResultTimeout time.Duration
 	// Repositories says which forge repository an object's source names: a record's
@@ -368,7 +374,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			if err := r.asSeen(ctx, obj, req); err != nil {
 				return err
 			}
-			if r.Lookup != nil && req.SHA != "" {
+			if r.Lookup != nil && req.SHA != "" && req.Aggregate == "" {
 				// Ask Gitea whether a reporter that stopped posted it.
 				latest, err := r.Lookup.LatestStatus(ctx, req.Repository, req.SHA, t.Context())
 				if err != nil {
@@ -379,7 +385,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 		}
 		if post {
 			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
-			if err := postStatus(ctx, r.Poster, cs); err != nil {
+			if err := send(ctx, r.Poster, r.Aggregator, req, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
 					return fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
@@ -388,7 +394,11 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			}
 			statusesPosted.WithLabelValues(r.Cluster.Name, t.Kind, st.State).Inc()
 		}
-		logger.Info("status posted", "context", t.Context(), "state", st.State, "description", st.Description, "repeat", !post)
+		msg := "status posted"
+		if req.Aggregate != "" {
+			msg = "result recorded for the cluster's status" // per-cluster statuses: not posted on its own
+		}
+		logger.Info(msg, "context", t.Context(), "state", st.State, "description", st.Description, "repeat", !post)
 	}
 	err := r.updateRecord(ctx, obj, func(rec *record.Record) error {
 		q := rec.Find(req.Token)
@@ -479,7 +489,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 		st := supersededStatus(s)
 		repository := rec.RepositoryOf(s)
 		post := true
-		if s.IntentSince.Before(now) && r.Lookup != nil && s.SHA != "" {
+		if s.IntentSince.Before(now) && r.Lookup != nil && s.SHA != "" && s.Aggregate == "" {
 			latest, err := r.Lookup.LatestStatus(ctx, repository, s.SHA, t.Context())
 			if err != nil {
 				failed = fmt.Errorf("look up status %s: %w", t.Context(), err)
@@ -489,7 +499,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 		}
 		if post {
 			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Status: st}
-			if err := postStatus(ctx, r.Poster, cs); err != nil {
+			if err := send(ctx, r.Poster, r.Aggregator, s.Request, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(s.IntentSince) < r.ResultTimeout {
 					failed = fmt.Errorf("post status %s: %w", t.Context(), err) // retried with backoff
@@ -571,7 +581,7 @@ func (r *Reporter) finished(ctx context.Context, t api.Target, obj client.Object
 		r.Cluster.Events().Eventf(obj, nil, kind, "ResultReported", "ReportResult",
 			"%s for %s of %s: %s", st.State, req.SHA, req.Repository, st.Description)
 	}
-	if r.Notifier != nil && req.SHA != "" {
+	if r.Notifier != nil && req.SHA != "" && req.Aggregate == "" {
 		if err := r.Notifier.FinalPosted(ctx, req.Repository, req.SHA); err != nil {
 			log.FromContext(ctx).Error(err, "notify final status", "repository", req.Repository, "commit", req.SHA)
 		}
@@ -628,7 +638,7 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 			continue
 		}
 		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
-		if err := postStatus(ctx, r.Poster, cs); err != nil {
+		if err := send(ctx, r.Poster, r.Aggregator, p.Request, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 			r.mu.Lock()
 			r.tombstones[t] = tombstone{record.Record{Superseded: pending[i:]}, ts.repository}

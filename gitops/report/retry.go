@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/openova-io/flux-webhook/gitops/record"
 )
 
 // Backoff of status posts that failed: doubling from postBackoffMin, capped at
@@ -34,4 +36,18 @@ func postStatus(ctx context.Context, p StatusPoster, cs CommitStatus) error {
 		return nil
 	}
 	return p.PostStatus(ctx, cs)
+}
+
+// send posts a status of req: to the forge, or, when the statuses of req's push are per
+// cluster, to the aggregator (only logged without one).
+func send(ctx context.Context, poster, aggregator StatusPoster, req record.Request, cs CommitStatus) error {
+	if req.Aggregate == "" {
+		return postStatus(ctx, poster, cs)
+	}
+	if aggregator == nil {
+		log.FromContext(ctx).Info("result of a push with per-cluster statuses, no aggregator", "context", cs.Context, "state", cs.State)
+		return nil
+	}
+	cs.Push = req.Aggregate
+	return aggregator.PostStatus(ctx, cs)
 }

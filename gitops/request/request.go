@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,27 @@ const maxClusterConcurrency = 8
 // the work one push makes for the worker and every Flux controller.
 const DefaultMaxTargets = 25000
 
+// Granularity is how many commit statuses a push gets.
+type Granularity string
+
+const (
+	// PerObject: one status per Flux object and cluster, flux/<cluster>/<kind>/<ns>/<name>.
+	PerObject Granularity = "object"
+	// PerCluster: one status per cluster, flux/<cluster>, summing up its objects' results.
+	PerCluster Granularity = "cluster"
+	// Auto: per object up to the threshold, per cluster beyond.
+	Auto Granularity = "auto"
+)
+
+// Granularities are the values of a Granularity.
+var Granularities = []Granularity{PerObject, PerCluster, Auto}
+
+// DefaultAutoThreshold is where Auto switches to one status per cluster: a commit page
+// lists statuses one per line, and fifty is about what a person reads there (a push to an
+// application repository feeds a few objects in a few clusters; a platform repository
+// feeds tens in every vcluster of a region).
+const DefaultAutoThreshold = 50
+
 // forEach runs f for each cluster, maxClusterConcurrency at a time, and waits.
 func forEach(clusters []*cluster.Cluster, f func(int, *cluster.Cluster)) {
 	sem := make(chan struct{}, maxClusterConcurrency)
@@ -79,6 +101,11 @@ type Requester struct {
 	// MaxTargets refuses a push that feeds more objects (ErrTooManyTargets, nothing
 	// recorded); DefaultMaxTargets when zero.
 	MaxTargets int
+	// Granularity says whether a push's statuses are one per object, one per cluster, or
+	// (Auto, the default) per cluster when it feeds more than AutoThreshold objects
+	// (DefaultAutoThreshold when zero).
+	Granularity   Granularity
+	AutoThreshold int
 	// Aliases map the repository URLs pushes report to those sources fetch from.
 	Aliases []flux.Alias
 	// Now is the clock; time.Now when nil.
@@ -210,6 +237,9 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 		}
 		queued += n
 	}
+	if r.Granularity == PerCluster || r.Granularity != PerObject && queued > cmp.Or(r.AutoThreshold, DefaultAutoThreshold) {
+		rec.Request.Aggregate = req.PushKey()
+	}
 	if queued == 0 {
 		if len(res.Targets) == 0 && len(res.Unreachable) > 0 && len(res.Unreachable) == len(clusters) {
 			return res, errors.Join(errs...) // nothing could be asked: the sender retries
@@ -333,6 +363,8 @@ func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req re
 			if cluster.Unavailable(err) || ctx.Err() != nil {
 				unavailable = fmt.Errorf("%w: %s", cluster.ErrUnavailable, res.Error)
 			}
+		case !patched && holds(c, o, req.Token):
+			res.Result = api.ResultRequested // by a worker before this one (a leader that stopped)
 		case !patched:
 			res.Result = api.ResultAlreadyRequested
 		case deferred:
@@ -345,6 +377,20 @@ func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req re
 	targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
 	log.FromContext(ctx).Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "reason", res.Error)
 	return res, unavailable
+}
+
+// holds reports whether o's record, as this replica knows it, holds the request of token.
+func holds(c *cluster.Cluster, o client.Object, token string) bool {
+	ref := flux.RefOf(o)
+	for _, m := range []metav1.Object{c.Written(ref), o} {
+		if m == nil || reflect.ValueOf(m).IsNil() {
+			continue
+		}
+		if rec, err := c.OpenRecord(ref.Kind, m); err == nil && rec.Find(token) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Reconcile merge-patches requestedAt and the record on o's metadata only, with an

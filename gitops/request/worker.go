@@ -265,7 +265,11 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 		return outs, true, nil // asked again with backoff; what was requested is recognised then
 	}
 	var owe []record.Owed
+	requested := 0
 	for _, o := range outs {
+		if o.Result == api.ResultRequested || o.Result == api.ResultCoalesced {
+			requested++ // its result is this push's (an already-requested one is another's)
+		}
 		if o.Result == api.ResultError {
 			owe = append(owe, record.Owed{Target: o.Target, Status: observe.NotRequested(o.Error), Now: true})
 		}
@@ -280,6 +284,7 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 			return record.ErrNoChange
 		}
 		p.Clusters[j].Done = true
+		p.Clusters[j].Requested = requested
 		for _, u := range owe {
 			if !slices.ContainsFunc(p.Owed, func(o record.Owed) bool { return o.Target == u.Target }) {
 				p.Owed = append(p.Owed, u)

@@ -1,0 +1,89 @@
+package report_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
+	"github.com/openova-io/flux-webhook/gitops/report"
+	"github.com/openova-io/flux-webhook/gitops/request"
+	"github.com/openova-io/flux-webhook/internal/testenv"
+)
+
+// With statuses per cluster, the objects' results go to the push record and one status,
+// flux/<cluster>, says pending once and then, once every object answered, what they did;
+// no object gets a status of its own. A second aggregator (a leader that took over) posts
+// nothing again.
+func TestReportPerCluster(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	ns := fluxtest.Namespace(t)
+	repo := "org/agg-" + fluxtest.RandomHex(3)
+	fluxtest.Create(t,
+		fluxtest.GitRepository(ns, "app", "https://"+fluxtest.ForgeHost+"/"+repo, &sourcev1.GitRepositoryRef{Branch: "main"}),
+		fluxtest.Kustomization(ns, "a", "", "app"),
+		fluxtest.Kustomization(ns, "b", "", "app"),
+	)
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local), func(r *request.Requester) { r.Granularity = request.PerCluster })
+	rec := &fluxtest.Recorder{}
+	agg := &report.Aggregator{Store: r.Store, Poster: rec, Lookup: rec, ResultTimeout: time.Minute}
+	run := func(runnable interface{ Start(context.Context) error }) {
+		c, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = runnable.Start(c) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	run(agg)
+	rep := &report.Reporter{Cluster: fluxtest.Local, Poster: rec, Lookup: rec, Aggregator: agg, ResultTimeout: time.Minute}
+	ctrl, err := rep.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(ctrl)
+
+	sha := fluxtest.NewSHA()
+	res, err := r.Request(ctx, fluxtest.PushOf(repo, "refs/heads/main", sha))
+	if err != nil || len(res.Targets) != 3 {
+		t.Fatalf("push: %v %v", fluxtest.Targets(res.Targets), err)
+	}
+	const clusterCtx = "flux/local"
+	fluxtest.WaitStates(t, rec, sha, clusterCtx, api.StatePending)
+	rev := testenv.GitRevision("main", sha)
+	key := func(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+	if err := testenv.MarkGitRepositoryReady(ctx, fluxtest.Kube.Client, key("app"), rev, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.MarkKustomizationApplied(ctx, fluxtest.Kube.Client, key("a"), rev, ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if got := rec.States(sha, clusterCtx); len(got) != 1 {
+		t.Fatalf("final before every object answered: %v", got)
+	}
+	if err := testenv.MarkKustomizationFailed(ctx, fluxtest.Kube.Client, key("b"), rev, "", "HealthCheckFailed", "Deployment/b not ready"); err != nil {
+		t.Fatal(err)
+	}
+	fluxtest.WaitStates(t, rec, sha, clusterCtx, api.StatePending, api.StateFailure)
+	want := "2/3 ready, 1 failed: kustomization/" + ns + "/b: Deployment/b not ready"
+	if d := rec.Find(sha, clusterCtx).Description; d != want {
+		t.Fatalf("description %q, want %q", d, want)
+	}
+	for _, s := range rec.All() {
+		if s.SHA == sha && s.Context != clusterCtx {
+			t.Fatalf("an object's own status posted: %s", s.Context)
+		}
+	}
+	// A leader that takes over finds the status final: nothing more.
+	run(&report.Aggregator{Store: r.Store, Poster: rec, Lookup: rec, ResultTimeout: time.Minute})
+	time.Sleep(2 * time.Second)
+	if got := rec.States(sha, clusterCtx); len(got) != 2 || strings.Join(got, ",") != "pending,failure" {
+		t.Fatalf("states %v", got)
+	}
+}
