@@ -39,8 +39,12 @@ type Target struct {
 }
 
 // Context is the commit status context of the target:
-// flux/<cluster>/<kind in lower case>/<namespace>/<name>.
+// flux/<cluster>/<kind in lower case>/<namespace>/<name>; for a target naming only a cluster
+// (statuses per cluster), flux/<cluster>.
 func (t Target) Context() string {
+	if t.Kind == "" {
+		return ContextPrefix + t.Cluster
+	}
 	return fmt.Sprintf("%s%s/%s/%s/%s", ContextPrefix, t.Cluster, strings.ToLower(t.Kind), t.Namespace, t.Name)
 }
 

@@ -26,13 +26,15 @@ func acceptWhileFluxPaused(t *testing.T, a *app, value string) string {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("push: %d %v", resp.StatusCode, body)
 	}
-	for _, kind := range []string{"GitRepository", "Kustomization"} {
-		waitFor(t, time.Minute, "pending "+kind, func() bool {
-			states, _ := a.states(t, sha, a.context(kind))
-			return slices.Equal(states, []string{"pending"})
-		})
-	}
+	a.waitPending(t, sha)
 	return sha
+}
+
+// faultModes runs a fault test with statuses per object and per cluster: exactly one final
+// status per context in both.
+func faultModes(t *testing.T, name string, test func(t *testing.T, a *app)) {
+	t.Run("per-object", func(t *testing.T) { test(t, newApp(t, name+"-"+randomSuffix(), "main")) })
+	t.Run("per-cluster", func(t *testing.T) { test(t, newClusterApp(t, name+"-c-"+randomSuffix())) })
 }
 
 // restartService starts the shared service again after a test killed it (a kubelet would).
@@ -50,22 +52,41 @@ func restartService(t *testing.T) {
 // the API and posts the final status, exactly once.
 func TestKillBetweenAcceptAndAnswer(t *testing.T) {
 	integration(t)
-	a := newApp(t, "kill-"+randomSuffix(), "main")
-	sha := acceptWhileFluxPaused(t, a, "survives-kill")
-	e2e.service.Kill()
-	e2e.flux.Resume() // Flux answers while nobody listens
-	time.Sleep(2 * time.Second)
-	start := time.Now()
-	restartService(t)
-	a.waitFinal(t, sha, "GitRepository", "success")
-	a.waitFinal(t, sha, "Kustomization", "success")
-	t.Logf("final statuses %s after the restart (lease takeover included)", time.Since(start).Round(100*time.Millisecond))
+	faultModes(t, "kill", func(t *testing.T, a *app) {
+		sha := acceptWhileFluxPaused(t, a, "survives-kill")
+		e2e.service.Kill()
+		e2e.flux.Resume() // Flux answers while nobody listens
+		time.Sleep(2 * time.Second)
+		start := time.Now()
+		restartService(t)
+		a.waitAllFinal(t, sha, "success")
+		t.Logf("final statuses %s after the restart (lease takeover included)", time.Since(start).Round(100*time.Millisecond))
+	})
+}
+
+// kill -9 right after the 202, before the leader's worker requested anything: the push
+// record survives, and the next process requests and reports it, exactly once.
+func TestKillRightAfterAccept(t *testing.T) {
+	integration(t)
+	faultModes(t, "kill-accepted", func(t *testing.T, a *app) {
+		sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "survives-early-kill"), "survives-early-kill")
+		resp, body := hookPost(t, a.pushEvent(sha), a.token())
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("push: %d %v", resp.StatusCode, body)
+		}
+		e2e.service.Kill()
+		restartService(t)
+		a.waitAllFinal(t, sha, "success")
+	})
 }
 
 // Two replicas: the leader is killed; the other takes the lease and finishes its report.
 func TestLeaderKilled(t *testing.T) {
 	integration(t)
-	a := newApp(t, "leader-"+randomSuffix(), "main")
+	faultModes(t, "leader", testLeaderKilled)
+}
+
+func testLeaderKilled(t *testing.T, a *app) {
 	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +126,7 @@ func TestLeaderKilled(t *testing.T) {
 	leader.Kill()
 	e2e.flux.Resume()
 	start := time.Now()
-	a.waitFinal(t, sha, "GitRepository", "success")
-	a.waitFinal(t, sha, "Kustomization", "success")
+	a.waitAllFinal(t, sha, "success")
 	t.Logf("the follower took over and reported in %s", time.Since(start).Round(100*time.Millisecond))
 	if !leads(follower.Log) {
 		t.Fatal("the follower never acquired the lease")
@@ -149,19 +169,19 @@ func TestGiteaDownForAMinute(t *testing.T) {
 // two leaders); started again, it finds the pending request and reports it.
 func TestAPIServerLostDuringPush(t *testing.T) {
 	integration(t)
-	a := newApp(t, "api-lost-"+randomSuffix(), "main")
-	sha := acceptWhileFluxPaused(t, a, "survives-api")
-	e2e.proxy.Cut()
-	e2e.flux.Resume() // Flux (not behind the proxy) answers meanwhile
-	time.Sleep(10 * time.Second)
-	if err := e2e.proxy.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	exited, err := e2e.service.Exited()
-	t.Logf("after 10 s without the API server the service exited: %v (%v)", exited, err)
-	restartService(t)
-	a.waitFinal(t, sha, "GitRepository", "success")
-	a.waitFinal(t, sha, "Kustomization", "success")
+	faultModes(t, "api-lost", func(t *testing.T, a *app) {
+		sha := acceptWhileFluxPaused(t, a, "survives-api")
+		e2e.proxy.Cut()
+		e2e.flux.Resume() // Flux (not behind the proxy) answers meanwhile
+		time.Sleep(10 * time.Second)
+		if err := e2e.proxy.Restore(); err != nil {
+			t.Fatal(err)
+		}
+		exited, err := e2e.service.Exited()
+		t.Logf("after 10 s without the API server the service exited: %v (%v)", exited, err)
+		restartService(t)
+		a.waitAllFinal(t, sha, "success")
+	})
 }
 
 // loadRequests is the size of the load test: bounded, loopback only.
@@ -172,7 +192,10 @@ const loadRequests = 1000
 // get no 5xx, and every commit ends with exactly one final status per Flux object.
 func TestLoad(t *testing.T) {
 	integration(t)
-	a := newApp(t, "load-"+randomSuffix(), "main")
+	faultModes(t, "load", testLoad)
+}
+
+func testLoad(t *testing.T, a *app) {
 	const commits = 40
 	var shas []string
 	for i := range commits {
@@ -226,13 +249,17 @@ func TestLoad(t *testing.T) {
 	}
 	// Every commit, every object: one final status, and nothing after it.
 	var found int
+	contexts := []string{a.context("GitRepository"), a.context("Kustomization")}
+	if a.perCluster {
+		contexts = []string{clusterContext}
+	}
 	for _, sha := range shas {
-		for _, kind := range []string{"GitRepository", "Kustomization"} {
+		for _, kind := range contexts {
 			waitFor(t, resultWindow, "final status of "+sha[:7]+" "+kind, func() bool {
-				states, _ := a.states(t, sha, a.context(kind))
+				states, _ := a.states(t, sha, kind)
 				return len(states) > 0 && states[len(states)-1] != "pending"
 			})
-			states, last := a.states(t, sha, a.context(kind))
+			states, last := a.states(t, sha, kind)
 			finals := 0
 			for _, s := range states {
 				if s != "pending" {
@@ -245,5 +272,5 @@ func TestLoad(t *testing.T) {
 			found++
 		}
 	}
-	t.Logf("final statuses expected %d, found %d", 2*commits, found)
+	t.Logf("final statuses expected %d, found %d", len(contexts)*commits, found)
 }

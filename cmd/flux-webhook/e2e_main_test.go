@@ -48,6 +48,7 @@ var e2e struct {
 const (
 	fluxNS           = "flux-system"
 	appsNS           = "e2e-apps"
+	copiesNS         = "e2e-copies" // where per-cluster apps apply their copy
 	clustersNS       = "flux-webhook-clusters" // where kubeconfig Secrets register clusters
 	hookKeySecret    = "flux-webhook-hook-key"
 	webhookKeySecret = "flux-webhook-webhook-key"
@@ -137,7 +138,7 @@ func setupCluster(ctx context.Context) error {
 		return err
 	}
 	c := e2e.kube.Client
-	for _, ns := range []string{fluxNS, appsNS, clustersNS} {
+	for _, ns := range []string{fluxNS, appsNS, copiesNS, clustersNS} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
@@ -242,6 +243,8 @@ func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 		"--region", region,
 		"--platform-token-secret", fluxNS + "/" + platformSecret,
 		"--result-timeout", resultWindow.String(),
+		// Pushes of more than 2 Flux objects get one status per cluster (newClusterApp's).
+		"--status-auto-threshold", "2",
 		// Quicker takeover than the 15 s default, for the kill tests; still loose enough for
 		// two busy cores to renew in time.
 		"--leader-election-lease-duration", "8s",

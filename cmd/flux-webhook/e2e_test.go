@@ -34,6 +34,79 @@ import (
 type app struct {
 	name, branch string
 	repo         *testenv.Repo
+	// perCluster: a third object (a Kustomization applying the same manifests in another
+	// namespace) takes its pushes over the service's --status-auto-threshold of 2: their
+	// statuses are one per cluster, flux/<cluster>.
+	perCluster bool
+}
+
+// newClusterApp is an app whose pushes get per-cluster statuses.
+func newClusterApp(t testing.TB, name string) *app {
+	t.Helper()
+	a := newApp(t, name, "main")
+	a.perCluster = true
+	ks := &kustomizev1.Kustomization{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: name + "-copy"},
+		Spec: kustomizev1.KustomizationSpec{
+			Interval: metav1.Duration{Duration: time.Hour}, RetryInterval: &metav1.Duration{Duration: time.Hour},
+			Path: "./deploy", Prune: true, TargetNamespace: copiesNS,
+			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+		},
+	}
+	if err := e2e.kube.Client.Create(t.Context(), ks); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "first apply of "+ks.Name, func() bool {
+		got := &kustomizev1.Kustomization{}
+		return e2e.kube.Client.Get(t.Context(), client.ObjectKeyFromObject(ks), got) == nil && got.Status.LastAppliedRevision != ""
+	})
+	return a
+}
+
+// clusterContext is the per-cluster status context of the service's cluster.
+const clusterContext = "flux/" + clusterName
+
+// waitPending waits until the push of sha has its pending statuses, and only those.
+func (a *app) waitPending(t testing.TB, sha string) {
+	t.Helper()
+	contexts := []string{a.context("GitRepository"), a.context("Kustomization")}
+	if a.perCluster {
+		contexts = []string{clusterContext}
+	}
+	for _, c := range contexts {
+		waitFor(t, time.Minute, "pending "+c, func() bool {
+			states, _ := a.states(t, sha, c)
+			return slices.Equal(states, []string{"pending"})
+		})
+	}
+}
+
+// waitAllFinal waits for the final statuses of the push of sha, each the only one after a
+// single pending: per object, or per cluster ("3/3 ready" for a success).
+func (a *app) waitAllFinal(t testing.TB, sha, want string) {
+	t.Helper()
+	if !a.perCluster {
+		a.waitFinal(t, sha, "GitRepository", want)
+		a.waitFinal(t, sha, "Kustomization", want)
+		return
+	}
+	var last *gitea.Status
+	var states []string
+	waitFor(t, resultWindow, want+" status of "+clusterContext, func() bool {
+		states, last = a.states(t, sha, clusterContext)
+		return len(states) > 0 && states[len(states)-1] != "pending"
+	})
+	if !slices.Equal(states, []string{"pending", want}) {
+		t.Fatalf("%s on %s: states %v (%q), want [pending %s]", clusterContext, sha[:12], states, last.Description, want)
+	}
+	if want == "success" && last.Description != "3/3 ready" {
+		t.Fatalf("%s: %q, want 3/3 ready", clusterContext, last.Description)
+	}
+	for _, kind := range []string{"GitRepository", "Kustomization"} {
+		if states, _ := a.states(t, sha, a.context(kind)); len(states) != 0 {
+			t.Fatalf("per-cluster push: %s got %v", a.context(kind), states)
+		}
+	}
 }
 
 func configMap(name, value string) string {

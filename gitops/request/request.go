@@ -210,10 +210,11 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 	if max := cmp.Or(r.MaxTargets, DefaultMaxTargets); total > max {
 		return gitops.Result{}, fmt.Errorf("%w: the push feeds %d Flux objects, more than %d", ErrTooManyTargets, total, max)
 	}
+	perCluster := r.Granularity == PerCluster || r.Granularity != PerObject && total > cmp.Or(r.AutoThreshold, DefaultAutoThreshold)
 	if push.Head != "" {
 		// Overtaken before it arrived: nothing to request (the later push is what Flux
-		// fetches), a warning owed on each target.
-		return r.superseded(ctx, req, push.Head, clusters, objs, res)
+		// fetches), a warning owed on each target (or each cluster).
+		return r.superseded(ctx, req, push.Head, clusters, objs, res, perCluster)
 	}
 	rec := record.Push{Request: req, Pushed: &record.Pushed{URLs: pushed.URLs, Ref: pushed.Ref, Tag: pushed.Tag, Name: pushed.Name}}
 	queued := 0
@@ -237,7 +238,7 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 		}
 		queued += n
 	}
-	if r.Granularity == PerCluster || r.Granularity != PerObject && queued > cmp.Or(r.AutoThreshold, DefaultAutoThreshold) {
+	if perCluster {
 		rec.Request.Aggregate = req.PushKey()
 	}
 	if queued == 0 {
@@ -271,16 +272,21 @@ func publicOf(err error) string {
 // superseded answers a push whose reference had moved on to head before it arrived: every
 // object it feeds is owed a warning, which the leader's backlog posts (unless the object's
 // record knows the push: then its reporter does). Nothing is patched.
-func (r *Requester) superseded(ctx context.Context, req record.Request, head string, clusters []*cluster.Cluster, objs [][]client.Object, res gitops.Result) (gitops.Result, error) {
+func (r *Requester) superseded(ctx context.Context, req record.Request, head string, clusters []*cluster.Cluster, objs [][]client.Object, res gitops.Result, perCluster bool) (gitops.Result, error) {
 	var owe []record.Owed
 	for i, c := range clusters {
 		if len(objs[i]) > 0 {
 			res.Clusters = append(res.Clusters, api.ClusterTargets{Cluster: c.Name, Targets: len(objs[i])})
+			if perCluster {
+				owe = append(owe, record.Owed{Target: api.Target{Cluster: c.Name}, Status: observe.Superseded(head), Now: true})
+			}
 		}
 		for _, o := range objs[i] {
 			t := targetOf(c, o)
 			res.Targets = append(res.Targets, api.Outcome{Target: t, Result: api.ResultSuperseded})
-			owe = append(owe, record.Owed{Target: t, Status: observe.Superseded(head), Now: true})
+			if !perCluster {
+				owe = append(owe, record.Owed{Target: t, Status: observe.Superseded(head), Now: true})
+			}
 			targetsRequested.WithLabelValues(c.Name, t.Kind, api.ResultSuperseded).Inc()
 		}
 	}
