@@ -48,7 +48,7 @@ var e2e struct {
 const (
 	fluxNS           = "flux-system"
 	appsNS           = "e2e-apps"
-	copiesNS         = "e2e-copies" // where per-cluster apps apply their copy
+	copiesNS         = "e2e-copies"            // where per-cluster apps apply their copy
 	clustersNS       = "flux-webhook-clusters" // where kubeconfig Secrets register clusters
 	hookKeySecret    = "flux-webhook-hook-key"
 	webhookKeySecret = "flux-webhook-webhook-key"

@@ -82,7 +82,7 @@ type Request struct {
 	// this request (status granularity "cluster"): the object's own result goes there, not
 	// to Gitea.
 	Aggregate string `json:"aggregate,omitempty"`
-	Delivery string `json:"delivery,omitempty"`
+	Delivery  string `json:"delivery,omitempty"`
 	// RequestedAt is when the object was patched; the result timeout counts from here.
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Intent is the status being posted: recorded before the post, cleared after it, so a
