@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -27,7 +28,9 @@ type Keys interface {
 //   - a Bearer token is verified from the header alone, before the body is read;
 //   - a webhook signature covers the body, so a signed request is read first, but only
 //     from the small pool of signed reads, at most a few per client address, and only
-//     when that address is not over its budget of failed authentications;
+//     when that address is not over its budget of failed authentications; a signature over
+//     an empty body authenticates nothing (it is one constant per key, replayable to any
+//     /hook/<owner>/<repo>), so the short form needs a Bearer token;
 //   - anything else is refused at once.
 func (s *Server) authHook(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -61,6 +64,9 @@ func (s *Server) authHook(next echo.HandlerFunc) echo.HandlerFunc {
 		done()
 		if err != nil {
 			return err
+		}
+		if len(bytes.TrimSpace(body)) == 0 {
+			return s.authFailed(c, credentials.ErrUnauthorized)
 		}
 		p, err := s.Forge.Verify(h, body, s.Keys.Values(credentials.WebhookKey))
 		if err != nil {

@@ -52,8 +52,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 		c.Response().Header().Set("Retry-After", overloadRetryAfter)
 	case errors.Is(err, webhook.ErrUnsupportedMediaType):
 		code, msg = http.StatusUnsupportedMediaType, err.Error()
-	case errors.Is(err, webhook.ErrBadPayload):
+	case errors.Is(err, webhook.ErrBadPayload), errors.Is(err, webhook.ErrBadTarget), errors.Is(err, errNoPush):
 		code, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, webhook.ErrNoForge):
+		code, msg = http.StatusBadRequest, "this flux-webhook asks no Gitea (no --gitea-url, or --verify-claims=false), "+
+			"so it cannot tell where a reference is: POST /hook with the push event as the body (Content-Type: application/json)"
+	case errors.Is(err, webhook.ErrTargetNotFound):
+		code, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, errBadQuery), errors.Is(err, jobs.ErrBadSelector), errors.Is(err, jobs.ErrEmptySelector):
 		code, msg = http.StatusBadRequest, err.Error()
 	case errors.Is(err, jobs.ErrJobNotFound):

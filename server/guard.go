@@ -189,15 +189,15 @@ type answer struct {
 }
 
 // replayKey returns the key of a request's answer, false when the sender gave no delivery
-// id of its own (one generated here never repeats). The digest covers the body, the path
-// (/hook/<owner>/<repo> names what is pushed) and who authenticated.
+// id of its own (one generated here never repeats). The digest covers the body, the path and
+// query (/hook/<owner>/<repo>/<ref>?sha= names what is pushed) and who authenticated.
 func replayKey(c echo.Context, body []byte) (deliveryID, bool) {
 	st := requestOf(c)
 	if !st.senderDelivery {
 		return deliveryID{}, false
 	}
 	h := sha256.New()
-	h.Write([]byte(st.principal.String() + "\x00" + c.Request().URL.Path + "\x00"))
+	h.Write([]byte(st.principal.String() + "\x00" + c.Request().URL.RequestURI() + "\x00"))
 	h.Write(body)
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])

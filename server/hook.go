@@ -11,8 +11,9 @@ import (
 	"github.com/openova-io/flux-webhook/api"
 )
 
-// handleHook handles POST /hook, already authenticated: decode the delivery, hand the push to
-// the intake (which verifies its claim and requests the reconciles), answer. Waiting for
+// handleHook handles POST /hook and POST /hook/<owner>/<repo>[/<ref>], already
+// authenticated: decode the delivery (or resolve the target the path names, decode), hand the
+// push to the intake (which verifies its claim and requests the reconciles), answer. Waiting for
 // Flux happens after the answer, in the reporter (or in the stream, with ?wait=true).
 func (s *Server) handleHook(c echo.Context) error {
 	st := requestOf(c)
@@ -36,7 +37,7 @@ func (s *Server) handleHook(c echo.Context) error {
 			return c.JSONBlob(a.code, a.body)
 		}
 	}
-	push, ignored, err := s.Forge.Decode(c.Request().Header, body, st.delivery)
+	push, ignored, err := s.decode(c, body)
 	switch {
 	case err != nil:
 		return err

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -60,11 +61,17 @@ type Forge interface {
 	Verify(h http.Header, body []byte, keys [][]byte) (credentials.Principal, error)
 	// Decode turns a delivery into the push it claims, or says why it is ignored.
 	Decode(h http.Header, body []byte, delivery string) (push gitops.Push, ignored string, err error)
+	// Target reads what a request names in its path after /hook/ (as sent, escapes
+	// undecoded; "" for none) and its query: the short form's repository, reference and
+	// commit.
+	Target(rawPath string, query url.Values) (webhook.Target, error)
 }
 
 // Intake is the domain call behind /hook: verify a push's claim and request its reconciles.
+// Resolve first turns the short form's target into the push it stands for.
 type Intake interface {
 	Accept(ctx context.Context, p credentials.Principal, push gitops.Push) (webhook.Accepted, error)
+	Resolve(ctx context.Context, p credentials.Principal, delivery string, t webhook.Target) (gitops.Push, error)
 }
 
 // Awaiter streams the targets' final answers, for /hook?wait=true.

@@ -131,6 +131,13 @@ type Accepted struct {
 	Result  gitops.Result
 }
 
+func (in *Intake) init() {
+	in.once.Do(func() {
+		in.repos, in.verified = lru.New(claimCacheEntries), lru.New(claimCacheEntries)
+		in.refs = map[string]refLook{}
+	})
+}
+
 func (in *Intake) now() time.Time {
 	if in.Now != nil {
 		return in.Now()
@@ -140,10 +147,7 @@ func (in *Intake) now() time.Time {
 
 // Accept verifies the push p claims on behalf of principal and requests its reconciles.
 func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
-	in.once.Do(func() {
-		in.repos, in.verified = lru.New(claimCacheEntries), lru.New(claimCacheEntries)
-		in.refs = map[string]refLook{}
-	})
+	in.init()
 	if p.OCI != nil {
 		return in.acceptOCI(ctx, principal, p)
 	}
@@ -329,9 +333,25 @@ type verifiedClaim struct {
 	head string
 }
 
-// repository returns what the forge says of a repository, cached for repositoryTTL;
-// concurrent looks share one call.
+// repository returns what the forge says of a repository a push names: ErrContradicted
+// when it has none by that name.
 func (in *Intake) repository(ctx context.Context, fullName string) (*Repository, error) {
+	info, err := in.forgeRepository(ctx, fullName)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("%w: no repository %s", ErrContradicted, fullName)
+	case err != nil:
+		return nil, err
+	case !strings.EqualFold(info.FullName, fullName):
+		// A renamed repository answers under its new name: the push names the old one.
+		return nil, fmt.Errorf("%w: %s is now %s", ErrContradicted, fullName, info.FullName)
+	}
+	return info, nil
+}
+
+// forgeRepository returns what the forge says of a repository (ErrNotFound: nothing),
+// cached for repositoryTTL; concurrent looks share one call.
+func (in *Intake) forgeRepository(ctx context.Context, fullName string) (*Repository, error) {
 	key := strings.ToLower(fullName)
 	if v, ok := in.repos.Get(key); ok && in.now().Sub(v.(cachedRepo).at) < repositoryTTL {
 		return v.(cachedRepo).info, nil
@@ -340,12 +360,9 @@ func (in *Intake) repository(ctx context.Context, fullName string) (*Repository,
 	info, _ := v.(*Repository)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil, fmt.Errorf("%w: no repository %s", ErrContradicted, fullName)
+		return nil, err
 	case err != nil:
 		return nil, unavailable(err)
-	case !strings.EqualFold(info.FullName, fullName):
-		// A renamed repository answers under its new name: the push names the old one.
-		return nil, fmt.Errorf("%w: %s is now %s", ErrContradicted, fullName, info.FullName)
 	}
 	in.repos.Add(key, cachedRepo{info, in.now()})
 	return info, nil

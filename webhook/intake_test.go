@@ -17,6 +17,7 @@ import (
 type fakeForge struct {
 	mu       sync.Mutex
 	repo     *Repository
+	rename   string // another name Gitea answers repo under (its name before a rename)
 	refs     map[string][]string
 	commits  map[string]bool
 	history  []string // the reference's recent commits, newest first
@@ -39,7 +40,7 @@ func (f *fakeForge) Repository(_ context.Context, fullName string) (*Repository,
 	if f.err != nil {
 		return nil, f.err
 	}
-	if f.repo == nil || !strings.EqualFold(fullName, f.repo.FullName) {
+	if f.repo == nil || (!strings.EqualFold(fullName, f.repo.FullName) && (f.rename == "" || !strings.EqualFold(fullName, f.rename))) {
 		return nil, ErrNotFound
 	}
 	return f.repo, nil

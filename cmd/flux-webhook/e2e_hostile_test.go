@@ -158,6 +158,8 @@ func TestHostileRequests(t *testing.T) {
 		manyHeaders[fmt.Sprintf("X-Pad-%04d", i)] = strings.Repeat("p", 30)
 	}
 	form := func(values url.Values) []byte { return []byte(values.Encode()) }
+	full := sentinel.repo.FullName
+	owner, name, _ := strings.Cut(full, "/")
 	formCT := "application/x-www-form-urlencoded"
 
 	tests := []hostile{
@@ -195,7 +197,8 @@ func TestHostileRequests(t *testing.T) {
 		// Payloads that are not one complete push (authenticated).
 		{name: "malformed json", headers: bearer(), body: []byte(`{"ref":`), code: 400, errHas: "truncated JSON"},
 		{name: "not json", headers: bearer(), body: []byte("hello"), code: 400},
-		{name: "empty body", headers: bearer(), body: nil, code: 400, errHas: "empty body"},
+		{name: "empty body", headers: bearer(), body: nil, code: 400, errHas: "empty body: send POST /hook/<owner>/<repo>"},
+		{name: "empty body without a content type", headers: bearer("Content-Type", ""), body: nil, code: 400, errHas: "empty body: send POST /hook/<owner>/<repo>"},
 		{name: "array of the push", headers: bearer(), body: append(append([]byte("["), push...), ']'), code: 400},
 		{name: "null", headers: bearer(), body: []byte("null"), code: 400, errHas: "repository is missing"},
 		{name: "repository is an array (argo-cd#20444)", headers: bearer(), body: event(func(m map[string]any) { m["repository"] = []any{} }), code: 400, errHas: "repository must be object, not array"},
@@ -234,7 +237,7 @@ func TestHostileRequests(t *testing.T) {
 
 		// Content types.
 		{name: "text/plain", headers: bearer("Content-Type", "text/plain"), body: push, code: 415},
-		{name: "no content type", headers: bearer("Content-Type", ""), body: push, code: 415},
+		{name: "no content type", headers: bearer("Content-Type", ""), body: push, code: 400, errHas: "without Content-Type: send POST /hook/<owner>/<repo>"},
 		{name: "multipart", headers: bearer("Content-Type", "multipart/form-data; boundary=x"), body: push, code: 415},
 		{name: "xml", headers: bearer("Content-Type", "application/xml"), body: push, code: 415},
 		{name: "content type list", headers: bearer("Content-Type", "application/json, text/plain"), body: push, code: 415},
@@ -265,6 +268,41 @@ func TestHostileRequests(t *testing.T) {
 		{name: "/hook on the platform API's address", headers: bearer(), body: push, platform: true, code: 404},
 		{name: "upper-case path", path: "/HOOK", headers: bearer(), body: push, code: 404},
 		{name: "path parameter", path: "/hook;x=1", headers: bearer(), body: push, code: 404},
+
+		// The short form's path, /hook/<owner>/<repo>[/<ref>][?sha=] with no body, read as
+		// strictly as a payload's full_name and ref (authenticated: refused on its path).
+		{name: "short form: an escaped slash", path: "/hook/" + strings.Replace(full, "/", "%2F", 1), headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: an escaped slash in the reference", path: "/hook/" + full + "/refs%2Fheads%2Fmain", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: dot-dot out of the path", path: "/hook/" + full + "/../../api/v1/reconcile", headers: bearer(), code: 400, errHas: "dot segment"},
+		{name: "short form: dot-dot to another repository", path: "/hook/" + full + "/../other", headers: bearer(), code: 400, errHas: "dot segment"},
+		{name: "short form: encoded dot-dot", path: "/hook/" + full + "/%2e%2e/x", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: a dot segment", path: "/hook/" + owner + "/./" + name, headers: bearer(), code: 400, errHas: "dot segment"},
+		{name: "short form: an empty segment", path: "/hook/" + owner + "//" + name, headers: bearer(), code: 400, errHas: "empty path segment"},
+		{name: "short form: a trailing slash", path: "/hook/" + full + "/", headers: bearer(), code: 400, errHas: "empty path segment"},
+		{name: "short form: an escaped NUL", path: "/hook/" + full + "/main%00", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: an escaped newline", path: "/hook/" + full + "/main%0Ainjected", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: a backslash", path: "/hook/" + owner + "%5C" + name + "/main", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: a double encoding", path: "/hook/" + full + "/main%252F..%252F", headers: bearer(), code: 400, errHas: "percent-escaped"},
+		{name: "short form: an invalid escape", raw: fmt.Sprintf("POST /hook/%s/main%%zz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", full, token), code: 400, plain: true}, // net/http's own answer: it cannot parse the target
+		{name: "short form: a bidi override", path: "/hook/" + full + "/ma%E2%80%AEin", headers: bearer(), code: 400, errHas: "not a branch or tag name"},
+		{name: "short form: a raw bidi override", raw: fmt.Sprintf("POST /hook/%s/ma\u202ein HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", full, token), code: 400, errHas: "not a branch or tag name"},
+		{name: "short form: a reference Git refuses", path: "/hook/" + full + "/refs/heads/ma:in", headers: bearer(), code: 400, errHas: "not a full Git reference"},
+		{name: "short form: a homoglyph in the owner", path: "/hook/" + strings.Replace(full, "a", "%D0%B0", 1), headers: bearer(), code: 400, errHas: "owner/name"},
+		{name: "short form: no repository", path: "/hook/" + owner, headers: bearer(), code: 400, errHas: "no repository"},
+		{name: "short form: a path over the bound", path: "/hook/" + full + "/" + strings.Repeat("%C3%BC", 300), headers: bearer(), code: 400, errHas: "path over"},
+		{name: "short form: the token in the path with a bearer", path: "/hook/" + token, headers: bearer(), code: 400, errHas: "holds a flux-webhook token"},
+		{name: "short form: the token as the reference", path: "/hook/" + full + "/" + token, headers: bearer(), code: 400, errHas: "holds a flux-webhook token"},
+		{name: "short form: another repository", path: "/hook/" + owner + "/some-other-repository", headers: bearer(), code: 403, errHas: "may not push for"},
+		{name: "short form: another owner", path: "/hook/another-owner/" + name, headers: bearer(), code: 403, errHas: "may not push for"},
+		{name: "short form: sha given twice", path: "/hook/" + full + "?sha=" + next + "&sha=" + next, headers: bearer(), code: 400, errHas: "sha given more than once"},
+		{name: "short form: sha not a commit id", path: "/hook/" + full + "?sha=HEAD~1", headers: bearer(), code: 400, errHas: "sha is not a commit id"},
+		{name: "short form: sha in upper case", path: "/hook/" + full + "?sha=" + strings.ToUpper(next), headers: bearer(), code: 400, errHas: "sha is not a commit id"},
+		{name: "short form: a commit the repository does not have", path: "/hook/" + full + "?sha=" + strings.Repeat("e", 40), headers: bearer(), code: 403, errHas: "has no commit"},
+		{name: "short form: a branch Gitea does not have", path: "/hook/" + full + "/no-such-branch", headers: bearer(), code: 404, errHas: "has no branch or tag no-such-branch"},
+		{name: "short form: a signature over the empty body", path: "/hook/" + full, headers: map[string]string{"X-Gitea-Signature": hmacHex(e2e.webhookKey, nil)}, code: 401},
+		{name: "short form: no credentials", path: "/hook/" + full, code: 401},
+		{name: "short form: the push event of another repository on the path", path: "/hook/" + owner + "/other", headers: map[string]string{"X-Gitea-Signature": hmacHex(e2e.webhookKey, push)}, body: push, code: 400, errHas: "the path names " + owner + "/other"},
+		{name: "short form: the push event on another reference's path", path: "/hook/" + full + "/other-branch", headers: bearer(), body: push, code: 400, errHas: "the path names the reference other-branch"},
 
 		// The platform API.
 		{name: "API with the hook token", platform: true, path: "/api/v1/reconcile", headers: bearer(), body: []byte(`{"all":true}`), code: 401},

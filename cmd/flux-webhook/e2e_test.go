@@ -302,8 +302,10 @@ func TestNativeWebhookPushIsAppliedAndReported(t *testing.T) {
 	})
 }
 
-// The README's example workflow, run by the real Gitea Actions runner, posts the push event
-// to /hook with the bearer token.
+// The README's first workflow, run by the real Gitea Actions runner: the platform
+// documentation's one-liner as it is written there (curl -X POST with only the Authorization
+// header to /hook/<owner>/<repo>, no body), then the workflow posting the push event itself.
+// Both pushes are applied and reported.
 func TestActionsWorkflowFromReadme(t *testing.T) {
 	integration(t)
 	a := newApp(t, "actions-"+randomSuffix(), "main")
@@ -311,21 +313,60 @@ func TestActionsWorkflowFromReadme(t *testing.T) {
 	if err := a.repo.SetActionSecret(ctx, "FLUX_WEBHOOK_TOKEN", a.token()); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL+"/"); err != nil {
+	if err := a.repo.SetActionVariable(ctx, "FLUX_WEBHOOK_URL", e2e.hookURL); err != nil {
 		t.Fatal(err)
 	}
-	workflow, err := os.ReadFile("../../examples/.gitea/workflows/notify-flux.yaml")
-	if err != nil {
-		t.Fatal(err)
+	workflow := func(name string) string {
+		b, err := os.ReadFile("../../examples/.gitea/workflows/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
 	}
-	if err := a.repo.WriteFile(".gitea/workflows/notify-flux.yaml", string(workflow)); err != nil {
+	short := workflow("notify-flux.yaml")
+	if !strings.Contains(short, "curl -X POST \\\n            -H \"Authorization: Bearer ${{ secrets.FLUX_WEBHOOK_TOKEN }}\" \\\n            ${{ vars.FLUX_WEBHOOK_URL }}/hook/${{ github.repository }}\n") {
+		t.Fatalf("notify-flux.yaml is not the platform documentation's one-liner:\n%s", short)
+	}
+	if err := a.repo.WriteFile(".gitea/workflows/notify-flux.yaml", short); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "from-actions"), "via actions")
 	a.waitFinal(t, sha, "Kustomization", "success")
-	t.Logf("push → Actions job → success status: %s", time.Since(start).Round(10*time.Millisecond))
+	t.Logf("push → Actions job (the one-liner) → success status: %s", time.Since(start).Round(10*time.Millisecond))
 	if v := configMapValue(t, a.name); v != "from-actions" {
+		t.Fatalf("ConfigMap value %q", v)
+	}
+	// It was the short form: the request that requested the commit came to /hook/* with no
+	// delivery id of its own (the one-liner sends none), and was answered 202.
+	waitFor(t, 10*time.Second, "log lines of the one-liner's request", func() bool {
+		var delivery string
+		for _, line := range logLines(t) {
+			if line["msg"] == "target" && line["commit"] == sha {
+				delivery, _ = line["delivery"].(string)
+			}
+		}
+		for _, line := range logLines(t) {
+			if delivery != "" && !strings.HasPrefix(delivery, "actions-") && line["msg"] == "request" && line["delivery"] == delivery &&
+				line["route"] == "/hook/*" && line["status"] == float64(http.StatusAccepted) {
+				return true
+			}
+		}
+		return false
+	})
+
+	// The push event form, in the next push (the one-liner's workflow removed).
+	if err := a.repo.Remove(".gitea/workflows/notify-flux.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.repo.WriteFile(".gitea/workflows/notify-flux-event.yaml", workflow("notify-flux-event.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	sha = a.commit(t, "deploy/configmap.yaml", configMap(a.name, "from-the-event"), "via actions, the push event")
+	a.waitFinal(t, sha, "Kustomization", "success")
+	t.Logf("push → Actions job (the push event) → success status: %s", time.Since(start).Round(10*time.Millisecond))
+	if v := configMapValue(t, a.name); v != "from-the-event" {
 		t.Fatalf("ConfigMap value %q", v)
 	}
 	// The delivery id the workflow sends is in the service's log, with the commit.
@@ -338,6 +379,23 @@ func TestActionsWorkflowFromReadme(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// logLines returns the service's JSON log lines.
+func logLines(t testing.TB) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(e2e.service.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // A push to a pull request's branch gets a summary comment on the pull request once every

@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// The README's promises that code can check: the workflow it shows is the one the
-// end-to-end test runs, its two commands exist, and CI runs its test command.
+// The README's promises that code can check: the workflows it shows are the ones the
+// end-to-end tests run, the first of them the short form, its two commands exist, and CI runs
+// its test command.
 func TestReadme(t *testing.T) {
 	read := func(path string) string {
 		t.Helper()
@@ -18,11 +19,14 @@ func TestReadme(t *testing.T) {
 		return string(b)
 	}
 	readme := read("../../README.md")
-	for _, f := range []string{"notify-flux.yaml", "deploy-and-wait.yaml"} {
+	for _, f := range []string{"notify-flux.yaml", "notify-flux-event.yaml", "deploy-and-wait.yaml"} {
 		workflow := read("../../examples/.gitea/workflows/" + f)
 		if !strings.Contains(readme, "```yaml\n"+workflow+"```") {
 			t.Errorf("README.md does not show examples/.gitea/workflows/%s verbatim", f)
 		}
+	}
+	if first, _, _ := strings.Cut(readme[strings.Index(readme, "```yaml\n"):], "```\n"); !strings.Contains(first, "name: notify-flux\n") {
+		t.Error("README.md's first workflow is not notify-flux.yaml, the short form")
 	}
 	firstScreen := strings.Join(strings.SplitN(readme, "\n", 25)[:24], "\n")
 	for _, cmd := range []string{"make demo", "make test"} {

@@ -1,7 +1,7 @@
 // Command demo runs flux-webhook end to end on this machine: a real Kubernetes API server
 // (envtest) with Flux's CRDs and real source-/kustomize-controllers, a real Gitea with an
 // Actions runner, and the flux-webhook binary. It pushes a commit, lets the example workflow
-// deliver the push to /hook, and prints the commit statuses Flux's answer becomes; then it
+// tell /hook/<owner>/<repo> (the short form), and prints the commit statuses Flux's answer becomes; then it
 // does the same with a broken manifest.
 //
 //	make demo            (or: eval $(hack/testbin.sh) && go run ./hack/demo [-keep])
@@ -211,7 +211,7 @@ func run(ctx context.Context, keep bool) error {
 		if err != nil {
 			return err
 		}
-		step("%s: commit %s; the Actions runner posts it to /hook", change.what, sha[:12])
+		step("%s: commit %s; the Actions runner posts to /hook/%s", change.what, sha[:12], repo.FullName)
 		if err := showStatuses(ctx, repo, sha, pushed); err != nil {
 			return err
 		}

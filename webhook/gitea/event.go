@@ -303,8 +303,7 @@ func (e *PushEvent) validate() error {
 		return errors.New("repository is missing")
 	case e.Repository.FullName == "":
 		return errors.New("repository.full_name is missing")
-	case len(e.Repository.FullName) > maxNameLength || !fullNamePattern.MatchString(e.Repository.FullName) ||
-		strings.Contains(e.Repository.FullName, ".."):
+	case !validFullName(e.Repository.FullName):
 		return errors.New("repository.full_name is not owner/name")
 	case e.Ref == "":
 		return errors.New("ref is missing")
@@ -322,6 +321,11 @@ func (e *PushEvent) validate() error {
 		return errors.New("repository has no clone_url, ssh_url or html_url naming a Git repository")
 	}
 	return nil
+}
+
+// validFullName reports whether name is a repository's "owner/name" as Gitea allows them.
+func validFullName(name string) bool {
+	return len(name) <= maxNameLength && fullNamePattern.MatchString(name) && !strings.Contains(name, "..")
 }
 
 // validRef reports whether ref is a full reference Git accepts (git check-ref-format's
