@@ -232,7 +232,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	out := outbound{poster: logPoster{logger.WithName("results")}}
 	intake := &webhook.Intake{}
 	if o.gitea.URL != "" {
-		g := &gitea.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys}
+		g := &gitea.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys, TargetURL: o.gitea.targetURL}
 		out = outbound{poster: g, lookup: g, notifier: g}
 		if o.hook.VerifyClaims {
 			intake.Forge = g

@@ -40,6 +40,9 @@ type CommitStatus struct {
 	Repository string // "owner/name"
 	SHA        string
 	Context    string
+	// Target is the Flux object the status is about (Context names it), for the forge's
+	// link (a target URL).
+	Target api.Target
 	api.Status
 }
 
@@ -378,7 +381,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			}
 		}
 		if post {
-			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
+			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Target: t, Status: st}
 			if err := postStatus(ctx, r.Poster, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
@@ -488,7 +491,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 			post = latest == nil || *latest != st
 		}
 		if post {
-			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Status: st}
+			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Target: t, Status: st}
 			if err := postStatus(ctx, r.Poster, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(s.IntentSince) < r.ResultTimeout {
@@ -627,7 +630,7 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 				"status not posted", "repository", p.Repository, "commit", p.SHA, "context", t.Context())
 			continue
 		}
-		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
+		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Target: t, Status: st}
 		if err := postStatus(ctx, r.Poster, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 			r.mu.Lock()

@@ -47,6 +47,9 @@ type Gitea struct {
 	HTTP *http.Client
 	// Keys holds flux-webhook's Gitea API token (credentials.GiteaToken).
 	Keys *credentials.Keyring
+	// TargetURL is the link each status carries; nil: Gitea's page of the commit
+	// (DefaultTargetURL).
+	TargetURL *TargetURL
 
 	summaries sync.Mutex // serialises pull request summaries: one comment per commit
 
@@ -98,15 +101,20 @@ func (g *Gitea) client(ctx context.Context) (*sdk.Client, error) {
 		sdk.SetContext(ctx), sdk.SetGiteaVersion(""))
 }
 
-// PostStatus creates a commit status.
+// PostStatus creates a commit status, linked to TargetURL.
 func (g *Gitea) PostStatus(ctx context.Context, s report.CommitStatus) error {
 	c, err := g.client(ctx)
 	if err != nil {
 		return err
 	}
+	target := g.TargetURL
+	if target == nil {
+		target = &TargetURL{template: DefaultTargetURL(g.URL)}
+	}
 	owner, repo, _ := strings.Cut(s.Repository, "/")
 	_, resp, err := c.CreateStatus(owner, repo, s.SHA, sdk.CreateStatusOption{
 		State:       sdk.StatusState(s.State),
+		TargetURL:   target.Expand(s.Target, s.Repository, s.SHA),
 		Context:     s.Context,
 		Description: webhook.Clip(s.Description, maxDescription),
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -59,10 +60,11 @@ func TestGiteaStatuses(t *testing.T) {
 	ctx := t.Context()
 	repo, sha := newRepo(t, "statuses")
 	g := statusClient(t)
-	kctx := "flux/local/kustomization/flux-system/apps"
+	target := api.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}
+	kctx := target.Context()
 	long := strings.Repeat("é", 300)
 	for _, st := range []api.Status{{State: api.StatePending, Description: "reconcile requested"}, {State: api.StateFailure, Description: long}} {
-		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: kctx, Status: st}); err != nil {
+		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: kctx, Target: target, Status: st}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,6 +85,37 @@ func TestGiteaStatuses(t *testing.T) {
 	}
 	if string(cs.State) != api.StateFailure || len(cs.Statuses) != 1 || cs.Statuses[0].Context != kctx {
 		t.Fatalf("combined status %+v", cs)
+	}
+	// The link of a status: Gitea's page of the commit by default, as Gitea names it...
+	admin, err := giteaSrv.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, name, _ := strings.Cut(repo.FullName, "/")
+	commit, _, err := admin.GetSingleCommit(owner, name, sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Statuses[0].TargetURL != commit.HTMLURL {
+		t.Fatalf("target URL %q, want the commit's page %q", cs.Statuses[0].TargetURL, commit.HTMLURL)
+	}
+	// ...or the operator's template, each value escaped where it stands.
+	if g.TargetURL, err = gitea.ParseTargetURL("https://grafana.example.com/d/flux/{cluster}/{kind}?var-ns={namespace}&var-name={name}&var-repo={repository}&var-sha={commit}"); err != nil {
+		t.Fatal(err)
+	}
+	hctx := api.Target{Cluster: "local", Kind: "HelmRelease", Namespace: "apps", Name: "web"}
+	if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: hctx.Context(), Target: hctx,
+		Status: api.Status{State: api.StateSuccess, Description: "released"}}); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err = repo.CombinedStatus(ctx, sha); err != nil {
+		t.Fatal(err)
+	}
+	want := "https://grafana.example.com/d/flux/local/HelmRelease?var-ns=apps&var-name=web&var-repo=" + url.QueryEscape(repo.FullName) + "&var-sha=" + sha
+	for _, st := range cs.Statuses {
+		if st.Context == hctx.Context() && st.TargetURL != want {
+			t.Fatalf("target URL %q, want %q", st.TargetURL, want)
+		}
 	}
 }
 
