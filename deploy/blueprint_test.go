@@ -628,6 +628,35 @@ func TestWorkloadIdentity(t *testing.T) {
 	}
 }
 
+// The README's table of the guide's rules names tests that exist: each proof is a test of this
+// package.
+func TestGuideRulesTable(t *testing.T) {
+	readme := mustRead(t, "platform/flux-webhook/README.md")
+	_, table, ok := strings.Cut(readme, "## The guide's rules, and the test that proves each\n")
+	if !ok {
+		t.Fatal("platform/flux-webhook/README.md has no table of the guide's rules")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	var sources strings.Builder
+	files, _ := filepath.Glob(path("deploy", "*_test.go"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources.Write(b)
+	}
+	named := regexp.MustCompile("`(Test[A-Za-z]+)`").FindAllStringSubmatch(table, -1)
+	if len(named) < 10 {
+		t.Fatalf("the table names %d tests", len(named))
+	}
+	for _, m := range named {
+		if !strings.Contains(sources.String(), "func "+m[1]+"(t *testing.T)") {
+			t.Errorf("the table names %s, which deploy/ does not have", m[1])
+		}
+	}
+}
+
 // Every value of the chart is documented: platform/flux-webhook/README.md's values table names
 // each leaf of values.yaml (a value whose schema describes no sub-keys), or a value above it;
 // a name starting with "." continues the previous one's parent (`a.b`, `.c` is a.c).
