@@ -18,7 +18,7 @@ import (
 
 // The ValidatingAdmissionPolicy the base and the chart render, on the real API server, with
 // the rendered RBAC applied: flux-webhook's ServiceAccount (impersonated) may change, on each
-// Flux kind, only reconcile.fluxcd.io/requestedAt and its request record annotations — the
+// Flux kind it patches, only reconcile.fluxcd.io/requestedAt and its request record annotations — the
 // service's kind of patch, a JSON merge patch of metadata.annotations, passes — while a spec,
 // label, other annotation, finalizer or owner change is denied; the same patches by the admin,
 // and by another ServiceAccount with the same permissions, pass (the policy judges one
@@ -63,18 +63,18 @@ func TestAdmissionPolicy(t *testing.T) {
 
 	// One object of each kind the policy judges, with a label, an annotation of its own and a
 	// finalizer, as Flux objects carry.
+	// (A HelmRepository the service only reads: its RBAC refuses any patch.)
 	kinds := []struct{ apiVersion, kind string }{
 		{"source.toolkit.fluxcd.io/v1", "GitRepository"}, {"source.toolkit.fluxcd.io/v1", "OCIRepository"},
-		{"source.toolkit.fluxcd.io/v1", "HelmRepository"}, {"source.toolkit.fluxcd.io/v1", "HelmChart"},
+		{"source.toolkit.fluxcd.io/v1", "HelmChart"},
 		{"kustomize.toolkit.fluxcd.io/v1", "Kustomization"}, {"helm.toolkit.fluxcd.io/v2", "HelmRelease"},
 	}
 	specs := map[string]map[string]any{
-		"GitRepository":  {"url": "https://gitea.example.eu/org/app.git", "interval": "1h"},
-		"OCIRepository":  {"url": "oci://ghcr.io/org/app", "interval": "1h"},
-		"HelmRepository": {"url": "https://charts.example.eu", "interval": "1h"},
-		"HelmChart":      {"chart": "./chart", "interval": "1h", "sourceRef": map[string]any{"kind": "GitRepository", "name": "app"}},
-		"Kustomization":  {"path": "./deploy", "interval": "1h", "prune": true, "sourceRef": map[string]any{"kind": "GitRepository", "name": "app"}},
-		"HelmRelease":    {"interval": "1h", "chartRef": map[string]any{"kind": "HelmChart", "name": "app"}},
+		"GitRepository": {"url": "https://gitea.example.eu/org/app.git", "interval": "1h"},
+		"OCIRepository": {"url": "oci://ghcr.io/org/app", "interval": "1h"},
+		"HelmChart":     {"chart": "./chart", "interval": "1h", "sourceRef": map[string]any{"kind": "GitRepository", "name": "app"}},
+		"Kustomization": {"path": "./deploy", "interval": "1h", "prune": true, "sourceRef": map[string]any{"kind": "GitRepository", "name": "app"}},
+		"HelmRelease":   {"interval": "1h", "chartRef": map[string]any{"kind": "HelmChart", "name": "app"}},
 	}
 	var targets []*unstructured.Unstructured
 	for _, k := range kinds {

@@ -589,6 +589,74 @@ func TestLabelsOnEveryObject(t *testing.T) {
 	}
 }
 
+// §14's identity and secrets rules, in every rendering: no Secret is rendered (every key and
+// token comes through an ExternalSecret), none of type kubernetes.io/service-account-token (no
+// unbound long-lived token); the ServiceAccount mounts no token by default, and only the
+// Deployment's pod asks for one: the kubelet's projected token, bound to the pod, audience-
+// scoped and rotated.
+func TestWorkloadIdentity(t *testing.T) {
+	integration(t)
+	for _, r := range render(t) {
+		t.Run(r.name, func(t *testing.T) {
+			pods := 0
+			for _, o := range decode(t, r.out) {
+				switch o.GetKind() {
+				case "Secret":
+					t.Errorf("Secret %s rendered: keys and tokens come through ExternalSecrets", o.GetName())
+				case "ServiceAccount":
+					if mount, ok, _ := unstructured.NestedBool(o.Object, "automountServiceAccountToken"); !ok || mount {
+						t.Errorf("ServiceAccount %s: automountServiceAccountToken %v (set %v), want false", o.GetName(), mount, ok)
+					}
+				case "Deployment":
+					pods++
+					spec, _, _ := unstructured.NestedMap(o.Object, "spec", "template", "spec")
+					if mount, ok, _ := unstructured.NestedBool(spec, "automountServiceAccountToken"); !ok || !mount {
+						t.Errorf("Deployment %s: the pod does not ask for its projected token", o.GetName())
+					}
+					volumes, _, _ := unstructured.NestedSlice(spec, "volumes")
+					for _, v := range volumes {
+						if name, ok, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); ok {
+							t.Errorf("Deployment %s mounts the Secret %s", o.GetName(), name)
+						}
+					}
+				}
+			}
+			if pods != 1 {
+				t.Errorf("%d Deployments rendered, want 1", pods)
+			}
+		})
+	}
+}
+
+// The README's table of the guide's rules names tests that exist: each proof is a test of this
+// package.
+func TestGuideRulesTable(t *testing.T) {
+	readme := mustRead(t, "platform/flux-webhook/README.md")
+	_, table, ok := strings.Cut(readme, "## The guide's rules, and the test that proves each\n")
+	if !ok {
+		t.Fatal("platform/flux-webhook/README.md has no table of the guide's rules")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	var sources strings.Builder
+	files, _ := filepath.Glob(path("deploy", "*_test.go"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources.Write(b)
+	}
+	named := regexp.MustCompile("`(Test[A-Za-z]+)`").FindAllStringSubmatch(table, -1)
+	if len(named) < 10 {
+		t.Fatalf("the table names %d tests", len(named))
+	}
+	for _, m := range named {
+		if !strings.Contains(sources.String(), "func "+m[1]+"(t *testing.T)") {
+			t.Errorf("the table names %s, which deploy/ does not have", m[1])
+		}
+	}
+}
+
 // Every value of the chart is documented: platform/flux-webhook/README.md's values table names
 // each leaf of values.yaml (a value whose schema describes no sub-keys), or a value above it;
 // a name starting with "." continues the previous one's parent (`a.b`, `.c` is a.c).

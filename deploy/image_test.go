@@ -392,6 +392,32 @@ func TestImageFinalStage(t *testing.T) {
 	if args, _ := c["args"].([]any); len(args) != 1 || args[0] != "serve" {
 		t.Errorf("Deployment args %v", args)
 	}
+
+	// The guide's §14 endpoints, in the base and the chart: liveness on /healthz and
+	// readiness on /readyz of the port health, /metrics on the port metrics (the binary serves
+	// each there: TestShutdownFitsGracePeriod).
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"deploy/base": decode(t, kustomize(t, "deploy/base")), "the chart": decode(t, helmTemplate(t, catalystNS)),
+	} {
+		d := find(t, objs, "Deployment", "flux-webhook")
+		containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+		c := containers[0].(map[string]any)
+		for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+			got, _, _ := unstructured.NestedString(c, probe, "httpGet", "path")
+			port, _, _ := unstructured.NestedFieldNoCopy(c, probe, "httpGet", "port")
+			if got != path || port != "health" {
+				t.Errorf("%s: %s is %s on port %v, want %s on port health", name, probe, got, port, path)
+			}
+		}
+		named := map[string]float64{}
+		for _, p := range c["ports"].([]any) {
+			p := p.(map[string]any)
+			named[fmt.Sprint(p["name"])], _ = p["containerPort"].(float64)
+		}
+		if named["health"] != 8081 || named["metrics"] != 8082 {
+			t.Errorf("%s: ports %v, want health 8081 and metrics 8082 (--health-listen, --metrics-listen)", name, named)
+		}
+	}
 }
 
 // The build context holds what `make build` needs and no tests, test data or VCS state.

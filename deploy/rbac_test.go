@@ -32,6 +32,7 @@ import (
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,7 @@ import (
 	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/jobs"
+	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
@@ -57,15 +59,21 @@ import (
 //     Secrets written as External Secrets writes them (owned by the rendered ExternalSecrets,
 //     whose status says Ready as ESO's does), a kubeconfig Secret it must refuse in the
 //     namespace of registered clusters, and the rendered admission policy in force, the
-//     service becomes ready and carries two pushes (native Gitea webhooks, signed with the
-//     webhook key) through the whole pipeline — /hook, a reconcile request on a
+//     service becomes ready, records the refusal of the kubeconfig Secret as an Event, and
+//     again as a series of it when the Secret comes again unchanged (a relist: the test's API
+//     proxy expires the watch), and carries two pushes (native Gitea webhooks, signed with
+//     the webhook key) through the whole pipeline — /hook, a reconcile request on a
 //     GitRepository, a HelmChart, a Kustomization and a HelmRelease (each patch made to
 //     conflict, so that the re-read happens), pending statuses in Gitea, Flux's answer written
-//     as Flux writes it, success statuses in Gitea — then one platform reconcile of the same
-//     objects (POST /api/v1/reconcile on the platform port with the platform token, an
-//     hour-old job pruned, Flux's answer, GET /api/v1/reconcile/<id> until every target
-//     succeeded), and nothing it does is refused (the admission policy included: its patches
-//     are only the annotations the policy allows);
+//     as Flux writes it, success statuses in Gitea — then a push delivered only once the
+//     branch moved on (superseded: a push record, worked by the leader's backlog, warning
+//     statuses in Gitea), then one
+//     platform reconcile of the same objects and of an OCIRepository and the Kustomization
+//     built from it (POST /api/v1/reconcile on the platform port with the platform token,
+//     each patch made to conflict, an hour-old job pruned, Flux's answer, GET
+//     /api/v1/reconcile/<id> until every target succeeded), and nothing it does is refused
+//     (the admission policy included: its patches are only the annotations the policy
+//     allows);
 //   - minimal: for every permission the rules grant (each verb of each resource, each
 //     resource name apart), the same run without just that permission has the service
 //     refused exactly that, observably: its log shows the API server's "cannot <verb>
@@ -100,7 +108,7 @@ func TestRBACSufficientAndMinimal(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			res := r.run(t, rules, nil, streaming)
 			res.sufficient(t)
-			t.Logf("two pushes and a platform reconcile, 4 objects each, to success in %s", res.took.Round(time.Millisecond))
+			t.Logf("a refused cluster's Event series, three pushes (one overtaken) of 4 objects and a platform reconcile of 6, to success in %s", res.took.Round(time.Millisecond))
 		})
 		if t.Failed() {
 			return
@@ -115,7 +123,7 @@ func TestRBACSufficientAndMinimal(t *testing.T) {
 		offRules := off.rules(t)
 		res := off.run(t, offRules, nil, true)
 		res.sufficient(t)
-		t.Logf("two pushes, 4 objects each, to success in %s, with %d permissions instead of %d",
+		t.Logf("three pushes (one overtaken), 4 objects each, to success in %s, with %d permissions instead of %d",
 			res.took.Round(time.Millisecond), len(atomsOfAll(offRules)), len(atoms))
 	})
 
@@ -460,6 +468,7 @@ func (r *rbacRun) run(t *testing.T, rules map[string][]rbacv1.PolicyRule, remove
 	refusedCluster(t, clustersNS)
 	p := newPipeline(t, apps, envs["FLUX_WEBHOOK_CLUSTER_NAME"])
 	p.webhookKey = webhookKey
+	p.serviceNS, p.clustersNS = envs[namespaceEnv], clustersNS
 	defer p.cleanup(t)
 	if ref, ok := envs[platformTokenEnv]; ok {
 		r.syncedSecret(t, ref, platformToken)
@@ -738,8 +747,13 @@ type pipeline struct {
 	ns, cluster string
 	repo        *testenv.Repo
 	objs        []client.Object // source first
-	webhookKey  string          // pushes come as native Gitea webhooks, signed with it
-	hookURL     string
+	// oci are an OCIRepository and a Kustomization built from it, which only the platform
+	// reconcile selects (no push feeds them).
+	oci        []client.Object
+	webhookKey string // pushes come as native Gitea webhooks, signed with it
+	hookURL    string
+	// serviceNS holds the push records; clustersNS the refused kubeconfig Secret.
+	serviceNS, clustersNS string
 
 	// The platform API's, when the service serves it: its URL and token, the namespace
 	// of its jobs, and an hour-old job it must prune.
@@ -773,7 +787,14 @@ func newPipeline(t *testing.T, ns, cluster string) *pipeline {
 		&helmv2.HelmRelease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}, Spec: helmv2.HelmReleaseSpec{
 			Interval: hour, ChartRef: &helmv2.CrossNamespaceSourceReference{Kind: sourcev1.HelmChartKind, Name: "app-chart"}}},
 	}
-	for _, o := range p.objs {
+	p.oci = []client.Object{
+		&sourcev1.OCIRepository{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-oci"}, Spec: sourcev1.OCIRepositorySpec{
+			URL: "oci://registry.example.invalid/org/app", Interval: &hour, Reference: &sourcev1.OCIRepositoryRef{Tag: "latest"}}},
+		&kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-oci"}, Spec: kustomizev1.KustomizationSpec{
+			Interval: hour, Path: "./", Prune: true,
+			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.OCIRepositoryKind, Name: "app-oci"}}},
+	}
+	for _, o := range slices.Concat(p.objs, p.oci) {
 		if err := env.kube.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -783,7 +804,7 @@ func newPipeline(t *testing.T, ns, cluster string) *pipeline {
 
 // cleanup deletes the Flux objects, so later runs' services find nothing of this one.
 func (p *pipeline) cleanup(t *testing.T) {
-	for _, o := range p.objs {
+	for _, o := range slices.Concat(p.objs, p.oci) {
 		if err := env.kube.Client.Delete(context.Background(), o); err != nil {
 			t.Errorf("delete %s: %v", o.GetName(), err)
 		}
@@ -810,41 +831,201 @@ func (p *pipeline) contexts() []string {
 	return out
 }
 
-// run carries two pushes through the pipeline, the second onto objects that already carry
-// a request record and Flux's answer to it, as in a running cluster; then, when the
-// service serves the platform API, one platform reconcile of the same objects.
+// run sees the refused kubeconfig Secret's Event become a series, carries two pushes
+// through the pipeline, the second onto objects that already carry a request record and
+// Flux's answer to it, as in a running cluster, then the first push again, overtaken; then,
+// when the service serves the platform API, one platform reconcile of the same objects and
+// the OCI ones.
 func (p *pipeline) run(ctx context.Context, proxy *apiProxy) error {
+	if err := p.refusalSeries(ctx, proxy); err != nil {
+		return fmt.Errorf("refused cluster: %w", err)
+	}
 	for i := 1; i <= 2; i++ {
 		if err := p.push(ctx, proxy, i); err != nil {
 			return fmt.Errorf("push %d: %w", i, err)
 		}
 	}
+	if err := p.overtaken(ctx); err != nil {
+		return fmt.Errorf("overtaken push: %w", err)
+	}
 	if p.platformURL != "" {
-		if err := p.platform(ctx); err != nil {
+		if err := p.platform(ctx, proxy); err != nil {
 			return fmt.Errorf("platform reconcile: %w", err)
 		}
 	}
 	return nil
 }
 
-// platform asks the platform API to reconcile the pipeline's namespace, checks that the
-// hour-old job was pruned, answers as Flux, and follows the job until every target
-// succeeded.
-func (p *pipeline) platform(ctx context.Context) error {
-	var job api.JobStatus
-	code, body, err := p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
+// refusalSeries waits for the Event on the refused kubeconfig Secret, then has the service's
+// watch of that namespace expire: the relist hands it the same Secret again, refused again,
+// and the same Event becomes a series (events.k8s.io: a patch of the first).
+func (p *pipeline) refusalSeries(ctx context.Context, proxy *apiProxy) error {
+	event := func() (*eventsv1.Event, error) {
+		var list eventsv1.EventList
+		if err := env.kube.Client.List(ctx, &list, client.InNamespace(p.clustersNS)); err != nil {
+			return nil, err
+		}
+		for i, e := range list.Items {
+			if e.Reason == "ClusterRefused" && e.Regarding.Name == "exec-cluster" {
+				return &list.Items[i], nil
+			}
+		}
+		return nil, nil
+	}
+	if err := poll(ctx, time.Minute, "the ClusterRefused Event", func() (bool, error) {
+		e, err := event()
+		return e != nil, err
+	}); err != nil {
+		return err
+	}
+	proxy.expireWatch("/api/v1/namespaces/" + p.clustersNS + "/secrets")
+	return poll(ctx, time.Minute, "the ClusterRefused Event as a series", func() (bool, error) {
+		e, err := event()
+		return e != nil && e.Series != nil && e.Series.Count >= 2, err
+	})
+}
+
+// overtaken pushes two commits and delivers the first only after both landed: the intake
+// finds the branch moved on, the push is answered superseded and recorded in a push record
+// of the service's namespace, which the leader's backlog works (a warning on each object's
+// context) and saves back until the repeat window ends.
+func (p *pipeline) overtaken(ctx context.Context) error {
+	first, err := p.commit(ctx, "v3")
 	if err != nil {
 		return err
 	}
-	if code != http.StatusAccepted || len(job.Targets) != len(p.objs) {
-		return fmt.Errorf("POST /api/v1/reconcile answered %d, want 202 with %d targets: %s", code, len(p.objs), body)
-	}
-	if err := env.kube.Client.Get(ctx, client.ObjectKey{Namespace: p.jobsNS, Name: p.oldJob}, &corev1.ConfigMap{}); err == nil {
-		return fmt.Errorf("the hour-old job %s was not pruned", p.oldJob)
-	} else if !apierrors.IsNotFound(err) {
+	if _, err := p.commit(ctx, "v4"); err != nil {
 		return err
 	}
+	answer, err := p.deliver(ctx, first)
+	if err != nil {
+		return err
+	}
+	if err := expectTargets(answer, len(p.objs), "superseded"); err != nil {
+		return err
+	}
+	if err := p.waitStates(ctx, first, "warning"); err != nil {
+		return err
+	}
+	return poll(ctx, time.Minute, "the push record worked", func() (bool, error) {
+		var cms corev1.ConfigMapList
+		if err := env.kube.Client.List(ctx, &cms, client.InNamespace(p.serviceNS), client.HasLabels{record.PushLabel}); err != nil {
+			return false, err
+		}
+		for _, cm := range cms.Items {
+			var rec record.Push
+			if err := json.Unmarshal([]byte(cm.Data["push.json"]), &rec); err != nil {
+				return false, fmt.Errorf("push record %s: %w", cm.Name, err)
+			}
+			if rec.Request.SHA != first {
+				continue
+			}
+			done := len(rec.Owed) == len(p.objs)
+			for _, u := range rec.Owed {
+				done = done && u.Done
+			}
+			return done, nil
+		}
+		return false, nil
+	})
+}
+
+// poll calls cond every 100 ms until it is true, fails, or d has passed.
+func poll(ctx context.Context, d time.Duration, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		ok, err := cond()
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no %s within %s", what, d)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// expectTargets checks a /hook answer: n targets, each with the given result.
+func expectTargets(answer []byte, n int, result string) error {
+	var accepted struct {
+		Targets []struct{ Kind, Result, Error string }
+	}
+	if err := json.Unmarshal(answer, &accepted); err != nil {
+		return err
+	}
+	if len(accepted.Targets) != n {
+		return fmt.Errorf("/hook matched %d targets, want %d: %s", len(accepted.Targets), n, answer)
+	}
+	for _, tg := range accepted.Targets {
+		if tg.Result != result {
+			return fmt.Errorf("/hook: %s %s, want %s: %s", tg.Kind, tg.Result, result, tg.Error)
+		}
+	}
+	return nil
+}
+
+// platform asks the platform API to reconcile the pipeline's namespace (every object
+// changed meanwhile, so that each patch conflicts), checks that the hour-old job was pruned,
+// answers as Flux, and follows the job until every target succeeded.
+func (p *pipeline) platform(ctx context.Context, proxy *apiProxy) error {
+	var job api.JobStatus
+	all := slices.Concat(p.objs, p.oci)
+	code, body, err := func() (int, []byte, error) {
+		proxy.pauseWatches()
+		defer proxy.resumeWatches()
+		for _, o := range all {
+			if err := env.kube.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"deploy-test/changed":"platform"}}}`))); err != nil {
+				return 0, nil, err
+			}
+		}
+		return p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
+	}()
+	if err != nil {
+		return err
+	}
+	if code != http.StatusAccepted || job.Requested {
+		return fmt.Errorf("POST /api/v1/reconcile answered %d, want 202 with the job queued: %s", code, body)
+	}
+	// The leader requests the job (each patch conflicting with the changes above), then
+	// prunes the hour-old one.
+	for deadline := time.Now().Add(time.Minute); !job.Requested; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("job %s not requested in a minute: %s", job.ID, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if code, body, err = p.platformCall(ctx, http.MethodGet, p.platformURL+"/"+job.ID, "", &job); err != nil || code != http.StatusOK {
+			return fmt.Errorf("GET /api/v1/reconcile/%s answered %d (%v): %s", job.ID, code, err, body)
+		}
+	}
+	if len(job.Targets) != len(all) || len(job.Skipped) != 0 {
+		return fmt.Errorf("job %s requested with %d targets, want %d: %s", job.ID, len(job.Targets), len(all), body)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := env.kube.Client.Get(ctx, client.ObjectKey{Namespace: p.jobsNS, Name: p.oldJob}, &corev1.ConfigMap{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the hour-old job %s was not pruned", p.oldJob)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := p.answer(ctx, p.sha, p.version); err != nil {
+		return err
+	}
+	artifact := "latest@sha256:" + strings.Repeat("a1", 32)
+	if err := testenv.MarkOCIRepositoryReady(ctx, env.kube.Client, client.ObjectKeyFromObject(p.oci[0]), artifact, ""); err != nil {
+		return err
+	}
+	if err := testenv.MarkKustomizationApplied(ctx, env.kube.Client, client.ObjectKeyFromObject(p.oci[1]), artifact, ""); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -857,7 +1038,7 @@ func (p *pipeline) platform(ctx context.Context) error {
 			return fmt.Errorf("GET /api/v1/reconcile/%s answered %d: %s", job.ID, code, body)
 		}
 		if job.Done {
-			if job.Counts["success"] != len(p.objs) {
+			if job.Counts["success"] != len(all) {
 				return fmt.Errorf("job %s done, but not every target succeeded: %s", job.ID, body)
 			}
 			return nil
@@ -918,46 +1099,13 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 				return nil, err
 			}
 		}
-		body, _ := json.Marshal(map[string]any{
-			"ref": "refs/heads/main", "after": sha, "before": strings.Repeat("0", 40),
-			"repository": map[string]any{"full_name": p.repo.FullName, "clone_url": p.repo.CloneURL},
-		})
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.hookURL, bytes.NewReader(body))
-		// As Gitea delivers a native webhook: the body's HMAC-SHA256 under the webhook key.
-		mac := hmac.New(sha256.New, []byte(p.webhookKey))
-		mac.Write(body)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Gitea-Event", "push")
-		req.Header.Set("X-Gitea-Delivery", "rbac-"+randomHex(8))
-		req.Header.Set("X-Gitea-Signature", hex.EncodeToString(mac.Sum(nil)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusAccepted {
-			return b, fmt.Errorf("/hook answered %d: %s", resp.StatusCode, b)
-		}
-		p.accepted = time.Now()
-		return b, nil
+		return p.deliver(ctx, sha)
 	}()
 	if err != nil {
 		return err
 	}
-	var accepted struct {
-		Targets []struct{ Kind, Result, Error string }
-	}
-	if err := json.Unmarshal(answer, &accepted); err != nil {
+	if err := expectTargets(answer, len(p.objs), "queued"); err != nil {
 		return err
-	}
-	if len(accepted.Targets) != len(p.objs) {
-		return fmt.Errorf("/hook matched %d targets, want %d: %s", len(accepted.Targets), len(p.objs), answer)
-	}
-	for _, tg := range accepted.Targets {
-		if tg.Result != "queued" {
-			return fmt.Errorf("/hook: %s %s: %s", tg.Kind, tg.Result, tg.Error)
-		}
 	}
 
 	if err := p.waitStates(ctx, sha, "pending"); err != nil {
@@ -968,6 +1116,34 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 		return err
 	}
 	return p.waitStates(ctx, sha, "success")
+}
+
+// deliver posts the push of sha to main to /hook as Gitea delivers a native webhook, and
+// returns the 202 answer.
+func (p *pipeline) deliver(ctx context.Context, sha string) ([]byte, error) {
+	body, _ := json.Marshal(map[string]any{
+		"ref": "refs/heads/main", "after": sha, "before": strings.Repeat("0", 40),
+		"repository": map[string]any{"full_name": p.repo.FullName, "clone_url": p.repo.CloneURL},
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.hookURL, bytes.NewReader(body))
+	// As Gitea delivers a native webhook: the body's HMAC-SHA256 under the webhook key.
+	mac := hmac.New(sha256.New, []byte(p.webhookKey))
+	mac.Write(body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Gitea-Event", "push")
+	req.Header.Set("X-Gitea-Delivery", "rbac-"+randomHex(8))
+	req.Header.Set("X-Gitea-Signature", hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		return b, fmt.Errorf("/hook answered %d: %s", resp.StatusCode, b)
+	}
+	p.accepted = time.Now()
+	return b, nil
 }
 
 // answer writes Flux's answer to the objects' current requests: sha fetched, the chart at
@@ -1017,13 +1193,15 @@ func (p *pipeline) waitStates(ctx context.Context, sha, state string) error {
 // apiProxy serves the API server on loopback with TLS of its own, passing requests on with
 // the admin's credentials: the service's Impersonate-User header makes the API server
 // authorize it as the ServiceAccount. Watch streams can be held back, to make the
-// service's caches stale on purpose.
+// service's caches stale on purpose, or expired, to make the service relist.
 type apiProxy struct {
 	srv      *httptest.Server
 	mu       sync.Mutex
 	paused   bool
 	resume   *sync.Cond
 	refusals []string // the API server's 403 answers: "<method> <path>: <message>"
+	watches  map[*heldBody]string
+	expire   string // the path whose next watch is answered 410 Gone
 }
 
 func startAPIProxy(t *testing.T, cfg *rest.Config) *apiProxy {
@@ -1060,13 +1238,34 @@ func startAPIProxy(t *testing.T, cfg *rest.Config) *apiProxy {
 				p.refusals = append(p.refusals, resp.Request.Method+" "+resp.Request.URL.RequestURI()+": "+msg)
 				p.mu.Unlock()
 			}
-			if resp.Request.URL.Query().Get("watch") == "true" {
-				resp.Body = &heldBody{ReadCloser: resp.Body, p: p}
+			if isWatch(resp.Request) {
+				b := &heldBody{ReadCloser: resp.Body, p: p}
+				p.mu.Lock()
+				p.watches[b] = resp.Request.URL.Path
+				p.mu.Unlock()
+				resp.Body = b
 			}
 			return nil
 		},
 	}
-	p.srv = httptest.NewTLSServer(rp)
+	p.watches = map[*heldBody]string{}
+	p.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		expired := isWatch(r) && r.URL.Path == p.expire
+		if expired {
+			p.expire = ""
+		}
+		p.mu.Unlock()
+		if expired {
+			// What an API server answers a watch from a resourceVersion it no longer has:
+			// the client lists again.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusGone)
+			_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		p.resumeWatches()
 		p.srv.Close()
@@ -1087,6 +1286,25 @@ func (p *apiProxy) refusalsOf(user string) []string {
 	return out
 }
 
+func isWatch(r *http.Request) bool {
+	w := r.URL.Query().Get("watch")
+	return w == "true" || w == "1"
+}
+
+// expireWatch ends the open watches of path and answers the next one 410 Gone, as an API
+// server does when the watched resourceVersion is too old: the watcher lists again, and its
+// informer hands every object it has again.
+func (p *apiProxy) expireWatch(path string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expire = path
+	for b, at := range p.watches {
+		if at == path {
+			_ = b.ReadCloser.Close()
+		}
+	}
+}
+
 func (p *apiProxy) pauseWatches() {
 	p.mu.Lock()
 	p.paused = true
@@ -1105,6 +1323,13 @@ func (p *apiProxy) resumeWatches() {
 type heldBody struct {
 	io.ReadCloser
 	p *apiProxy
+}
+
+func (b *heldBody) Close() error {
+	b.p.mu.Lock()
+	delete(b.p.watches, b)
+	b.p.mu.Unlock()
+	return b.ReadCloser.Close()
 }
 
 func (b *heldBody) Read(buf []byte) (int, error) {

@@ -177,6 +177,27 @@ func TestShutdownFitsGracePeriod(t *testing.T) {
 		b, _ := os.ReadFile(logPath)
 		return bytes.Contains(b, []byte("elected leader"))
 	})
+	// The guide's §14, of the binary as the Deployment runs it (no log flag: its defaults):
+	// /healthz and /readyz on the health port, Prometheus' exposition on /metrics, and logs
+	// as structured JSON, one object per line.
+	for _, u := range []string{fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[1]), fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2])} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || (strings.HasSuffix(u, "/metrics") && !bytes.Contains(b, []byte("# TYPE flux_webhook_build_info gauge"))) {
+			t.Fatalf("GET %s: %d %.300s", u, resp.StatusCode, b)
+		}
+	}
+	logs, _ := os.ReadFile(logPath)
+	for _, line := range bytes.Split(bytes.TrimSpace(logs), []byte("\n")) {
+		var entry map[string]any
+		if err := json.Unmarshal(line, &entry); err != nil || entry["level"] == nil || entry["msg"] == nil {
+			t.Fatalf("a log line that is no structured JSON: %q", line)
+		}
+	}
 
 	body, _ := json.Marshal(map[string]any{
 		"ref": "refs/heads/main", "after": strings.Repeat("5", 40), "before": strings.Repeat("0", 40),

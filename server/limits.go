@@ -133,6 +133,13 @@ const (
 	// this long (the commit statuses follow anyway).
 	defaultWait = 5 * time.Minute
 	maxWait     = 30 * time.Minute
+
+	// heartbeatInterval is how often a ?wait=true stream says it is still waiting while
+	// Flux is silent: proxies cut a connection that carries nothing for a while
+	// (ingress-nginx's proxy_read_timeout and most load balancers' idle timeouts are 60 s),
+	// which would turn a slow deploy into a red job. 20 s leaves room for two lines lost to
+	// buffering within the shortest common timeout.
+	heartbeatInterval = 20 * time.Second
 )
 
 // limits holds the values a Server uses; tests shorten them. The zero value means the
@@ -149,6 +156,7 @@ type limits struct {
 	maxTrackedAddresses                                       int
 	deliveryWindow                                            time.Duration
 	deliveryCacheBytes                                        int
+	heartbeatInterval                                         time.Duration
 }
 
 func (l limits) withDefaults() limits {
@@ -169,6 +177,7 @@ func (l limits) withDefaults() limits {
 	def(&l.idleTimeout, idleTimeout)
 	def(&l.inFlightWait, inFlightWait)
 	def(&l.deliveryWindow, deliveryWindow)
+	def(&l.heartbeatInterval, heartbeatInterval)
 	defInt(&l.maxInFlight, maxInFlight)
 	defInt(&l.maxWaiting, maxWaiting)
 	defInt(&l.maxSignedReads, maxSignedReads)

@@ -25,6 +25,7 @@ func TestReadmeLimits(t *testing.T) {
 		fmt.Sprintf("| %d, then one per %s; %s addresses kept |", authFailureBurst, secs(time.Duration(float64(time.Second)/float64(authFailureRate))), "10,000"),
 		fmt.Sprintf("| within %d min (%d MiB of answers kept) |", int(deliveryWindow.Minutes()), deliveryCacheBytes>>20),
 		fmt.Sprintf("| default %s, at most %s;", strings.TrimSuffix(defaultWait.String(), "0s"), strings.TrimSuffix(maxWait.String(), "0s")),
+		fmt.Sprintf("sends a heartbeat every %s", secs(heartbeatInterval)),
 	} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("README.md does not say %q", want)

@@ -50,7 +50,8 @@ func waitParams(c echo.Context) (bool, time.Duration, error) {
 }
 
 // stream answers a waiting sender: 200, a line when the push is accepted, one line per
-// target as Flux answers, and a summary. The status line goes out before Flux's answers are
+// target as Flux answers (and a heartbeat line every heartbeatInterval while none does), and
+// a summary. The status line goes out before Flux's answers are
 // known, so a failure cannot change it: when any target failed or got no answer, the stream
 // ends without its terminating chunk, which clients report as an error (curl exits 18, even
 // without --fail-with-body) after the summary line.
@@ -87,8 +88,12 @@ func (s *Server) stream(c echo.Context, res api.HookResponse, push gitops.Push, 
 	write(fmt.Sprintf("accepted: %s, delivery %s: waiting up to %s for %d Flux objects",
 		describePush(res), res.Delivery, timeout, requested), api.StreamLine{Event: "accepted", HookResponse: &res})
 	counts := map[string]int{}
+	answered := 0
 	start := time.Now()
 	answers := s.Awaiter.Await(c.Request().Context(), push, result, timeout)
+	// A line while Flux is silent keeps proxies from taking the stream for idle.
+	heartbeat := time.NewTicker(s.lim.heartbeatInterval)
+	defer heartbeat.Stop()
 stream:
 	for {
 		select {
@@ -97,8 +102,13 @@ stream:
 				break stream
 			}
 			counts[r.State]++
+			answered++
 			write(fmt.Sprintf("%-8s %s  %s  (%.1fs)", r.State, r.Target.Context(), r.Description, r.Elapsed.Seconds()),
 				api.StreamLine{Event: "target", TargetResult: &r, Seconds: r.Elapsed.Seconds()})
+		case <-heartbeat.C:
+			took := time.Since(start).Seconds()
+			write(fmt.Sprintf("waiting: %d of %d answered (%.0fs)", answered, requested, took),
+				api.StreamLine{Event: "heartbeat", Counts: counts, Seconds: took})
 		case <-s.stopping:
 			// Flux's answer is not known here any more: say so, and end as a failure (a job
 			// must not go green without it); the commit statuses still follow.

@@ -2,13 +2,21 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/openova-io/flux-webhook/api"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -44,6 +52,9 @@ func TestCLI(t *testing.T) {
 		{"negative-duration", []string{"serve", "--hook-key-secret", "ns/name", "--result-timeout", "-1m"}, nil, 2},
 		{"bad-cluster-name", []string{"serve", "--hook-key-secret", "ns/name", "--cluster-name", "EU_1"}, nil, 2},
 		{"gitea-url-without-token", []string{"serve", "--hook-key-secret", "ns/name", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"bad-status-target-url", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--status-target-url", "https://grafana.example.com/d/flux?var-app={app}"}, nil, 2},
+		{"relative-status-target-url", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--status-target-url", "/{repository}/commit/{commit}"}, nil, 2},
+		{"status-target-url-without-gitea", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--status-target-url", "https://grafana.example.com/d/flux"}, nil, 2},
 		{"bad-gitea-url", []string{"serve", "--hook-key-secret", "ns/name", "--gitea-url", "gitea.example.com", "--gitea-token-secret", "ns/g"}, nil, 2},
 		{"bad-listen", []string{"serve", "--hook-key-secret", "ns/name", "--listen", "8080"}, nil, 2},
 		{"bad-log-level", []string{"serve", "--hook-key-secret", "ns/name", "--log-level", "loud"}, nil, 2},
@@ -60,7 +71,11 @@ func TestCLI(t *testing.T) {
 		{"reconcile-no-server", []string{"reconcile", "--token-file", "/dev/null"}, nil, 2},
 		{"reconcile-no-token", []string{"reconcile", "--server", "https://fw.example.com"}, nil, 2},
 		{"reconcile-bad-server", []string{"reconcile", "--server", "fw.example.com", "--token-file", "/dev/null"}, nil, 2},
-		{"reconcile-bad-output", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/dev/null", "-o", "yaml"}, nil, 2},
+		{"reconcile-bad-output", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/dev/null", "-o", "xml"}, nil, 2},
+		{"completion-help", []string{"completion", "--help"}, nil, 0},
+		{"completion-no-shell", []string{"completion"}, nil, 2},
+		{"completion-unknown-shell", []string{"completion", "tcsh"}, nil, 2},
+		{"completion-two-shells", []string{"completion", "bash", "zsh"}, nil, 2},
 		{"reconcile-missing-token-file", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/nonexistent"}, nil, 1},
 	}
 	for _, tt := range tests {
@@ -96,5 +111,145 @@ func TestCLI(t *testing.T) {
 				t.Fatalf("an error is one line on stderr, got:\n%s", stderr.String())
 			}
 		})
+	}
+}
+
+// completion writes each shell's script; the scripts ask flux-webhook itself (cobra's
+// __complete) for commands, flags and the values of some flags.
+func TestCompletion(t *testing.T) {
+	for shell, marker := range map[string]string{
+		"bash":       "# bash completion V2 for flux-webhook",
+		"zsh":        "#compdef flux-webhook",
+		"fish":       "complete -c flux-webhook",
+		"powershell": "Register-ArgumentCompleter",
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), []string{"completion", shell}, &stdout, &stderr); code != 0 || stderr.Len() > 0 {
+			t.Fatalf("completion %s: exit %d: %s", shell, code, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), marker) {
+			t.Errorf("completion %s lacks %q:\n%.300s", shell, marker, stdout.String())
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", ""}, []string{"completion", "reconcile", "serve", "token", "version"}},
+		{[]string{"__complete", "completion", ""}, shells},
+		{[]string{"__complete", "reconcile", "--output", ""}, outputs},
+		{[]string{"__complete", "reconcile", "-o", "y"}, []string{"yaml"}},
+		{[]string{"__complete", "reconcile", "-"}, []string{"-n", "-l", "-o"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), tc.args, &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr.String())
+		}
+		var got []string
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			if l != "" && !strings.HasPrefix(l, ":") {
+				got = append(got, strings.SplitN(l, "\t", 2)[0])
+			}
+		}
+		for _, w := range tc.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("%v: %q not offered: %q", tc.args, w, got)
+			}
+		}
+	}
+}
+
+// reconcile against a stub of the platform API: -n and -l reach the selector, and the job's
+// final state is one YAML (or JSON) document.
+func TestReconcileOutput(t *testing.T) {
+	created := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	target := api.Target{Cluster: "fra1", Kind: "Kustomization", Namespace: "apps", Name: "web"}
+	job := func(done bool) api.JobStatus {
+		st := api.JobStatus{Job: api.Job{ID: "0123456789abcdef", Token: created.Format(time.RFC3339Nano), Created: created,
+			Deadline: created.Add(10 * time.Minute), Targets: []api.Target{target}},
+			Progress: []api.Progress{{Target: target, State: api.StatePending}}, Counts: map[string]int{api.StatePending: 1}}
+		if done {
+			st.Progress[0].State, st.Progress[0].Description = api.StateSuccess, "applied main@sha1:0123456789ab"
+			st.Counts, st.Done = map[string]int{api.StateSuccess: 1}, true
+		}
+		return st
+	}
+	var selectors []api.Selector
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := job(true)
+		mu.Lock()
+		if len(selectors) > 0 {
+			st.Selector = selectors[len(selectors)-1]
+		}
+		mu.Unlock()
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/api/v1/reconcile":
+			var sel api.Selector
+			if err := json.NewDecoder(r.Body).Decode(&sel); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			selectors = append(selectors, sel)
+			mu.Unlock()
+			st = job(false)
+			st.Selector = sel
+			w.WriteHeader(http.StatusAccepted)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/v1/reconcile/"+st.ID:
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	}))
+	defer srv.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("platform-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"reconcile-yaml", []string{"-n", "apps", "-l", "tier=web", "--wait", "-o", "yaml"}},
+		{"reconcile-json", []string{"--namespace", "apps", "--selector", "tier=web", "--wait", "--output", "json"}},
+		{"reconcile-yaml-no-wait", []string{"-n", "apps,infra", "-l", "tier=web", "-o", "yaml"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"reconcile", "--server", srv.URL, "--token-file", tokenFile}, tc.args...)
+			code := run(t.Context(), args, &stdout, &stderr)
+			got := fmt.Sprintf("$ flux-webhook reconcile --server <stub> --token-file <file> %s\nexit %d\n--- stdout\n%s--- stderr\n%s",
+				strings.Join(tc.args, " "), code, stdout.String(), stderr.String())
+			goldenFile(t, tc.name, got)
+			mu.Lock()
+			sel := selectors[len(selectors)-1]
+			mu.Unlock()
+			if len(sel.Namespaces) == 0 || sel.Namespaces[0] != "apps" || sel.LabelSelector != "tier=web" {
+				t.Fatalf("selector sent: %+v", sel)
+			}
+			if code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+}
+
+// goldenFile compares got with testdata/<name>.golden (-update rewrites it).
+func goldenFile(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("output differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
 	}
 }

@@ -399,7 +399,7 @@ func logLines(t testing.TB) []map[string]any {
 }
 
 // A push to a pull request's branch gets a summary comment on the pull request once every
-// Flux object has answered.
+// Flux object has answered; the next push edits that comment.
 func TestPullRequestSummaryComment(t *testing.T) {
 	integration(t)
 	a := newApp(t, "preview-"+randomSuffix(), "preview")
@@ -413,25 +413,33 @@ func TestPullRequestSummaryComment(t *testing.T) {
 		pr, err = a.repo.CreatePullRequest(ctx, "preview", "main", "Preview environment")
 		return err == nil
 	})
-	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "preview-2"), "preview change")
-	a.waitFinal(t, sha, "GitRepository", "success")
-	a.waitFinal(t, sha, "Kustomization", "success")
-	var bodies []string
-	waitFor(t, 30*time.Second, "summary comment", func() bool {
-		cs, err := a.repo.IssueComments(ctx, pr.Index)
-		if err != nil {
-			return false
+	// One comment per pull request, edited in place as commits land.
+	var summary *gitea.Comment
+	for i, value := range []string{"preview-2", "preview-3"} {
+		sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, value), "preview change "+value)
+		a.waitFinal(t, sha, "GitRepository", "success")
+		a.waitFinal(t, sha, "Kustomization", "success")
+		var bodies []string
+		waitFor(t, 30*time.Second, "summary comment of "+value, func() bool {
+			cs, err := a.repo.IssueComments(ctx, pr.Index)
+			if err != nil {
+				return false
+			}
+			bodies = bodies[:0]
+			for _, c := range cs {
+				bodies = append(bodies, c.Body)
+			}
+			return len(bodies) > 0 && strings.Contains(bodies[len(bodies)-1], sha)
+		})
+		time.Sleep(time.Second)
+		cs, _ := a.repo.IssueComments(ctx, pr.Index)
+		if len(cs) != 1 || !strings.Contains(cs[0].Body, sha) || !strings.Contains(cs[0].Body, "kustomization/"+fluxNS+"/"+a.name) {
+			t.Fatalf("commit %d: want one summary naming the commit and the Kustomization, got %d: %q", i+1, len(cs), bodies)
 		}
-		bodies = bodies[:0]
-		for _, c := range cs {
-			bodies = append(bodies, c.Body)
+		if summary != nil && cs[0].ID != summary.ID {
+			t.Fatalf("commit %d: a new comment %d, want comment %d edited", i+1, cs[0].ID, summary.ID)
 		}
-		return len(bodies) > 0
-	})
-	time.Sleep(time.Second)
-	cs, _ := a.repo.IssueComments(ctx, pr.Index)
-	if len(cs) != 1 || !strings.Contains(cs[0].Body, sha) || !strings.Contains(cs[0].Body, "kustomization/"+fluxNS+"/"+a.name) {
-		t.Fatalf("want one summary naming the commit and the Kustomization, got %d: %q", len(cs), bodies)
+		summary = cs[0]
 	}
 }
 

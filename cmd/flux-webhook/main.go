@@ -70,11 +70,13 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 			return cmd.Help()
 		},
 	}
+	// Cobra's own completion command is replaced by completion.go's, which says how to
+	// install each script and keeps usage errors to exit status 2.
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
-	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
 	for _, c := range root.Commands() {
 		c.PreRunE = envFlags
 	}

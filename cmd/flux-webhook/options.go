@@ -24,6 +24,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/jobs"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
 // logOptions configures the structured logger.
@@ -114,15 +115,19 @@ type secretRefs struct {
 
 // giteaOptions configures where commit statuses go.
 type giteaOptions struct {
-	URL         string
-	TokenSecret string
-	Timeout     time.Duration
+	URL             string
+	TokenSecret     string
+	Timeout         time.Duration
+	StatusTargetURL string
+
+	targetURL *gitea.TargetURL // StatusTargetURL, parsed by validate
 }
 
 func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "gitea-url", "", "Gitea base URL commit statuses are posted to, e.g. https://gitea.example.com (without it, results are only logged and recorded as Events)")
 	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses, write:issue for pull request summaries; watched)")
 	fs.DurationVar(&o.Timeout, "gitea-timeout", 10*time.Second, "timeout of each Gitea API call")
+	fs.StringVar(&o.StatusTargetURL, "status-target-url", "", "the link of every commit status (Gitea's \"Details\"), a template of {"+strings.Join(gitea.TargetPlaceholders, "}, {")+"}, e.g. https://grafana.example.com/d/flux?var-cluster={cluster}&var-name={name} (default: Gitea's page of the commit, <gitea-url>/{repository}/commit/{commit})")
 }
 
 // reportOptions configures how Flux's answer is awaited and reported.
@@ -238,6 +243,16 @@ func (o *serveOptions) validate() (secretRefs, error) {
 		if o.gitea.TokenSecret == "" {
 			return refs, fmt.Errorf("%w: --gitea-url needs --gitea-token-secret", errUsage)
 		}
+	}
+	if o.gitea.StatusTargetURL != "" {
+		if o.gitea.URL == "" {
+			return refs, fmt.Errorf("%w: --status-target-url needs --gitea-url: without it no status is posted", errUsage)
+		}
+		t, err := gitea.ParseTargetURL(o.gitea.StatusTargetURL)
+		if err != nil {
+			return refs, fmt.Errorf("%w: --status-target-url %q: %v", errUsage, o.gitea.StatusTargetURL, err)
+		}
+		o.gitea.targetURL = t
 	}
 	if !dnsLabel.MatchString(o.cluster.Name) {
 		return refs, fmt.Errorf("%w: --cluster-name %q: want a DNS label (a-z, 0-9, '-')", errUsage, o.cluster.Name)

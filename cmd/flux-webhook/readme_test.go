@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -45,10 +46,44 @@ func TestReadme(t *testing.T) {
 	}
 	for _, flag := range []string{"--listen", "--platform-listen", "--health-listen", "--metrics-listen", "--hook-key-secret",
 		"--webhook-key-secret", "--shared-token-secret", "--verify-claims", "--namespace", "--token-grace",
-		"--gitea-url", "--gitea-token-secret", "--cluster-name", "--result-timeout", "--kubeconfig",
+		"--gitea-url", "--gitea-token-secret", "--status-target-url", "--cluster-name", "--result-timeout", "--kubeconfig",
 		"--region", "--cluster-secrets-namespace", "--platform-token-secret"} {
 		if !strings.Contains(readme, "`"+flag+"`") {
 			t.Errorf("README does not document %s", flag)
+		}
+	}
+}
+
+// The README's diagram of a push's path names packages that exist, each in the table of
+// "Layout and dependencies", and the path's every step.
+func TestReadmeDiagram(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	_, rest, ok := strings.Cut(readme, "## Layout and dependencies\n")
+	if !ok {
+		t.Fatal("README has no Layout and dependencies section")
+	}
+	_, diagram, ok := strings.Cut(rest, "```mermaid\n")
+	diagram, _, closed := strings.Cut(diagram, "```")
+	if !ok || !closed {
+		t.Fatal("Layout and dependencies has no mermaid diagram")
+	}
+	packages := regexp.MustCompile(`\b(?:gitops/[a-z]+|webhook/gitea|webhook|server)\b`).FindAllString(diagram, -1)
+	for _, p := range packages {
+		if fi, err := os.Stat("../../" + p); err != nil || !fi.IsDir() {
+			t.Errorf("the diagram names %s, which is no package", p)
+		}
+		if !strings.Contains(rest, "| `"+p+"` |") {
+			t.Errorf("the diagram names %s, which the package table lacks", p)
+		}
+	}
+	for _, step := range []string{"Gitea", "POST /hook", "server", "webhook/gitea", "webhook<br/>", "gitops/request",
+		"gitops/cluster", "Flux controllers", "gitops/report", "gitops/observe"} {
+		if !strings.Contains(diagram, step) {
+			t.Errorf("the diagram lacks %q", step)
 		}
 	}
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
 
 	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/api/client"
@@ -51,14 +53,14 @@ func (o *reconcileOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TokenFile, "token-file", "", "file holding the platform token (required)")
 	fs.StringVar(&o.Region, "region", "", "reconcile the clusters of this region")
 	fs.StringSliceVar(&o.Clusters, "cluster", nil, "reconcile these clusters (repeat or comma-separate)")
-	fs.StringSliceVar(&o.Namespaces, "namespace", nil, "only objects in these namespaces")
-	fs.StringSliceVar(&o.Kinds, "kind", nil, "only these kinds: GitRepository, HelmChart, Kustomization, HelmRelease (default Kustomization and HelmRelease)")
-	fs.StringVar(&o.Selector, "selector", "", "only objects with these labels, e.g. tier=platform")
+	fs.StringSliceVarP(&o.Namespaces, "namespace", "n", nil, "only objects in these namespaces")
+	fs.StringSliceVar(&o.Kinds, "kind", nil, "only these kinds: GitRepository, OCIRepository, HelmChart, Kustomization, HelmRelease (default Kustomization and HelmRelease)")
+	fs.StringVarP(&o.Selector, "selector", "l", "", "only objects with these labels, e.g. tier=platform")
 	fs.BoolVar(&o.WithSource, "with-source", true, "also reconcile, first, the GitRepositories and HelmCharts they build from")
 	fs.BoolVar(&o.All, "all", false, "allow a selector that narrows nothing: every Flux object of every cluster")
 	fs.BoolVar(&o.Wait, "wait", false, "wait for Flux's answers, print each, exit 0 only if all succeeded")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
-	fs.StringVarP(&o.Output, "output", "o", "text", "text, or json (the job's final state as one JSON document)")
+	fs.StringVarP(&o.Output, "output", "o", "text", "text, json or yaml (json, yaml: the job's final state as one document)")
 	fs.BoolVar(&o.AllowHTTP, "allow-http", false, "allow an http:// --server that is not on this machine (the token then crosses the network in clear)")
 }
 
@@ -72,7 +74,11 @@ across its clusters, sources first, and with --wait follows Flux's answers: one 
 object as it finishes, then a summary. The exit status is 0 only if every object succeeded.
 A selector that narrows nothing is refused unless --all is given.`,
 		Example: `  flux-webhook reconcile --server https://flux-webhook.fra1.example.eu --token-file ~/.flux-webhook-token \
-    --region eu-central --kind Kustomization --selector tier=platform --wait`,
+    --region eu-central --kind Kustomization --selector tier=platform --wait
+
+  # The same, short, its final state as YAML:
+  flux-webhook reconcile --server https://flux-webhook.fra1.example.eu --token-file ~/.flux-webhook-token \
+    --region eu-central -n apps -l tier=platform --wait -o yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runReconcile(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -80,6 +86,8 @@ A selector that narrows nothing is refused unless --all is given.`,
 	}
 	o.BindFlags(cmd.Flags())
 	cmd.Flags().SortFlags = false
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedValues(outputs...))
+	_ = cmd.RegisterFlagCompletionFunc("kind", fixedValues("GitRepository", "OCIRepository", "HelmChart", "Kustomization", "HelmRelease"))
 	return cmd
 }
 
@@ -89,8 +97,8 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 		return fmt.Errorf("%w: --server is required", errUsage)
 	case o.TokenFile == "":
 		return fmt.Errorf("%w: --token-file is required", errUsage)
-	case o.Output != "text" && o.Output != "json":
-		return fmt.Errorf("%w: --output %q: want text or json", errUsage, o.Output)
+	case !slices.Contains(outputs, o.Output):
+		return fmt.Errorf("%w: --output %q: want text, json or yaml", errUsage, o.Output)
 	case o.Timeout <= 0:
 		return fmt.Errorf("%w: --timeout must be positive", errUsage)
 	}
@@ -113,8 +121,8 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	p := &printer{w: stdout, json: o.Output == "json"}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !p.json {
+	p := &printer{w: stdout, format: o.Output}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !p.structured() {
 		p.live = stderr
 	}
 	// The job is saved at once and requested by the leader moments later: its targets are
@@ -156,22 +164,28 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 		}
 		return p.summary(st, time.Since(start))
 	}
-	if p.json {
+	if p.structured() {
 		return p.encode(st)
 	}
 	return nil
 }
 
-// printer renders a job for people (text) or scripts (json).
+// outputs are reconcile's --output formats.
+var outputs = []string{"text", "json", "yaml"}
+
+// printer renders a job for people (text) or scripts (json, yaml: the final state only).
 type printer struct {
-	w    io.Writer
-	json bool
-	live io.Writer // a terminal for the progress line, or nil
-	seen map[api.Target]bool
+	w      io.Writer
+	format string
+	live   io.Writer // a terminal for the progress line, or nil
+	seen   map[api.Target]bool
 }
 
+// structured reports whether the output is one document for scripts.
+func (p *printer) structured() bool { return p.format != "text" }
+
 func (p *printer) accepted(st *api.JobStatus) {
-	if p.json {
+	if p.structured() {
 		return
 	}
 	how := "requested"
@@ -196,7 +210,7 @@ func (p *printer) accepted(st *api.JobStatus) {
 
 // finished prints the targets that finished since the last call, in target order.
 func (p *printer) finished(st *api.JobStatus, start time.Time) {
-	if p.json {
+	if p.structured() {
 		return
 	}
 	if p.seen == nil {
@@ -232,7 +246,7 @@ func (p *printer) timedOut(st *api.JobStatus, after time.Duration) {
 			st.Progress[i].State, st.Progress[i].Description = api.StateError, "no answer within --timeout "+after.String()
 			st.Counts[api.StatePending]--
 			st.Counts[api.StateError]++
-			if !p.json {
+			if !p.structured() {
 				fmt.Fprintf(p.w, "%s %-7s %s  %s\n", mark(api.StateError), api.StateError, targetName(pr.Target), st.Progress[i].Description)
 			}
 		}
@@ -246,7 +260,7 @@ func (p *printer) summary(st *api.JobStatus, took time.Duration) error {
 	for _, pr := range st.Progress {
 		ok = ok && pr.State == api.StateSuccess
 	}
-	if p.json {
+	if p.structured() {
 		if err := p.encode(st); err != nil {
 			return err
 		}
@@ -265,7 +279,17 @@ func (p *printer) summary(st *api.JobStatus, took time.Duration) error {
 	return nil
 }
 
+// encode writes the job as one JSON or YAML document (YAML from the JSON, so the field
+// names are the API's).
 func (p *printer) encode(st *api.JobStatus) error {
+	if p.format == "yaml" {
+		b, err := yaml.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = p.w.Write(b)
+		return err
+	}
 	enc := json.NewEncoder(p.w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(st)

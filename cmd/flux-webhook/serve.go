@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -90,6 +91,9 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	ctrl.SetLogger(logger)
+	// client-go's own lines (reflectors, leader election, its event broadcaster) through the
+	// same structured logger: every line of the log is one JSON object.
+	klog.SetLogger(logger)
 	version.RegisterMetric()
 	cfg, err := o.kube.Config()
 	if err != nil {
@@ -232,7 +236,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	out := outbound{poster: logPoster{logger.WithName("results")}}
 	intake := &webhook.Intake{}
 	if o.gitea.URL != "" {
-		g := &gitea.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys}
+		g := &gitea.Gitea{URL: o.gitea.URL, HTTP: &http.Client{Timeout: o.gitea.Timeout}, Keys: keys, TargetURL: o.gitea.targetURL}
 		out = outbound{poster: g, lookup: g, notifier: g}
 		if o.hook.VerifyClaims {
 			intake.Forge = g

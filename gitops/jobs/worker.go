@@ -98,6 +98,8 @@ func (w *Worker) Start(ctx context.Context) error {
 				q.AddRateLimited(id)
 			} else {
 				q.Forget(id)
+				// Jobs come seldom: the old ones are pruned after each, besides every minute.
+				w.Jobs.prune(ctx, time.Now().Add(-jobTTL))
 			}
 			q.Done(id)
 		}

@@ -116,7 +116,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 			continue
 		}
 		st := api.Status{State: u.State, Description: record.Bounded(u.Description)}
-		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Status: st}
+		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Target: u.Target, Status: st}
 		post := true
 		if u.Intent {
 			if b.Lookup != nil && req.SHA != "" && req.Aggregate == "" {

@@ -40,6 +40,9 @@ type CommitStatus struct {
 	Repository string // "owner/name"
 	SHA        string
 	Context    string
+	// Target is the Flux object the status is about (Context names it), for the forge's
+	// link (a target URL).
+	Target api.Target
 	api.Status
 	// Push is the push record the result goes to when the statuses of the push are per
 	// cluster ("" when it goes to the forge).
@@ -384,7 +387,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			}
 		}
 		if post {
-			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Status: st}
+			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Target: t, Status: st}
 			if err := send(ctx, r.Poster, r.Aggregator, req, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
@@ -498,7 +501,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 			post = latest == nil || *latest != st
 		}
 		if post {
-			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Status: st}
+			cs := CommitStatus{Repository: repository, SHA: s.SHA, Context: t.Context(), Target: t, Status: st}
 			if err := send(ctx, r.Poster, r.Aggregator, s.Request, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(s.IntentSince) < r.ResultTimeout {
@@ -637,7 +640,7 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 				"status not posted", "repository", p.Repository, "commit", p.SHA, "context", t.Context())
 			continue
 		}
-		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Status: st}
+		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Target: t, Status: st}
 		if err := send(ctx, r.Poster, r.Aggregator, p.Request, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 			r.mu.Lock()

@@ -47,6 +47,21 @@ func MarkGitRepositoryReady(ctx context.Context, c client.Client, key client.Obj
 	})
 }
 
+// MarkOCIRepositoryReady writes what source-controller writes after pulling an OCI artifact
+// of revision ("<tag>@sha256:<digest>"): status.artifact, Ready=True (Succeeded) and
+// ArtifactInStorage=True with "stored artifact for digest '<revision>'".
+func MarkOCIRepositoryReady(ctx context.Context, c client.Client, key client.ObjectKey, revision, handledAt string) error {
+	return updateStatus(ctx, c, key, &sourcev1.OCIRepository{}, func(o *sourcev1.OCIRepository) {
+		msg := fmt.Sprintf("stored artifact for digest '%s'", revision)
+		o.Status.Artifact = artifact("ocirepository", o, revision)
+		o.Status.ObservedGeneration = o.Generation
+		handled(o, &o.Status.ReconcileRequestStatus, handledAt)
+		setReady(&o.Status.Conditions, o.Generation, metav1.ConditionTrue, meta.SucceededReason, msg)
+		setCondition(&o.Status.Conditions, o.Generation, sourcev1.ArtifactInStorageCondition, metav1.ConditionTrue, meta.SucceededReason, msg)
+		apimeta.RemoveStatusCondition(&o.Status.Conditions, sourcev1.FetchFailedCondition)
+	})
+}
+
 // MarkGitRepositoryFailed writes what source-controller writes when a fetch fails:
 // Ready=False and FetchFailed=True with reason (e.g. sourcev1.GitOperationFailedReason,
 // sourcev1.AuthenticationFailedReason) and message; the last artifact stays.

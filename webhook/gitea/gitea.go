@@ -47,8 +47,11 @@ type Gitea struct {
 	HTTP *http.Client
 	// Keys holds flux-webhook's Gitea API token (credentials.GiteaToken).
 	Keys *credentials.Keyring
+	// TargetURL is the link each status carries; nil: Gitea's page of the commit
+	// (DefaultTargetURL).
+	TargetURL *TargetURL
 
-	summaries sync.Mutex // serialises pull request summaries: one comment per commit
+	summaries sync.Mutex // serialises pull request summaries: one comment per pull request
 
 	meMu    sync.Mutex
 	me      int64    // the bot's user id, for meToken
@@ -98,15 +101,20 @@ func (g *Gitea) client(ctx context.Context) (*sdk.Client, error) {
 		sdk.SetContext(ctx), sdk.SetGiteaVersion(""))
 }
 
-// PostStatus creates a commit status.
+// PostStatus creates a commit status, linked to TargetURL.
 func (g *Gitea) PostStatus(ctx context.Context, s report.CommitStatus) error {
 	c, err := g.client(ctx)
 	if err != nil {
 		return err
 	}
+	target := g.TargetURL
+	if target == nil {
+		target = &TargetURL{template: DefaultTargetURL(g.URL)}
+	}
 	owner, repo, _ := strings.Cut(s.Repository, "/")
 	_, resp, err := c.CreateStatus(owner, repo, s.SHA, sdk.CreateStatusOption{
 		State:       sdk.StatusState(s.State),
+		TargetURL:   target.Expand(s.Target, s.Repository, s.SHA),
 		Context:     s.Context,
 		Description: webhook.Clip(s.Description, maxDescription),
 	})
@@ -151,10 +159,23 @@ func (g *Gitea) latestStatuses(ctx context.Context, repository, sha string) (map
 	}
 }
 
+// summaryMarker opens flux-webhook's summary comment on a pull request. Earlier versions
+// wrote one comment per commit, "<!-- flux-webhook summary <commit> -->": summaryPrefix finds
+// those too.
+const (
+	summaryMarker = "<!-- flux-webhook summary -->"
+	summaryPrefix = "<!-- flux-webhook summary"
+)
+
 // FinalPosted summarises a commit's flux statuses in one comment on the pull request the
-// commit belongs to, once none of them is pending any more. Gitea has no API to comment on
-// a commit itself; a commit outside any pull request keeps its statuses only.
+// commit belongs to, once none of them is pending any more: the pull request's one summary
+// comment, written by flux-webhook's own user, edited in place as later commits land
+// (created when there is none). Gitea has no API to comment on a commit itself; a commit
+// outside any pull request keeps its statuses only. Only the head of an open pull request,
+// or the commit that merged one, is summarised, so an older commit finishing late does not
+// overwrite a newer one's summary.
 func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
+	// One summary at a time (the leader alone reports): no two comments for one pull request.
 	g.summaries.Lock()
 	defer g.summaries.Unlock()
 	latest, err := g.latestStatuses(ctx, repository, sha)
@@ -184,8 +205,9 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 	if err != nil {
 		return err
 	}
-	marker := fmt.Sprintf("<!-- flux-webhook summary %s -->", sha)
-	for page := 1; ; page++ {
+	body := summary(summaryMarker, sha, flux)
+	var own *sdk.Comment // the bot's first summary comment
+	for page := 1; own == nil; page++ {
 		comments, resp, err := c.ListIssueComments(owner, repo, pr, sdk.ListIssueCommentOptions{
 			ListOptions: sdk.ListOptions{Page: page, PageSize: statusPageSize},
 		})
@@ -193,16 +215,25 @@ func (g *Gitea) FinalPosted(ctx context.Context, repository, sha string) error {
 			return err
 		}
 		for _, cm := range comments {
-			if cm.Poster != nil && cm.Poster.ID == bot && strings.Contains(cm.Body, marker) {
-				return nil // already summarised
+			// Only the bot's own: anyone in a pull request can write the marker.
+			if cm.Poster != nil && cm.Poster.ID == bot && strings.HasPrefix(cm.Body, summaryPrefix) {
+				own = cm
+				break
 			}
 		}
 		if len(comments) < statusPageSize {
 			break
 		}
 	}
-	_, resp, err := c.CreateIssueComment(owner, repo, pr, sdk.CreateIssueCommentOption{Body: summary(marker, sha, flux)})
-	return apiError("create comment", resp, err)
+	switch {
+	case own == nil:
+		_, resp, err := c.CreateIssueComment(owner, repo, pr, sdk.CreateIssueCommentOption{Body: body})
+		return apiError("create comment", resp, err)
+	case strings.TrimSpace(own.Body) == strings.TrimSpace(body):
+		return nil // summarised already
+	}
+	_, resp, err := c.EditIssueComment(owner, repo, own.ID, sdk.EditIssueCommentOption{Body: body})
+	return apiError("edit comment", resp, err)
 }
 
 // maxPullPages bounds the search for the open pull request of a commit: repositories with

@@ -3,8 +3,8 @@ package gitea_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -59,10 +59,11 @@ func TestGiteaStatuses(t *testing.T) {
 	ctx := t.Context()
 	repo, sha := newRepo(t, "statuses")
 	g := statusClient(t)
-	kctx := "flux/local/kustomization/flux-system/apps"
+	target := api.Target{Cluster: "local", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}
+	kctx := target.Context()
 	long := strings.Repeat("é", 300)
 	for _, st := range []api.Status{{State: api.StatePending, Description: "reconcile requested"}, {State: api.StateFailure, Description: long}} {
-		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: kctx, Status: st}); err != nil {
+		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: kctx, Target: target, Status: st}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,6 +84,37 @@ func TestGiteaStatuses(t *testing.T) {
 	}
 	if string(cs.State) != api.StateFailure || len(cs.Statuses) != 1 || cs.Statuses[0].Context != kctx {
 		t.Fatalf("combined status %+v", cs)
+	}
+	// The link of a status: Gitea's page of the commit by default, as Gitea names it...
+	admin, err := giteaSrv.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, name, _ := strings.Cut(repo.FullName, "/")
+	commit, _, err := admin.GetSingleCommit(owner, name, sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Statuses[0].TargetURL != commit.HTMLURL {
+		t.Fatalf("target URL %q, want the commit's page %q", cs.Statuses[0].TargetURL, commit.HTMLURL)
+	}
+	// ...or the operator's template, each value escaped where it stands.
+	if g.TargetURL, err = gitea.ParseTargetURL("https://grafana.example.com/d/flux/{cluster}/{kind}?var-ns={namespace}&var-name={name}&var-repo={repository}&var-sha={commit}"); err != nil {
+		t.Fatal(err)
+	}
+	hctx := api.Target{Cluster: "local", Kind: "HelmRelease", Namespace: "apps", Name: "web"}
+	if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: hctx.Context(), Target: hctx,
+		Status: api.Status{State: api.StateSuccess, Description: "released"}}); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err = repo.CombinedStatus(ctx, sha); err != nil {
+		t.Fatal(err)
+	}
+	want := "https://grafana.example.com/d/flux/local/HelmRelease?var-ns=apps&var-name=web&var-repo=" + url.QueryEscape(repo.FullName) + "&var-sha=" + sha
+	for _, st := range cs.Statuses {
+		if st.Context == hctx.Context() && st.TargetURL != want {
+			t.Fatalf("target URL %q, want %q", st.TargetURL, want)
+		}
 	}
 }
 
@@ -107,6 +139,8 @@ func TestGiteaErrors(t *testing.T) {
 	}
 }
 
+// One summary comment per pull request, written by flux-webhook's own user once every flux
+// status of the head commit is final, and edited in place as later commits land.
 func TestPullRequestSummary(t *testing.T) {
 	integration(t)
 	ctx := t.Context()
@@ -114,48 +148,53 @@ func TestPullRequestSummary(t *testing.T) {
 	if err := repo.Branch(ctx, "feature"); err != nil {
 		t.Fatal(err)
 	}
-	if err := repo.WriteFile("app.yaml", "replicas: 2\n"); err != nil {
-		t.Fatal(err)
+	commit := func(replicas string) string {
+		t.Helper()
+		if err := repo.WriteFile("app.yaml", "replicas: "+replicas+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		sha, err := repo.Commit(ctx, "scale to "+replicas)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Push(ctx, "feature"); err != nil {
+			t.Fatal(err)
+		}
+		return sha
 	}
-	sha, err := repo.Commit(ctx, "scale")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Push(ctx, "feature"); err != nil {
-		t.Fatal(err)
-	}
+	sha := commit("2")
 	pr, err := repo.CreatePullRequest(ctx, "feature", "main", "Scale the app")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := statusClient(t)
-	post := func(context, state, desc string) {
+	post := func(sha, context, state, desc string) {
 		t.Helper()
 		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: context,
 			Status: api.Status{State: state, Description: desc}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	comments := func() []string {
+	comments := func() []*sdk.Comment {
 		t.Helper()
 		cs, err := repo.IssueComments(ctx, pr.Index)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
-		for _, c := range cs {
-			out = append(out, c.Body)
+		return cs
+	}
+	final := func(sha string) {
+		t.Helper()
+		if err := g.FinalPosted(ctx, repo.FullName, sha); err != nil {
+			t.Fatal(err)
 		}
-		return out
 	}
-	post("flux/local/gitrepository/flux-system/app", api.StateSuccess, "fetched main@sha1:"+sha[:12])
-	post("flux/local/kustomization/flux-system/app", api.StatePending, "reconcile requested")
-	post("ci/build", api.StatePending, "someone else's status")
-	if err := g.FinalPosted(ctx, repo.FullName, sha); err != nil {
-		t.Fatal(err)
-	}
+	post(sha, "flux/local/gitrepository/flux-system/app", api.StateSuccess, "fetched main@sha1:"+sha[:12])
+	post(sha, "flux/local/kustomization/flux-system/app", api.StatePending, "reconcile requested")
+	post(sha, "ci/build", api.StatePending, "someone else's status")
+	final(sha)
 	if c := comments(); len(c) != 0 {
-		t.Fatalf("summary before every flux status was final: %q", c)
+		t.Fatalf("summary before every flux status was final: %q", c[0].Body)
 	}
 	// Someone else in the pull request writes the summary's marker first: it is not
 	// flux-webhook's summary, and does not stand in for it.
@@ -172,32 +211,45 @@ func TestPullRequestSummary(t *testing.T) {
 	}
 	owner, name, _ := strings.Cut(repo.FullName, "/")
 	if _, _, err := mallory.CreateIssueComment(owner, name, pr.Index, sdk.CreateIssueCommentOption{
-		Body: fmt.Sprintf("<!-- flux-webhook summary %s -->\nall green, trust me", sha)}); err != nil {
+		Body: "<!-- flux-webhook summary -->\nall green, trust me"}); err != nil {
 		t.Fatal(err)
 	}
-	post("flux/local/kustomization/flux-system/app", api.StateFailure, "dry-run failed | bad name")
+	post(sha, "flux/local/kustomization/flux-system/app", api.StateFailure, "dry-run failed | bad name")
 	for range 2 {
-		if err := g.FinalPosted(ctx, repo.FullName, sha); err != nil {
-			t.Fatal(err)
-		}
+		final(sha)
 	}
 	c := comments()
-	if len(c) != 2 || !strings.Contains(c[0], "trust me") {
-		t.Fatalf("want mallory's comment and one summary, got %d: %q", len(c), c)
+	if len(c) != 2 || !strings.Contains(c[0].Body, "trust me") {
+		t.Fatalf("want mallory's comment and one summary, got %d", len(c))
 	}
-	c = c[1:]
+	summary := c[1]
 	for _, want := range []string{sha, "✅ | `local/gitrepository/flux-system/app`", "❌ | `local/kustomization/flux-system/app` | dry-run failed \\| bad name"} {
-		if !strings.Contains(c[0], want) {
-			t.Fatalf("summary lacks %q:\n%s", want, c[0])
+		if !strings.Contains(summary.Body, want) {
+			t.Fatalf("summary lacks %q:\n%s", want, summary.Body)
 		}
 	}
-	if strings.Contains(c[0], "ci/build") {
-		t.Fatalf("summary lists another tool's status:\n%s", c[0])
+	if strings.Contains(summary.Body, "ci/build") {
+		t.Fatalf("summary lists another tool's status:\n%s", summary.Body)
+	}
+
+	// A second commit lands: the same comment now summarises it.
+	second := commit("3")
+	post(second, "flux/local/gitrepository/flux-system/app", api.StateSuccess, "fetched main@sha1:"+second[:12])
+	post(second, "flux/local/kustomization/flux-system/app", api.StateSuccess, "applied main@sha1:"+second[:12])
+	final(second)
+	// The first commit finishing again late (a redelivery) changes nothing: it is no longer
+	// the pull request's head.
+	final(sha)
+	c = comments()
+	if len(c) != 2 || c[1].ID != summary.ID || c[1].Poster.ID != summary.Poster.ID || !strings.Contains(c[0].Body, "trust me") {
+		t.Fatalf("want mallory's comment and the one summary (comment %d), got %d comments", summary.ID, len(c))
+	}
+	if edited := c[1].Body; !strings.Contains(edited, second) || strings.Contains(edited, sha) ||
+		!strings.Contains(edited, "✅ | `local/kustomization/flux-system/app` | applied") || strings.Contains(edited, "❌") {
+		t.Fatalf("summary not edited to the second commit:\n%s", edited)
 	}
 	// A commit outside any pull request keeps its statuses only.
-	if err := g.FinalPosted(ctx, repo.FullName, mainSHA); err != nil {
-		t.Fatal(err)
-	}
+	final(mainSHA)
 }
 
 // setToken gives g an API token, or takes it away ("").
