@@ -907,7 +907,18 @@ func (p *pipeline) overtaken(ctx context.Context) error {
 	if err := p.waitStates(ctx, first, "warning"); err != nil {
 		return err
 	}
-	return poll(ctx, time.Minute, "the push record worked", func() (bool, error) {
+	return p.pushRecord(ctx, first, "worked", func(rec record.Push) bool {
+		done := len(rec.Owed) == len(p.objs)
+		for _, u := range rec.Owed {
+			done = done && u.Done
+		}
+		return done
+	})
+}
+
+// pushRecord waits up to a minute for the push record of sha to satisfy cond.
+func (p *pipeline) pushRecord(ctx context.Context, sha, what string, cond func(record.Push) bool) error {
+	return poll(ctx, time.Minute, "the push record of "+sha+" "+what, func() (bool, error) {
 		var cms corev1.ConfigMapList
 		if err := env.kube.Client.List(ctx, &cms, client.InNamespace(p.serviceNS), client.HasLabels{record.PushLabel}); err != nil {
 			return false, err
@@ -917,14 +928,9 @@ func (p *pipeline) overtaken(ctx context.Context) error {
 			if err := json.Unmarshal([]byte(cm.Data["push.json"]), &rec); err != nil {
 				return false, fmt.Errorf("push record %s: %w", cm.Name, err)
 			}
-			if rec.Request.SHA != first {
-				continue
+			if rec.Request.SHA == sha {
+				return cond(rec), nil
 			}
-			done := len(rec.Owed) == len(p.objs)
-			for _, u := range rec.Owed {
-				done = done && u.Done
-			}
-			return done, nil
 		}
 		return false, nil
 	})
@@ -975,32 +981,36 @@ func expectTargets(answer []byte, n int, result string) error {
 func (p *pipeline) platform(ctx context.Context, proxy *apiProxy) error {
 	var job api.JobStatus
 	all := slices.Concat(p.objs, p.oci)
-	code, body, err := func() (int, []byte, error) {
+	// The leader requests the job while its Flux cache cannot see the changes (each patch
+	// conflicting with them), then prunes the hour-old one.
+	body, err := func() ([]byte, error) {
 		proxy.pauseWatches()
 		defer proxy.resumeWatches()
 		for _, o := range all {
 			if err := env.kube.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"deploy-test/changed":"platform"}}}`))); err != nil {
-				return 0, nil, err
+				return nil, err
 			}
 		}
-		return p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
+		code, body, err := p.platformCall(ctx, http.MethodPost, p.platformURL, fmt.Sprintf(`{"namespaces": [%q]}`, p.ns), &job)
+		if err != nil {
+			return nil, err
+		}
+		if code != http.StatusAccepted || job.Requested {
+			return nil, fmt.Errorf("POST /api/v1/reconcile answered %d, want 202 with the job queued: %s", code, body)
+		}
+		for deadline := time.Now().Add(time.Minute); !job.Requested; {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("job %s not requested in a minute: %s", job.ID, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+			if code, body, err = p.platformCall(ctx, http.MethodGet, p.platformURL+"/"+job.ID, "", &job); err != nil || code != http.StatusOK {
+				return nil, fmt.Errorf("GET /api/v1/reconcile/%s answered %d (%v): %s", job.ID, code, err, body)
+			}
+		}
+		return body, nil
 	}()
 	if err != nil {
 		return err
-	}
-	if code != http.StatusAccepted || job.Requested {
-		return fmt.Errorf("POST /api/v1/reconcile answered %d, want 202 with the job queued: %s", code, body)
-	}
-	// The leader requests the job (each patch conflicting with the changes above), then
-	// prunes the hour-old one.
-	for deadline := time.Now().Add(time.Minute); !job.Requested; {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("job %s not requested in a minute: %s", job.ID, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-		if code, body, err = p.platformCall(ctx, http.MethodGet, p.platformURL+"/"+job.ID, "", &job); err != nil || code != http.StatusOK {
-			return fmt.Errorf("GET /api/v1/reconcile/%s answered %d (%v): %s", job.ID, code, err, body)
-		}
 	}
 	if len(job.Targets) != len(all) || len(job.Skipped) != 0 {
 		return fmt.Errorf("job %s requested with %d targets, want %d: %s", job.ID, len(job.Targets), len(all), body)
@@ -1090,21 +1100,28 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 	// Every object changes while the service's caches cannot see it, as when a Flux
 	// controller writes status just before a push: each reconcile request conflicts and
 	// is retried from a fresh read.
-	answer, err := func() ([]byte, error) {
+	// The leader requests the push before its Flux cache sees those changes.
+	err = func() error {
 		proxy.pauseWatches()
 		defer proxy.resumeWatches()
 		for _, o := range p.objs {
 			patch := fmt.Appendf(nil, `{"metadata":{"labels":{"deploy-test/changed":"%d"}}}`, i)
 			if err := env.kube.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, patch)); err != nil {
-				return nil, err
+				return err
 			}
 		}
-		return p.deliver(ctx, sha)
+		answer, err := p.deliver(ctx, sha)
+		if err != nil {
+			return err
+		}
+		if err := expectTargets(answer, len(p.objs), "queued"); err != nil {
+			return err
+		}
+		return p.pushRecord(ctx, sha, "requested", func(rec record.Push) bool {
+			return !slices.ContainsFunc(rec.Clusters, func(c record.ClusterWork) bool { return !c.Done })
+		})
 	}()
 	if err != nil {
-		return err
-	}
-	if err := expectTargets(answer, len(p.objs), "queued"); err != nil {
 		return err
 	}
 
@@ -1239,7 +1256,7 @@ func startAPIProxy(t *testing.T, cfg *rest.Config) *apiProxy {
 				p.mu.Unlock()
 			}
 			if isWatch(resp.Request) {
-				b := &heldBody{ReadCloser: resp.Body, p: p}
+				b := &heldBody{ReadCloser: resp.Body, p: p, flux: strings.Contains(resp.Request.URL.Path, ".toolkit.fluxcd.io/")}
 				p.mu.Lock()
 				p.watches[b] = resp.Request.URL.Path
 				p.mu.Unlock()
@@ -1318,11 +1335,14 @@ func (p *apiProxy) resumeWatches() {
 	p.resume.Broadcast()
 }
 
-// heldBody hands on what a watch stream read only while watches are not paused: an event
-// read during a pause waits for its end.
+// heldBody hands on what a watch stream of Flux objects read only while watches are not
+// paused: an event read during a pause waits for its end. Other watches (the push records
+// and jobs the leader works) go on, so that the leader requests while its Flux cache is
+// stale.
 type heldBody struct {
 	io.ReadCloser
-	p *apiProxy
+	p    *apiProxy
+	flux bool // a watch of Flux objects: the only ones held
 }
 
 func (b *heldBody) Close() error {
@@ -1335,7 +1355,7 @@ func (b *heldBody) Close() error {
 func (b *heldBody) Read(buf []byte) (int, error) {
 	n, err := b.ReadCloser.Read(buf)
 	b.p.mu.Lock()
-	for b.p.paused {
+	for b.p.paused && b.flux {
 		b.p.resume.Wait()
 	}
 	b.p.mu.Unlock()

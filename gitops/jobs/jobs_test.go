@@ -2,7 +2,10 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -10,6 +13,8 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -137,6 +142,35 @@ func TestPlatformReconcile(t *testing.T) {
 	}
 	if want := []string{"Kustomization/apps", "Kustomization/platform"}; !slices.Equal(got, want) {
 		t.Fatalf("targets %v, want %v", got, want)
+	}
+
+	// Job records the API did not write (anyone who may write the namespace's ConfigMaps
+	// can): one past its hour and one with a selector the API refuses are not requested;
+	// one without withSource is requested as the API defaults it (sources too), without a
+	// panic.
+	now := time.Now().UTC()
+	written := func(name string, sel api.Selector, created time.Time) string {
+		t.Helper()
+		id := fmt.Sprintf("%016x", rand.Uint64())
+		b, _ := json.Marshal(api.Job{ID: id, Selector: sel, Token: name + created.Format(time.RFC3339Nano), Created: created, Deadline: created.Add(time.Minute)})
+		if err := fluxtest.Kube.Client.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: jobsNS, Name: "flux-webhook-job-" + id, Labels: map[string]string{jobs.JobLabel: name}},
+			Data:       map[string]string{"job.json": string(b)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	stale := written("stale", api.Selector{Namespaces: []string{ns}}, now.Add(-2*time.Hour))
+	bad := written("bad", api.Selector{Namespaces: []string{ns}, Kinds: []string{"Deployment"}}, now)
+	defaulted := requested(&api.JobStatus{Job: api.Job{ID: written("defaulted", api.Selector{Namespaces: []string{ns}, Kinds: []string{"Kustomization"}}, now)}})
+	if len(defaulted.Targets) != 3 || defaulted.Targets[0].Kind != sourcev1.GitRepositoryKind {
+		t.Fatalf("job without withSource: targets %+v, want the source and both Kustomizations", defaulted.Targets)
+	}
+	for _, id := range []string{stale, bad} {
+		if st, err := p.Status(ctx, id); err == nil && st.Requested || err != nil && !errors.Is(err, jobs.ErrJobNotFound) {
+			t.Errorf("job %s: %+v %v, want not requested", id, st, err)
+		}
 	}
 
 	// Guard rails.

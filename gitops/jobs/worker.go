@@ -144,11 +144,24 @@ func (w *Worker) Request(ctx context.Context, id string) error {
 		return client.IgnoreNotFound(err)
 	}
 	logger := log.FromContext(ctx).WithValues("job", id)
+	// A job record is read back from a ConfigMap: what the API saved, unless someone who
+	// may write the namespace's ConfigMaps wrote another. One past jobTTL is pruned, not
+	// requested (its answer can no longer be read); one whose selector the API would have
+	// refused is left alone.
+	if job.Created.Before(time.Now().Add(-jobTTL)) {
+		logger.Info("stale job not requested", "created", job.Created)
+		return nil
+	}
+	sel, err := normalize(job.Selector)
+	if err != nil {
+		logger.Error(err, "job not requested: its stored selector is invalid")
+		return nil
+	}
 	for _, c := range w.Clusters.Clusters() {
-		if !selectsCluster(job.Selector, c) || !c.Ready() {
+		if !selectsCluster(sel, c) || !c.Ready() {
 			continue
 		}
-		objs, err := selectObjects(ctx, c, job.Selector)
+		objs, err := selectObjects(ctx, c, sel)
 		if err != nil {
 			job.Unreachable = append(job.Unreachable, api.ClusterError{Cluster: c.Name, Error: cluster.PublicError(ctx, c.Name, err)})
 			continue
