@@ -16,7 +16,7 @@ FUZZTIME ?= 20s
 # Actions runner, Flux controllers), built once into ~/.cache/flux-webhook.
 TESTBIN_ENV = $(shell hack/testbin.sh --print)
 
-.PHONY: all build test unit demo testbin fuzz fuzz-keep lint clean
+.PHONY: all build test unit demo bench bench-ci testbin fuzz fuzz-keep lint clean
 
 all: lint test build
 
@@ -37,6 +37,15 @@ unit:
 ## demo: real API server, real Gitea and real Flux controllers on loopback, one push, its statuses
 demo: testbin
 	$(TESTBIN_ENV) go run ./hack/demo
+
+## bench: the figures of benchmarks/README.md on real API servers: fan-out vs a raw client-go
+## loop, cache memory with and without slimming, /hook's cost (~30 min on 2 cores)
+bench: testbin
+	$(TESTBIN_ENV) go test -count=1 -timeout 120m -run '^$$' -bench . -benchmem ./benchmarks
+
+## bench-ci: every benchmark once, at 50 objects per cluster: proof that they run
+bench-ci: testbin
+	$(TESTBIN_ENV) FLUX_WEBHOOK_BENCH_OBJECTS=50 go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x -benchmem ./benchmarks
 
 ## fuzz: every fuzz target for FUZZTIME each, corpus kept in testdata/fuzz
 fuzz:
