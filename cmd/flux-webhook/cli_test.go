@@ -166,7 +166,7 @@ func TestReconcileOutput(t *testing.T) {
 	target := api.Target{Cluster: "fra1", Kind: "Kustomization", Namespace: "apps", Name: "web"}
 	job := func(done bool) api.JobStatus {
 		st := api.JobStatus{Job: api.Job{ID: "0123456789abcdef", Token: created.Format(time.RFC3339Nano), Created: created,
-			Deadline: created.Add(10 * time.Minute), Targets: []api.Target{target}},
+			Deadline: created.Add(10 * time.Minute), Targets: []api.Target{target}, Requested: true},
 			Progress: []api.Progress{{Target: target, State: api.StatePending}}, Counts: map[string]int{api.StatePending: 1}}
 		if done {
 			st.Progress[0].State, st.Progress[0].Description = api.StateSuccess, "applied main@sha1:0123456789ab"
@@ -176,9 +176,11 @@ func TestReconcileOutput(t *testing.T) {
 	}
 	var selectors []api.Selector
 	var mu sync.Mutex
+	gets := 0 // since the last POST: the first answer is the requested job, the next its end
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := job(true)
 		mu.Lock()
+		st := job(gets > 0)
+		gets++
 		if len(selectors) > 0 {
 			st.Selector = selectors[len(selectors)-1]
 		}
@@ -191,10 +193,11 @@ func TestReconcileOutput(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			selectors = append(selectors, sel)
+			selectors, gets = append(selectors, sel), 0
 			mu.Unlock()
+			// Saved, not yet requested: the CLI asks again until it is.
 			st = job(false)
-			st.Selector = sel
+			st.Selector, st.Requested, st.Targets, st.Progress, st.Counts = sel, false, nil, nil, nil
 			w.WriteHeader(http.StatusAccepted)
 		case r.Method == http.MethodGet && r.URL.Path == "/api/v1/reconcile/"+st.ID:
 		default:
@@ -233,6 +236,28 @@ func TestReconcileOutput(t *testing.T) {
 				t.Fatalf("exit %d", code)
 			}
 		})
+	}
+}
+
+// A job no replica requests (no leader) ends the CLI after --timeout, with an error that
+// says so, instead of waiting for ever.
+func TestReconcileNeverRequested(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := api.JobStatus{Job: api.Job{ID: "0123456789abcdef"}}
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusAccepted)
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	}))
+	defer srv.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("platform-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"reconcile", "--server", srv.URL, "--allow-http", "--token-file", tokenFile, "-n", "apps", "--timeout", "1s"}, &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "job not requested in 1s: job 0123456789abcdef is saved") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }
 

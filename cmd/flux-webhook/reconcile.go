@@ -59,7 +59,7 @@ func (o *reconcileOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.WithSource, "with-source", true, "also reconcile, first, the GitRepositories and HelmCharts they build from")
 	fs.BoolVar(&o.All, "all", false, "allow a selector that narrows nothing: every Flux object of every cluster")
 	fs.BoolVar(&o.Wait, "wait", false, "wait for Flux's answers, print each, exit 0 only if all succeeded")
-	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the leader to request the job, and with --wait, for Flux's answer")
 	fs.StringVarP(&o.Output, "output", "o", "text", "text, json or yaml (json, yaml: the job's final state as one document)")
 	fs.BoolVar(&o.AllowHTTP, "allow-http", false, "allow an http:// --server that is not on this machine (the token then crosses the network in clear)")
 }
@@ -126,16 +126,9 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 		p.live = stderr
 	}
 	// The job is saved at once and requested by the leader moments later: its targets are
-	// known then.
-	for !st.Requested {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(requestedPoll):
-		}
-		if st, err = c.Job(ctx, st.ID); err != nil {
-			return err
-		}
+	// known then. No leader (or one that cannot reach the API server) leaves it queued.
+	if st, err = waitRequested(ctx, c, st, o.Timeout); err != nil {
+		return err
 	}
 	p.accepted(st)
 	if o.Wait {
@@ -168,6 +161,30 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 		return p.encode(st)
 	}
 	return nil
+}
+
+// errNotRequested: the job stayed queued for --timeout.
+var errNotRequested = errors.New("job not requested")
+
+// waitRequested polls the job until the leader requested it, for at most timeout.
+func waitRequested(ctx context.Context, c *client.Client, st *api.JobStatus, timeout time.Duration) (*api.JobStatus, error) {
+	deadline := time.Now().Add(timeout)
+	for !st.Requested {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w in %s: job %s is saved, but no replica of flux-webhook leads to request it (see its logs and the leader election Lease)", errNotRequested, timeout, st.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(requestedPoll):
+		}
+		next, err := c.Job(ctx, st.ID)
+		if err != nil {
+			return nil, err
+		}
+		st = next
+	}
+	return st, nil
 }
 
 // outputs are reconcile's --output formats.
