@@ -136,7 +136,13 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 		if post {
 			if err := send(ctx, b.Poster, b.Aggregator, req, cs); err != nil {
 				statusPostErrors.WithLabelValues(u.Cluster).Inc()
-				if !permanent(err) && b.now().Sub(*u.IntentSince) < b.ResultTimeout {
+				// A record that says "intended" without when (not one this service wrote)
+				// counts from now.
+				since := b.now()
+				if u.IntentSince != nil {
+					since = *u.IntentSince
+				}
+				if !permanent(err) && b.now().Sub(since) < b.ResultTimeout {
 					return b.save(ctx, rec, fmt.Errorf("post status %s: %w", u.Context(), err))
 				}
 				statusesLost.WithLabelValues(u.Cluster).Inc()
