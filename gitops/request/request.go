@@ -399,6 +399,16 @@ func holds(c *cluster.Cluster, o client.Object, token string) bool {
 	return false
 }
 
+// sameRecord reports whether a and b carry the same sealed request record.
+func sameRecord(a, b metav1.Object) bool {
+	for _, k := range []string{record.Annotation, record.MACAnnotation} {
+		if a.GetAnnotations()[k] != b.GetAnnotations()[k] {
+			return false
+		}
+	}
+	return a.GetAnnotations()[record.Annotation] != ""
+}
+
 // Reconcile merge-patches requestedAt and the record on o's metadata only, with an
 // optimistic lock, retrying on conflict from a fresh read. It returns patched false when the
 // same commit is already pending on o, and deferred true when only the record was patched
@@ -420,7 +430,13 @@ func Reconcile(ctx context.Context, c *cluster.Cluster, o client.Object, req rec
 		return false, false, nil
 	}
 	defer c.Lock(ref)()
-	from := c.Written(ref) // what this replica wrote last
+	// The patch builds on what this replica wrote last, unless the cache has seen that write
+	// (it holds the same sealed record): then the cache knows the object as it is now, with
+	// whatever Flux or anyone changed since, and the patch does not conflict.
+	from := c.Written(ref)
+	if from != nil && sameRecord(from, o) {
+		from = nil
+	}
 	logger := log.FromContext(ctx).WithValues("kind", ref.Kind, "namespace", ref.Namespace, "name", ref.Name)
 	m, err := c.PatchMetadata(ctx, o, from, func(m *metav1.PartialObjectMetadata) error {
 		rec, err := c.OpenRecord(ref.Kind, m)
