@@ -71,7 +71,11 @@ func BenchmarkCacheMemory(b *testing.B) {
 			b.Run(fmt.Sprintf("objects=%d/cache=%s", n, mode), func(b *testing.B) {
 				var r cacheResult
 				for range b.N {
-					cmd := exec.Command(bin, "-kubeconfig", f.kube.Kubeconfig, "-cache", mode)
+					args := []string{"-kubeconfig", f.kube.Kubeconfig, "-cache", mode}
+					if d := os.Getenv("FLUX_WEBHOOK_BENCH_MEMPROFILES"); d != "" {
+						args = append(args, "-memprofile", filepath.Join(d, fmt.Sprintf("cachemem-%d-%s.pprof", n, mode)))
+					}
+					cmd := exec.Command(bin, args...)
 					var stderr bytes.Buffer
 					cmd.Stderr = &stderr
 					out, err := cmd.Output()

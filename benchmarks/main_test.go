@@ -36,6 +36,8 @@ const (
 //	FLUX_WEBHOOK_BENCH_OBJECTS   Flux objects per cluster, a list (default 1000,5000); the
 //	                             cache and /hook benchmarks use the largest
 //	FLUX_WEBHOOK_BENCH_SERVERS   API servers the fan-out spans, a list (default 1,3)
+//	FLUX_WEBHOOK_BENCH_MEMPROFILES  a directory: the cache benchmark writes a heap profile
+//	                             of each cache there (go tool pprof)
 func objectCounts() []int { return intList("FLUX_WEBHOOK_BENCH_OBJECTS", []int{1000, 5000}) }
 func serverCounts() []int { return intList("FLUX_WEBHOOK_BENCH_SERVERS", []int{1, 3}) }
 func maxObjects() int     { return slices.Max(objectCounts()) }

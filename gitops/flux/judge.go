@@ -26,6 +26,10 @@ type readiness struct {
 	message string // the condition message that says why
 }
 
+// judgedConditions are the conditions Judge reads; the cache keeps no other
+// (CacheTransform).
+var judgedConditions = []string{meta.ReadyCondition, meta.StalledCondition}
+
 func readinessOf(s Status) readiness {
 	r := readiness{current: s.ObservedGeneration == s.Generation}
 	if c := s.Condition(meta.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {

@@ -246,6 +246,15 @@ func CacheTransform(in any) (any, error) {
 	if k := kindOfObject(o); k != nil {
 		k.Slim(o)
 	}
+	// Of the conditions, only those Judge reads (Flux's kinds all set them this way).
+	if c, ok := o.(interface {
+		GetConditions() []metav1.Condition
+		SetConditions([]metav1.Condition)
+	}); ok {
+		c.SetConditions(slices.DeleteFunc(c.GetConditions(), func(c metav1.Condition) bool {
+			return !slices.Contains(judgedConditions, c.Type)
+		}))
+	}
 	return o, nil
 }
 

@@ -84,10 +84,11 @@ func (k kustomization) Judge(o client.Object, w Want, sources map[Ref]client.Obj
 
 func (kustomization) Origin(client.Object) string { return "" }
 
-// Slim: its inventory (every object it applied), patches, images, post-build
-// substitutions, health checks and components.
+// Slim: its inventory (every object it applied) and history, patches, images, post-build
+// substitutions, health checks, components and dependencies.
 func (kustomization) Slim(o client.Object) {
 	k := o.(*kustomizev1.Kustomization)
-	k.Status.Inventory = nil
+	k.Status.Inventory, k.Status.History = nil, nil
 	k.Spec.Patches, k.Spec.Images, k.Spec.PostBuild, k.Spec.HealthChecks, k.Spec.Components = nil, nil, nil, nil, nil
+	k.Spec.DependsOn = nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -66,7 +65,7 @@ func NormalizeURL(raw string) (string, error) {
 		return "", ErrInvalidURL
 	}
 	for _, seg := range strings.Split(path, "/") {
-		if seg == "" || seg == "." || seg == ".." || !segmentPattern.MatchString(seg) {
+		if seg == "" || seg == "." || seg == ".." || !validSegment(seg) {
 			return "", ErrInvalidURL
 		}
 	}
@@ -78,13 +77,40 @@ func NormalizeURL(raw string) (string, error) {
 	return host + "/" + path, nil
 }
 
-// segmentPattern is what a path segment may hold once decoded: Gitea's owner and repository
-// names are [A-Za-z0-9_.-]; '~' and '+' appear on other hosts. Anything else (spaces, '@',
-// control characters, '%', '?', '#', non-ASCII) never names a repository a push comes from.
-var segmentPattern = regexp.MustCompile(`^[a-z0-9._~+-]+$`)
+// validSegment reports whether a decoded path segment is one a repository's path may hold:
+// Gitea's owner and repository names are [A-Za-z0-9_.-] (lower-cased by now); '~' and '+'
+// appear on other hosts. Anything else (spaces, '@', control characters, '%', '?', '#',
+// non-ASCII) never names a repository a push comes from. (A loop, not a regexp: it runs for
+// every URL of every push.)
+func validSegment(seg string) bool {
+	if seg == "" {
+		return false
+	}
+	for i := range len(seg) {
+		if !lowerAlnum(seg[i]) && !strings.ContainsRune("._~+-", rune(seg[i])) {
+			return false
+		}
+	}
+	return true
+}
 
-// hostPattern is a DNS name (or IPv4 address): labels of letters, digits and '-'.
-var hostPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+// dnsName reports whether h is a DNS name (or IPv4 address), lower-case: labels of letters,
+// digits and '-', neither starting nor ending with '-'.
+func dnsName(h string) bool {
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := range len(label) {
+			if !lowerAlnum(label[i]) && label[i] != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func lowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
 
 // validHost accepts a DNS name, an IPv4 address or an IPv6 literal (without brackets).
 func validHost(h string) bool {
@@ -92,7 +118,7 @@ func validHost(h string) bool {
 		ip := net.ParseIP(h)
 		return ip != nil && ip.To4() == nil
 	}
-	return hostPattern.MatchString(h)
+	return dnsName(h)
 }
 
 // scpLike reports whether raw is Git's scp-like syntax "[user@]host:path": no scheme

@@ -6,7 +6,8 @@ package gitea
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
 	"io"
@@ -167,11 +168,8 @@ func DecodePush(contentType string, body []byte) (*PushEvent, error) {
 		return nil, err
 	}
 	var e PushEvent
-	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
-	}
-	if key, dup := duplicateKey(body); dup {
-		return nil, fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
+	if err := decodeJSON(body, &e); err != nil {
+		return nil, err
 	}
 	if err := e.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", webhook.ErrBadPayload, err)
@@ -352,183 +350,71 @@ func validRef(ref string) bool {
 	return true
 }
 
-// readKeys are the members of a push event flux-webhook acts on, per object. Go's decoder
-// keeps the last of duplicate members and matches names case-insensitively (Unicode
-// folding: "REF", "repoſitory"); another reader of the same signed body (a proxy, an audit
-// log, a JavaScript consumer) may keep the first or match exactly. A signature covers bytes,
-// not their meaning, so a body that could mean two pushes is refused.
-var readKeys = map[string][]string{
-	"":              {"ref", "before", "after", "repository", "action", "package"},
-	"repository":    {"full_name", "clone_url", "ssh_url", "html_url"},
-	"package":       {"owner", "name", "type", "version", "html_url"},
-	"package.owner": {"login"},
+// decodeJSON decodes one JSON document into v as Go's decoder matches names
+// (case-insensitively, with Unicode folding: "REF", "repoſitory"), but refuses a member
+// given twice under any folding, at any depth: Go's decoder would keep the last, another
+// reader of the same signed body (a proxy, an audit log, a JavaScript consumer) may keep the
+// first or match exactly. A signature covers bytes, not their meaning, so a body that could
+// mean two pushes is refused. encoding/json/v2 checks this as it decodes.
+func decodeJSON(body []byte, v any) error {
+	if err := jsonv2.Unmarshal(body, v, jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
+		return fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
+	}
+	return nil
 }
 
-// duplicateKey returns the first member of readKeys given more than once (compared as Go's
-// decoder compares them) in the top-level object or its repository object. body is one
-// valid JSON document; it is scanned in place, without copying values.
-func duplicateKey(body []byte) (string, bool) {
-	return duplicateIn(body, "")
-}
-
-func duplicateIn(obj []byte, path string) (string, bool) {
-	seen := map[string]bool{}
-	var dup string
-	members(obj, func(name string, value []byte) bool {
-		i := slices.IndexFunc(readKeys[path], func(k string) bool { return strings.EqualFold(k, name) })
-		if i < 0 {
-			return true
-		}
-		key := readKeys[path][i]
-		if seen[key] {
-			dup = strings.TrimPrefix(path+"."+key, ".")
-			return false
-		}
-		seen[key] = true
-		if child := strings.TrimPrefix(path+"."+key, "."); readKeys[child] != nil {
-			if k, found := duplicateIn(value, child); found {
-				dup = k
-				return false
-			}
-		}
-		return true
-	})
-	return dup, dup != ""
-}
-
-// maxKeyLength is the longest raw member name that can be one of readKeys: 10 characters,
-// each escaped as \uXXXX at most.
-const maxKeyLength = 2 + 10*6
-
-// members calls fn with the name and raw value of each member of the object b holds (valid
-// JSON; anything else has no members), until fn returns false.
-func members(b []byte, fn func(name string, value []byte) bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return
-	}
-	i++
-	for {
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] != '"' {
-			return
-		}
-		end := skipString(b, i)
-		var name string
-		if end-i <= maxKeyLength {
-			if json.Unmarshal(b[i:end], &name) != nil {
-				return
-			}
-		}
-		i = skipSpace(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return
-		}
-		i = skipSpace(b, i+1)
-		vend := skipValue(b, i)
-		if !fn(name, b[i:vend]) {
-			return
-		}
-		i = skipSpace(b, vend)
-		if i >= len(b) || b[i] != ',' {
-			return
-		}
-		i++
-	}
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] ('"').
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	}
-	for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
-		i++
-	}
-	return i
-}
-
-// jsonError describes a JSON decoding error of body without echoing it.
+// jsonError describes a JSON decoding error of body without echoing it (beyond a member's
+// name, bounded).
 func jsonError(err error, body []byte) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
+	var syn *jsontext.SyntacticError
+	var sem *jsonv2.SemanticError
 	switch {
-	case errors.As(err, &syn) && trailing(body, syn.Offset):
-		return "trailing data after the JSON document"
-	case errors.As(err, &syn) && truncated(body, syn.Offset):
-		return "truncated JSON"
-	case errors.As(err, &syn):
-		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ) && typ.Field == "":
-		return fmt.Sprintf("the payload must be %s, not %s", jsonType(typ.Type), typ.Value)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("%s must be %s, not %s", typ.Field, jsonType(typ.Type), typ.Value)
-	case errors.Is(err, io.EOF):
+	case len(bytes.TrimSpace(body)) == 0:
 		return "empty body"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
+	case errors.Is(err, jsontext.ErrDuplicateName) && errors.As(err, &syn):
+		return fmt.Sprintf("%s given more than once", memberPath(syn.JSONPointer))
+	case errors.As(err, &syn) && syn.ByteOffset > 0 && jsontext.Value(body[:syn.ByteOffset]).IsValid():
+		// What precedes the error is a whole document.
+		return "trailing data after the JSON document"
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d", syn.ByteOffset+1)
+	case errors.As(err, &sem) && sem.GoType != nil && sem.JSONPointer == "":
+		return fmt.Sprintf("the payload must be %s, not %s", jsonType(sem.GoType), kindName(sem.JSONKind))
+	case errors.As(err, &sem) && sem.GoType != nil:
+		return fmt.Sprintf("%s must be %s, not %s", memberPath(sem.JSONPointer), jsonType(sem.GoType), kindName(sem.JSONKind))
 	}
 	return "invalid JSON"
 }
 
-// trailing reports whether a syntax error at offset lies after body's first JSON value.
-func trailing(body []byte, offset int64) bool {
-	end := skipValue(body, skipSpace(body, 0))
-	return end < len(body) && offset > int64(end)
+// kindName names a JSON kind as encoding/json's errors do.
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "bool"
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	}
+	return "value"
 }
 
-// truncated reports whether a syntax error at offset is body ending early: with one more
-// byte of whitespace, the error moves with the end.
-func truncated(body []byte, offset int64) bool {
-	if offset < int64(len(body)) {
-		return false
+// memberPath writes a JSON pointer as the dotted path of its members ("repository.full_name"),
+// printable and bounded: a name can be anything the sender wrote.
+func memberPath(p jsontext.Pointer) string {
+	var names []string
+	for name := range p.Tokens() {
+		names = append(names, name)
 	}
-	var v any
-	var syn *json.SyntaxError
-	err := json.Unmarshal(append(body[:len(body):len(body)], ' '), &v)
-	return errors.As(err, &syn) && syn.Offset > offset
+	return printable(strings.Join(names, "."), 64)
 }
 
 // jsonType names the JSON type a Go type is decoded from.

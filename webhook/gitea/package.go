@@ -1,7 +1,6 @@
 package gitea
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -54,11 +53,8 @@ func DecodePackage(contentType string, body []byte) (ev *PackageEvent, ignored s
 		return nil, "", err
 	}
 	var e PackageEvent
-	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, "", fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
-	}
-	if key, dup := duplicateKey(body); dup {
-		return nil, "", fmt.Errorf("%w: %s given more than once", webhook.ErrBadPayload, key)
+	if err := decodeJSON(body, &e); err != nil {
+		return nil, "", err
 	}
 	if e.Package == nil {
 		return nil, "", fmt.Errorf("%w: package is missing", webhook.ErrBadPayload)
