@@ -6,6 +6,7 @@ package gitea
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/json/jsontext"
 	jsonv2 "encoding/json/v2"
 	"errors"
@@ -357,7 +358,9 @@ func validRef(ref string) bool {
 // first or match exactly. A signature covers bytes, not their meaning, so a body that could
 // mean two pushes is refused. encoding/json/v2 checks this as it decodes.
 func decodeJSON(body []byte, v any) error {
-	if err := jsonv2.Unmarshal(body, v, jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
+	// Case-insensitive as encoding/json, and, as it, with '_' and '-' significant
+	// ("fullname" is not "full_name"): v2 alone would ignore them.
+	if err := jsonv2.Unmarshal(body, v, jsonv2.MatchCaseInsensitiveNames(true), json.MatchCaseSensitiveDelimiter(true)); err != nil {
 		return fmt.Errorf("%w: %s", webhook.ErrBadPayload, jsonError(err, body))
 	}
 	return nil

@@ -92,6 +92,9 @@ func TestDecodePushRejects(t *testing.T) {
 		{"after not a sha", "application/json", replace(`0123456789abcdef0123456789abcdef01234567`, `HEAD`), webhook.ErrBadPayload},
 		{"upper-case sha", "application/json", replace(`0123456789abcdef0123456789abcdef01234567`, `0123456789ABCDEF0123456789ABCDEF01234567`), webhook.ErrBadPayload},
 		{"no full_name", "application/json", replace(`"full_name":"org/app",`, ``), webhook.ErrBadPayload},
+		// encoding/json matches "FULL_NAME", never "fullname" or "full-name": neither does this.
+		{"fullname is no full_name", "application/json", replace(`"full_name":`, `"fullname":`), webhook.ErrBadPayload},
+		{"full-name is no full_name", "application/json", replace(`"full_name":`, `"full-name":`), webhook.ErrBadPayload},
 		{"path traversal name", "application/json", replace(`org/app`, `../etc`), webhook.ErrBadPayload},
 		{"unicode name", "application/json", replace(`org/app`, `org/äpp`), webhook.ErrBadPayload},
 		{"three segments", "application/json", replace(`org/app`, `org/app/x`), webhook.ErrBadPayload},
