@@ -110,6 +110,53 @@ type Requester struct {
 	Aliases []flux.Alias
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+
+	recent recentPushes
+}
+
+// maxRecentPushes bounds the pushes a replica remembers having recorded (about 150 bytes
+// each): far more than the distinct pushes of one record.RepeatWindow in a burst, so that
+// their repeats cost no API write; a forgotten one costs one (the record's create, which
+// finds it).
+const maxRecentPushes = 4096
+
+// recentPushes remembers the pushes this replica recorded, by key, for record.RepeatWindow:
+// the same push delivered again (the Actions step and the native webhook of one push, a
+// retry, a redelivery) is answered from memory instead of the client's rate-limited writes.
+// Another replica finds the record instead.
+type recentPushes struct {
+	mu    sync.Mutex
+	byKey map[string]firstAcceptance
+	order []string // oldest first
+}
+
+// firstAcceptance is what a repeat of a push is answered with: its first request's token.
+type firstAcceptance struct {
+	Token string
+	At    time.Time
+}
+
+func (r *recentPushes) get(key string, now time.Time) (firstAcceptance, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q, ok := r.byKey[key]
+	return q, ok && now.Sub(q.At) < record.RepeatWindow
+}
+
+func (r *recentPushes) add(key string, q firstAcceptance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byKey == nil {
+		r.byKey = map[string]firstAcceptance{}
+	}
+	if _, ok := r.byKey[key]; !ok {
+		r.order = append(r.order, key)
+	}
+	r.byKey[key] = q
+	for len(r.order) > maxRecentPushes {
+		delete(r.byKey, r.order[0])
+		r.order = r.order[1:]
+	}
 }
 
 var tokens struct {
@@ -247,20 +294,28 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 		}
 		return res, nil
 	}
-	existing, err := r.Store.Create(ctx, rec)
-	if err != nil {
-		return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
+	first, repeat := r.recent.get(rec.Key(), at)
+	if !repeat {
+		existing, err := r.Store.Create(ctx, rec)
+		if err != nil {
+			return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
+		}
+		first, repeat = firstAcceptance{Token: tok, At: at}, existing != nil
+		if repeat {
+			first = firstAcceptance{Token: existing.Request.Token, At: existing.Request.RequestedAt}
+		}
+		r.recent.add(rec.Key(), first)
 	}
-	if existing != nil {
+	if repeat {
 		// Accepted before: reported as the first acceptance was.
-		res.Token, res.RequestedAt, res.Repeat = existing.Request.Token, existing.Request.RequestedAt, true
+		res.Token, res.RequestedAt, res.Repeat = first.Token, first.At, true
 		for i := range res.Targets {
 			if res.Targets[i].Result == api.ResultQueued {
 				res.Targets[i].Result = api.ResultAlreadyRequested
 			}
 		}
 	}
-	log.FromContext(ctx).Info("push accepted", "targets", queued, "clusters", len(rec.Clusters), "repeat", existing != nil)
+	log.FromContext(ctx).Info("push accepted", "targets", queued, "clusters", len(rec.Clusters), "repeat", repeat)
 	return res, nil
 }
 

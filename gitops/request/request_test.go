@@ -1,8 +1,10 @@
 package request_test
 
 import (
+	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
@@ -200,10 +202,18 @@ func TestRequestIsIdempotent(t *testing.T) {
 	repo := "org/idem-" + fluxtest.RandomHex(3)
 	gr := fluxtest.GitRepository(ns, "app", "http://"+fluxtest.ForgeHost+"/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"})
 	fluxtest.Create(t, gr, fluxtest.Kustomization(ns, "app", "", "app"))
-	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
+	// The push records' writes, counted.
+	var creates atomic.Int32
+	store := &record.PushStore{Client: countingCreates{fluxtest.Kube.Client, &creates}, Reader: fluxtest.Kube.Client, Namespace: fluxtest.Namespace(t)}
+	set := cluster.NewSet(fluxtest.Local)
+	r := fluxtest.NewRequester(t, set, func(r *request.Requester) { r.Store = store })
 	push := fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA())
-	if _, err := r.Request(t.Context(), push); err != nil {
+	accepted, err := r.Request(t.Context(), push)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n := creates.Load(); n != 1 {
+		t.Fatalf("%d push records written, want 1", n)
 	}
 	before := &sourcev1.GitRepository{}
 	if err := fluxtest.Kube.Client.Get(t.Context(), client.ObjectKeyFromObject(gr), before); err != nil {
@@ -219,6 +229,9 @@ func TestRequestIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !res.Repeat || res.Token != accepted.Token {
+		t.Fatalf("redelivery answered %+v, want a repeat of %s", res, accepted.Token)
+	}
 	for _, o := range out {
 		if o.Result != api.ResultAlreadyRequested {
 			t.Fatalf("redelivery: %s %s = %s", o.Kind, o.Name, o.Result)
@@ -231,6 +244,29 @@ func TestRequestIsIdempotent(t *testing.T) {
 	if after.ResourceVersion != before.ResourceVersion {
 		t.Fatal("redelivery patched the GitRepository again")
 	}
+	// This replica answered the redelivery from memory; another finds the record.
+	if n := creates.Load(); n != 1 {
+		t.Fatalf("the redelivery wrote: %d push record creates, want 1", n)
+	}
+	other := &request.Requester{Clusters: set, Store: store}
+	res, err = other.Accept(t.Context(), push)
+	if err != nil || !res.Repeat || res.Token != accepted.Token {
+		t.Fatalf("the redelivery to another replica: %+v %v", res, err)
+	}
+	if n := creates.Load(); n != 2 {
+		t.Fatalf("another replica: %d push record creates, want 2 (one that finds the record)", n)
+	}
+}
+
+// countingCreates counts a client's creates.
+type countingCreates struct {
+	client.Client
+	n *atomic.Int32
+}
+
+func (c countingCreates) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
+	c.n.Add(1)
+	return c.Client.Create(ctx, o, opts...)
 }
 
 func newObject(t *testing.T, kind string) client.Object {
