@@ -39,7 +39,7 @@ demo: testbin
 	$(TESTBIN_ENV) go run ./hack/demo
 
 ## bench: the figures of benchmarks/README.md on real API servers: fan-out vs a raw client-go
-## loop, cache memory with and without slimming, /hook's cost (~30 min on 2 cores)
+## loop, cache memory with and without slimming, /hook's cost (~20 min on 2 cores)
 bench: testbin
 	$(TESTBIN_ENV) go test -count=1 -timeout 120m -run '^$$' -bench . -benchmem ./benchmarks
 

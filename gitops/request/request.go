@@ -345,10 +345,13 @@ func (r *Requester) superseded(ctx context.Context, req record.Request, head str
 			targetsRequested.WithLabelValues(c.Name, t.Kind, api.ResultSuperseded).Inc()
 		}
 	}
-	if len(owe) > 0 {
+	// Recorded already by this replica (a repeat): nothing to add. Else the record keeps
+	// what is owed (adding the same warnings again changes nothing).
+	if _, repeat := r.recent.get(req.PushKey(), req.RequestedAt); len(owe) > 0 && !repeat {
 		if err := r.Store.Add(ctx, req, owe); err != nil {
 			return res, fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, "local", err))
 		}
+		r.recent.add(req.PushKey(), firstAcceptance{Token: req.Token, At: req.RequestedAt})
 	}
 	return res, nil
 }

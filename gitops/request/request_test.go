@@ -256,6 +256,17 @@ func TestRequestIsIdempotent(t *testing.T) {
 	if n := creates.Load(); n != 2 {
 		t.Fatalf("another replica: %d push record creates, want 2 (one that finds the record)", n)
 	}
+	// A push overtaken before it arrived, delivered twice: its warnings are recorded once.
+	overtaken := fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA())
+	overtaken.Head = push.SHA
+	for range 2 {
+		if res, err := r.Accept(t.Context(), overtaken); err != nil || len(res.Targets) == 0 || res.Targets[0].Result != api.ResultSuperseded {
+			t.Fatalf("overtaken push: %+v %v", res, err)
+		}
+	}
+	if n := creates.Load(); n != 3 {
+		t.Fatalf("an overtaken push delivered twice: %d push record creates, want 3", n)
+	}
 }
 
 // countingCreates counts a client's creates.
