@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -32,20 +33,41 @@ func acceptWhileFluxPaused(t *testing.T, a *app, value string) string {
 
 // faultModes runs a fault test with statuses per object and per cluster: exactly one final
 // status per context in both.
+// Whatever a mode's test did, the shared service runs again after it: a failure that left
+// it killed fails that test, not every later one.
 func faultModes(t *testing.T, name string, test func(t *testing.T, a *app)) {
-	t.Run("per-object", func(t *testing.T) { test(t, newApp(t, name+"-"+randomSuffix(), "main")) })
-	t.Run("per-cluster", func(t *testing.T) { test(t, newClusterApp(t, name+"-c-"+randomSuffix())) })
+	t.Run("per-object", func(t *testing.T) {
+		t.Cleanup(func() { restartServiceAfter(t) })
+		test(t, newApp(t, name+"-"+randomSuffix(), "main"))
+	})
+	t.Run("per-cluster", func(t *testing.T) {
+		t.Cleanup(func() { restartServiceAfter(t) })
+		test(t, newClusterApp(t, name+"-c-"+randomSuffix()))
+	})
 }
 
 // restartService starts the shared service again after a test killed it (a kubelet would).
 func restartService(t *testing.T) {
 	t.Helper()
-	if exited, _ := e2e.service.Exited(); !exited {
-		return
-	}
-	if err := e2e.service.Restart(t.Context(), e2e.ready); err != nil {
+	if err := restartIfExited(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// restartServiceAfter is restartService for a cleanup, when the test's context is done.
+func restartServiceAfter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := restartIfExited(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func restartIfExited(ctx context.Context) error {
+	if exited, _ := e2e.service.Exited(); !exited {
+		return nil
+	}
+	return e2e.service.Restart(ctx, e2e.ready)
 }
 
 // kill -9 between the 202 and Flux's answer: the next process finds the pending request in

@@ -186,14 +186,32 @@ func (a *Aggregator) post(ctx context.Context, p *record.Push, cluster string) e
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA,
 		"delivery", req.Delivery, "context", context))
 	cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: context}
-	if cw.Intent == nil && cw.Posted == "" {
-		cs.Status = api.Status{State: api.StatePending, Description: fmt.Sprintf("reconcile requested for %s: %d Flux objects", req.Name(), cw.Matched)}
-		if err := postStatus(ctx, a.Poster, cs); err != nil {
-			statusPostErrors.WithLabelValues(cluster).Inc()
-			return err
+	if cw.Posted == "" && (cw.Intent == nil || cw.Intent.State == api.StatePending) {
+		// Pending, once: intent recorded first, as for the final status, so that a leader
+		// taking over from one that stopped between the post and its record asks Gitea
+		// instead of posting it again.
+		pending := api.Status{State: api.StatePending, Description: fmt.Sprintf("reconcile requested for %s: %d Flux objects", req.Name(), cw.Matched)}
+		post := true
+		if cw.Intent == nil {
+			if err := a.record(ctx, key, cluster, func(cw *record.ClusterWork) { cw.Intent, cw.IntentSince = &pending, a.now() }); err != nil {
+				return err
+			}
+		} else if a.Lookup != nil && req.SHA != "" {
+			latest, err := a.Lookup.LatestStatus(ctx, req.Repository, req.SHA, context)
+			if err != nil {
+				return fmt.Errorf("look up status %s: %w", context, err)
+			}
+			post = latest == nil
 		}
-		statusesPosted.WithLabelValues(cluster, "cluster", api.StatePending).Inc()
-		return a.record(ctx, key, cluster, func(cw *record.ClusterWork) { cw.Posted = api.StatePending })
+		if post {
+			cs.Status = pending
+			if err := postStatus(ctx, a.Poster, cs); err != nil {
+				statusPostErrors.WithLabelValues(cluster).Inc()
+				return err
+			}
+			statusesPosted.WithLabelValues(cluster, "cluster", api.StatePending).Inc()
+		}
+		return a.record(ctx, key, cluster, func(cw *record.ClusterWork) { cw.Posted, cw.Intent = api.StatePending, nil })
 	}
 	final, ok := a.verdict(p, cw)
 	if !ok {

@@ -12,6 +12,7 @@ import (
 	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
+	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/gitops/report"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/testenv"
@@ -55,6 +56,23 @@ func TestReportPerCluster(t *testing.T) {
 	}
 	const clusterCtx = "flux/local"
 	fluxtest.WaitStates(t, rec, sha, clusterCtx, api.StatePending)
+	// As a leader that stopped between posting pending and recording it leaves the record:
+	// the intent, not the post. The leader that goes on asks Gitea, and posts nothing again.
+	stored, err := r.Store.List(ctx)
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("push records: %d %v", len(stored), err)
+	}
+	if err := r.Store.Update(ctx, stored[0].Key(), func(p *record.Push) error {
+		pending := rec.Find(sha, clusterCtx).Status
+		p.Clusters[0].Posted, p.Clusters[0].Intent = "", &pending
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if got := rec.States(sha, clusterCtx); len(got) != 1 {
+		t.Fatalf("pending posted again after a takeover: %v", got)
+	}
 	rev := testenv.GitRevision("main", sha)
 	key := func(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
 	if err := testenv.MarkGitRepositoryReady(ctx, fluxtest.Kube.Client, key("app"), rev, ""); err != nil {
