@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -125,9 +126,8 @@ const maxRecentPushes = 4096
 // retry, a redelivery) is answered from memory instead of the client's rate-limited writes.
 // Another replica finds the record instead.
 type recentPushes struct {
-	mu    sync.Mutex
-	byKey map[string]firstAcceptance
-	order []string // oldest first
+	once  sync.Once
+	cache *lru.Cache // push key → firstAcceptance
 }
 
 // firstAcceptance is what a repeat of a push is answered with: its first request's token.
@@ -136,28 +136,21 @@ type firstAcceptance struct {
 	At    time.Time
 }
 
-func (r *recentPushes) get(key string, now time.Time) (firstAcceptance, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	q, ok := r.byKey[key]
-	return q, ok && now.Sub(q.At) < record.RepeatWindow
+func (r *recentPushes) entries() *lru.Cache {
+	r.once.Do(func() { r.cache = lru.New(maxRecentPushes) })
+	return r.cache
 }
 
-func (r *recentPushes) add(key string, q firstAcceptance) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.byKey == nil {
-		r.byKey = map[string]firstAcceptance{}
+func (r *recentPushes) get(key string, now time.Time) (firstAcceptance, bool) {
+	v, ok := r.entries().Get(key)
+	if !ok {
+		return firstAcceptance{}, false
 	}
-	if _, ok := r.byKey[key]; !ok {
-		r.order = append(r.order, key)
-	}
-	r.byKey[key] = q
-	for len(r.order) > maxRecentPushes {
-		delete(r.byKey, r.order[0])
-		r.order = r.order[1:]
-	}
+	q := v.(firstAcceptance)
+	return q, now.Sub(q.At) < record.RepeatWindow
 }
+
+func (r *recentPushes) add(key string, q firstAcceptance) { r.entries().Add(key, q) }
 
 var tokens struct {
 	mu   sync.Mutex
