@@ -2,6 +2,7 @@ package report_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -75,4 +76,33 @@ func TestOvertakenPush(t *testing.T) {
 	for _, kind := range []string{sourcev1.GitRepositoryKind, kustomizev1.KustomizationKind} {
 		fluxtest.WaitStates(t, rec, old, p.ctx(kind), api.StateWarning)
 	}
+}
+
+// A push record says what it owes; one not written by this service (anyone who may write
+// the namespace's ConfigMaps can) may say a status was intended without saying when. While
+// Gitea fails, that owed status is retried, not a crash of the leader; then it is posted.
+func TestPushRecordIntentWithoutTime(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	rec := &fluxtest.Recorder{}
+	rec.Fail(errors.New("gitea down"))
+	p := newPipeline(t)
+	pushes := &record.PushStore{Client: fluxtest.Kube.Client, Reader: fluxtest.Kube.Client, Namespace: p.ns}
+	sha := fluxtest.NewSHA()
+	req := record.Request{Token: time.Now().UTC().Format(time.RFC3339Nano), Repository: p.repo, Ref: "refs/heads/main", SHA: sha, RequestedAt: time.Now()}
+	target := api.Target{Cluster: "local", Kind: sourcev1.GitRepositoryKind, Namespace: p.ns, Name: "app"}
+	owed := record.Owed{Target: target, Status: api.Status{State: api.StateWarning, Description: "superseded by " + fluxtest.NewSHA()[:12]}, Now: true, Intent: true}
+	if err := pushes.Add(ctx, req, []record.Owed{owed}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = (&report.Backlog{Store: pushes, Clusters: cluster.NewSet(fluxtest.Local), Poster: rec, ResultTimeout: time.Minute}).Start(runCtx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(2 * time.Second) // a failed post or two
+	rec.Fail(nil)
+	fluxtest.WaitStates(t, rec, sha, p.ctx(sourcev1.GitRepositoryKind), api.StateWarning)
 }
