@@ -10,12 +10,15 @@ import (
 
 // Environment variables that point at the binaries built by hack/testbin.sh.
 const (
-	EnvKubebuilderAssets = "KUBEBUILDER_ASSETS"        // kube-apiserver, etcd, kubectl
+	EnvKubebuilderAssets = "KUBEBUILDER_ASSETS"        // kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler
 	EnvCRDs              = "FLUX_WEBHOOK_CRDS"         // directory of CRD yaml
 	EnvGitea             = "FLUX_WEBHOOK_GITEA"        // gitea binary; its static files in ../static
 	EnvGiteaRunner       = "FLUX_WEBHOOK_GITEA_RUNNER" // gitea actions runner binary
 	EnvFluxBin           = "FLUX_WEBHOOK_FLUX_BIN"     // directory with source-controller, kustomize-controller
 	EnvTools             = "FLUX_WEBHOOK_TOOLS"        // directory with helm, kustomize
+	EnvESO               = "FLUX_WEBHOOK_ESO"          // External Secrets Operator's controller binary
+	EnvKwok              = "FLUX_WEBHOOK_KWOK"         // directory with kwok and its stage files (stage/)
+	EnvFlagger           = "FLUX_WEBHOOK_FLAGGER"      // directory with flagger and its CRDs (crd.yaml)
 )
 
 // Assets holds the paths of the test binaries as read from the environment. A field is
@@ -27,6 +30,9 @@ type Assets struct {
 	GiteaRunner       string // $FLUX_WEBHOOK_GITEA_RUNNER
 	FluxBin           string // $FLUX_WEBHOOK_FLUX_BIN
 	Tools             string // $FLUX_WEBHOOK_TOOLS
+	ESO               string // $FLUX_WEBHOOK_ESO
+	Kwok              string // $FLUX_WEBHOOK_KWOK
+	Flagger           string // $FLUX_WEBHOOK_FLAGGER
 }
 
 // Paths reads the test binaries' paths from the environment. It does not check them; the
@@ -39,6 +45,9 @@ func Paths() Assets {
 		GiteaRunner:       os.Getenv(EnvGiteaRunner),
 		FluxBin:           os.Getenv(EnvFluxBin),
 		Tools:             os.Getenv(EnvTools),
+		ESO:               os.Getenv(EnvESO),
+		Kwok:              os.Getenv(EnvKwok),
+		Flagger:           os.Getenv(EnvFlagger),
 	}
 }
 
@@ -78,6 +87,27 @@ func (a Assets) RequireFlux() (string, error) {
 // RequireTools returns the directory holding helm and kustomize.
 func (a Assets) RequireTools() (string, error) {
 	return requireFiles(EnvTools, a.Tools, "helm", "kustomize")
+}
+
+// RequireKubeControllers returns the directory holding kube-controller-manager and
+// kube-scheduler (the same as [Assets.RequireKube]'s).
+func (a Assets) RequireKubeControllers() (string, error) {
+	return requireFiles(EnvKubebuilderAssets, a.KubebuilderAssets, "kube-controller-manager", "kube-scheduler")
+}
+
+// RequireESO returns External Secrets Operator's controller binary.
+func (a Assets) RequireESO() (string, error) {
+	return requireFiles(EnvESO, a.ESO)
+}
+
+// RequireKwok returns the directory holding kwok and its stage files (stage/).
+func (a Assets) RequireKwok() (string, error) {
+	return requireFiles(EnvKwok, a.Kwok, "kwok", "stage")
+}
+
+// RequireFlagger returns the directory holding flagger and its CRDs (crd.yaml).
+func (a Assets) RequireFlagger() (string, error) {
+	return requireFiles(EnvFlagger, a.Flagger, "flagger", "crd.yaml")
 }
 
 // requireFiles checks that path (the value of env) exists and holds the named entries.
