@@ -157,7 +157,7 @@ func (s *Server) newEcho() *echo.Echo {
 	// whoever sends them (GO-2026-6872, GO-2026-6875).
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observe)
+	e.Use(s.traced, s.observe)
 	return e
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/report"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 	"github.com/openova-io/flux-webhook/internal/version"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
@@ -95,6 +96,22 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	// same structured logger: every line of the log is one JSON object.
 	klog.SetLogger(logger)
 	version.RegisterMetric()
+	traces, err := tracing.FromEnv(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	stopTracing, err := tracing.Setup(ctx, traces, version.Version, logger.WithName("tracing"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans still buffered go out once the manager has stopped.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracing.FlushTimeout)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			logger.Error(err, "traces not flushed")
+		}
+	}()
 	cfg, err := o.kube.Config()
 	if err != nil {
 		return err
@@ -116,7 +133,8 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
-		"verifyClaims", svc.verifyClaims, "namespace", svc.namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace)
+		"verifyClaims", svc.verifyClaims, "namespace", svc.namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace,
+		"traces", traces.String())
 	if !svc.verifyClaims {
 		logger.Info("push claims are not checked against Gitea: a sender's credential and a consistent payload are trusted")
 	}

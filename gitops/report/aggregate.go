@@ -205,7 +205,7 @@ func (a *Aggregator) post(ctx context.Context, p *record.Push, cluster string) e
 		}
 		if post {
 			cs.Status = pending
-			if err := postStatus(ctx, a.Poster, cs); err != nil {
+			if err := postStatus(ctx, a.Poster, req.Trace, req.Delivery, cs); err != nil {
 				statusPostErrors.WithLabelValues(cluster).Inc()
 				return err
 			}
@@ -234,7 +234,7 @@ func (a *Aggregator) post(ctx context.Context, p *record.Push, cluster string) e
 	}
 	if post {
 		cs.Status = final
-		if err := postStatus(ctx, a.Poster, cs); err != nil {
+		if err := postStatus(ctx, a.Poster, req.Trace, req.Delivery, cs); err != nil {
 			statusPostErrors.WithLabelValues(cluster).Inc()
 			if !permanent(err) && a.now().Sub(cw.IntentSince) < a.ResultTimeout {
 				return fmt.Errorf("post status %s: %w", context, err) // again at the next round
