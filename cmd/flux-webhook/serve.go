@@ -63,7 +63,12 @@ A push to a repository makes every Flux GitRepository that fetches the pushed re
 HelmCharts, Kustomizations and HelmReleases built from it, reconcile now; a tag pushed to Gitea's
 registry (a package event) does the same for the OCIRepositories and OCI HelmCharts that follow it. Each gets a pending commit
 status at once, then exactly one of success, failure, error (no answer within --result-timeout) or
-warning (superseded by a newer push, or suspended).`,
+warning (superseded by a newer push, or suspended).
+
+Traces (OpenTelemetry, one per push) are off unless the standard environment asks for them:
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp),
+over HTTP/protobuf, or gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc; the rest of OTEL_* as the SDK
+reads it.`,
 		Example: `  flux-webhook serve --token-secret flux-system/flux-webhook-token \
     --gitea-url https://gitea.example.com --gitea-token-secret flux-system/flux-webhook-gitea \
     --cluster-name eu-central-1`,
