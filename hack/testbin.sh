@@ -25,7 +25,7 @@
 #                             optional objects; module zips only, a few seconds cold
 #   FLUX_WEBHOOK_PROMTOOL     promtool (check and unit-test the alerts); ~5 min cold
 #   FLUX_WEBHOOK_ESO          External Secrets Operator's controller (the real ESO syncing the
-#                             keys); ~8 min cold
+#                             keys), its CRDs beside it in crds/; ~8 min cold
 #   FLUX_WEBHOOK_KWOK         kwok and its stage files: simulated nodes, so Pods become Ready
 #   FLUX_WEBHOOK_FLAGGER      Flagger's controller and its CRDs (canary analysis)
 #
@@ -349,10 +349,21 @@ build_promtool() {
 # line for sprig); building inside a copy of the module, as its main module, works. Cold:
 # ~8 min on 2 cores, a 218 MB binary (every provider compiled in).
 build_eso() {
-	[ -x "$ESO_DIR/external-secrets" ] && return 0
+	[ -x "$ESO_DIR/external-secrets" ] && [ -f "$ESO_DIR/crds/.complete" ] && return 0
 	mkdir -p "$ESO_DIR"
 	local src d
 	src=$(moddir "github.com/external-secrets/external-secrets@v$ESO_VERSION")
+	# Every CRD of the module beside the binary, in crds/: the controller watches them all
+	# (generator states, push secrets, the cluster-wide kinds) and does not start without.
+	if [ ! -f "$ESO_DIR/crds/.complete" ]; then
+		rm -rf "$ESO_DIR/crds"
+		mkdir -p "$ESO_DIR/crds"
+		cp "$src"/config/crds/bases/*.yaml "$ESO_DIR/crds/"
+		rm -f "$ESO_DIR/crds/kustomization.yaml"
+		chmod 0644 "$ESO_DIR"/crds/*.yaml
+		touch "$ESO_DIR/crds/.complete"
+	fi
+	[ -x "$ESO_DIR/external-secrets" ] && return 0
 	d=$(wrapper eso)
 	cp -r "$src/." "$d/"
 	chmod -R u+w "$d"
