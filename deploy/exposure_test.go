@@ -167,7 +167,7 @@ func overlayWith(t *testing.T, components ...string) string {
 
 // The External Secrets API version and store are settings: the chart renders each
 // ExternalSecret as external-secrets.io/v1beta1 (the default: Catalyst's ESO 0.10.7 serves
-// no other) or v1, from the ClusterSecretStore vault-region1 (the default, Catalyst's) or a
+// no v1) or v1, from the ClusterSecretStore vault-region1 (the default, Catalyst's) or a
 // SecretStore, and so do the base (v1beta1) and the externalsecrets-v1 component; the ESO
 // CRDs (v0.16.2) serve both versions, and the API server accepts every rendered
 // ExternalSecret of each, the record key's dataFrom extract included, with the platform's
