@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -280,10 +279,12 @@ func describeTrace(spans []receivedSpan) string {
 }
 
 // A push without a traceparent starts its own trace at /hook, which the leader's worker and
-// reporter continue as for a caller's.
+// reporter continue as for a caller's; a push whose statuses are per cluster (over the
+// suite's --status-auto-threshold) has the cluster's statuses, posted from its push record,
+// in its trace too.
 func TestPushTraceStartsAtHook(t *testing.T) {
 	integration(t)
-	a := newApp(t, "traced-root-"+randomSuffix(), "main")
+	a := newClusterApp(t, "traced-root-"+randomSuffix())
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(a.name, "traced-root"), "traced-root")
 	resp, body := hookPost(t, a.pushEvent(sha), a.token())
 	if resp.StatusCode != http.StatusAccepted {
@@ -306,15 +307,21 @@ func TestPushTraceStartsAtHook(t *testing.T) {
 	if len(server.ParentSpanId) != 0 {
 		t.Fatalf("a push without traceparent: the server span has a parent %x", server.ParentSpanId)
 	}
-	waitFor(t, 30*time.Second, "its statuses in its trace", func() bool {
-		n := 0
-		for _, s := range e2e.traces.trace(server.TraceId) {
-			if s.Name == "report.status" && attrString(s.Attributes, "flux_webhook.status.state") == "success" {
-				n++
+	var spans []receivedSpan
+	waitFor(t, 30*time.Second, "the cluster's statuses in its trace", func() bool {
+		spans = e2e.traces.trace(server.TraceId)
+		var states []string
+		for _, s := range spans {
+			if s.Name == "report.status" && attrString(s.Attributes, "flux_webhook.status.context") == clusterContext {
+				states = append(states, attrString(s.Attributes, "flux_webhook.status.state"))
 			}
 		}
-		return n == 2
+		return slices.Contains(states, "pending") && slices.Contains(states, "success")
 	})
-	j, _ := json.Marshal(spanNames(e2e.traces.trace(server.TraceId)))
-	t.Logf("trace %x: %s", server.TraceId, j)
+	for _, s := range spans {
+		if got := attrString(s.Attributes, "flux_webhook.delivery"); got != delivery {
+			t.Errorf("span %s: delivery %q, want %q", s.Name, got, delivery)
+		}
+	}
+	t.Logf("trace %x: %s", server.TraceId, describeTrace(spans))
 }
