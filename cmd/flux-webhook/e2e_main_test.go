@@ -63,6 +63,9 @@ const (
 	repoAuth         = "gitea-auth"
 	clusterName      = "e2e"
 	resultWindow     = 3 * time.Minute
+	// trustedProxy is the loopback address the tests send from when they play the proxy in
+	// front of the service (--trusted-proxies).
+	trustedProxy = "127.0.0.77"
 )
 
 func TestMain(m *testing.M) {
@@ -250,6 +253,12 @@ func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 		"--leader-election-lease-duration", "8s",
 		"--leader-election-renew-deadline", "6s",
 		"--leader-election-retry-period", "1s",
+		// The registered clusters' API servers listen on loopback, which a kubeconfig may
+		// name only when allowed.
+		"--insecure-kubeconfig", "local-address",
+		// The suite's stand-in for an ingress controller: requests from it are their
+		// X-Forwarded-For client's.
+		"--trusted-proxies", trustedProxy,
 	}, extra...)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/jobs"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
@@ -95,6 +97,9 @@ type hookOptions struct {
 	PlatformTokenSecret string
 	TokenGrace          time.Duration
 	VerifyClaims        bool
+	TrustedProxies      []string
+
+	trustedProxies []netip.Prefix // TrustedProxies, parsed by validate
 }
 
 func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
@@ -106,6 +111,7 @@ func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PlatformTokenSecret, "platform-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates the platform API (not served without it)")
 	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long a secret's previous value stays valid after the Secret changes")
 	fs.BoolVar(&o.VerifyClaims, "verify-claims", true, "ask Gitea (--gitea-url) to confirm every push before acting on it: the repository's URLs, and that the reference is at the pushed commit")
+	fs.StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "address ranges (CIDR) of the proxies in front of /hook and the platform API (the ingress controller's pods, the Gateway's Envoy): a request from one of them is its client's, the address the proxy wrote into X-Forwarded-For, for the per-client budgets of failed authentications and signed reads; any other request is its TCP peer's, whatever its headers say (default: none, every client is its TCP peer)")
 }
 
 // secretRefs are the Secrets serve reads, parsed.
@@ -167,7 +173,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
 	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+cluster.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+cluster.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
-	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
+	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, call its own pod's, node's or cloud's metadata services, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 50, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 300, "burst of queries to each registered cluster's API")
 	fs.Float64Var(&o.JobQPS, "job-qps", jobs.DefaultQPS, "patches per second a platform job makes in each cluster: kept below the clients' QPS, so that pushes always have most of it")
@@ -265,6 +271,11 @@ func (o *serveOptions) validate() (secretRefs, error) {
 			return refs, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
 		}
 	}
+	proxies, err := server.ParseTrustedProxies(o.hook.TrustedProxies)
+	if err != nil {
+		return refs, fmt.Errorf("%w: --trusted-proxies: %v", errUsage, err)
+	}
+	o.hook.trustedProxies = proxies
 	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
 	}

@@ -257,13 +257,14 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	aggregator := &report.Aggregator{Store: pushes, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
 		ResultTimeout: o.report.ResultTimeout}
 	srv := &server.Server{
-		Addr:         o.hook.Listen,
-		PlatformAddr: o.hook.PlatformListen,
-		Keys:         keys,
-		Forge:        gitea.Events{},
-		Intake:       intake,
-		Awaiter:      &observe.Awaiter{Clusters: clusters},
-		Log:          logger.WithName("http"),
+		Addr:           o.hook.Listen,
+		PlatformAddr:   o.hook.PlatformListen,
+		TrustedProxies: o.hook.trustedProxies,
+		Keys:           keys,
+		Forge:          gitea.Events{},
+		Intake:         intake,
+		Awaiter:        &observe.Awaiter{Clusters: clusters},
+		Log:            logger.WithName("http"),
 	}
 	if refs.platformToken.Name != "" {
 		store := &jobs.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
@@ -276,6 +277,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, Aggregator: aggregator,
 			ResultTimeout: o.report.ResultTimeout},
 		aggregator,
+		&report.Witnesses{Clusters: clusters},
 		&report.Reporters{Clusters: clusters, New: func(c *cluster.Cluster) *report.Reporter {
 			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier, Aggregator: aggregator,
 				ResultTimeout: o.report.ResultTimeout, Repositories: out.repositories}
