@@ -318,7 +318,9 @@ func TestClientsBehindTheTrustedProxy(t *testing.T) {
 		return out
 	}
 	wrong := map[string]string{"Authorization": "Bearer not-the-token"}
-	if n := untilLimited(t, func(int) int { return send(t, proxy, hostile{headers: behind("198.51.100.7", wrong), body: nobody}).code }); n < 30 {
+	if n := untilLimited(t, func(int) int {
+		return send(t, proxy, hostile{headers: behind("198.51.100.7", wrong), body: nobody}).code
+	}); n < 30 {
 		t.Fatalf("a client behind the proxy limited after %d failures", n)
 	}
 	// The same client, forging an entry of its own before the proxy's.
