@@ -208,5 +208,5 @@ func (c *Cluster) Rejected(ctx context.Context, kind string, o client.Object, er
 	log.FromContext(ctx).Error(err, "request record not acted on", "cluster", c.Name, "kind", kind,
 		"namespace", o.GetNamespace(), "name", o.GetName(), "reason", rej.Reason)
 	c.events.Eventf(o, nil, corev1.EventTypeWarning, "RecordRejected", "ReportResult",
-		"request record not acted on (%s): flux-webhook did not write it, or it names another repository", rej.Reason)
+		"request record not acted on (%s): flux-webhook did not write it, it names another repository, or it is an older one put back", rej.Reason)
 }
