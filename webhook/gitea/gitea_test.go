@@ -356,7 +356,8 @@ func renderMarkdown(t *testing.T, repository, body string) string {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "token "+giteaSrv.Token)
-	resp, err := http.DefaultClient.Do(req)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
