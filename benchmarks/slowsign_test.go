@@ -1,9 +1,7 @@
 package benchmarks
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,19 +9,11 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
 const webhookKey = "bench-webhook-key-0123456789abcdef-01234"
@@ -38,37 +28,9 @@ const webhookKey = "bench-webhook-key-0123456789abcdef-01234"
 // how many of the attack's reads the service held on average during the attack
 // (flux_webhook_http_signed_reads_in_flight).
 func BenchmarkHookUnderSlowSignedReads(b *testing.B) {
-	f := regionKube(b, maxObjects())
 	ctx := b.Context()
-	fluxBin.once.Do(func() { fluxBin.path, fluxBin.err = testenv.BuildFlux(context.Background(), dir) })
-	if fluxBin.err != nil {
-		b.Fatal(fluxBin.err)
-	}
-	cl, err := client.New(unlimited(f.kube), client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	const hookKeySecret, recordKeySecret, webhookKeySecret = "flux-webhook-hook-key", "flux-webhook-record-key", "flux-webhook-webhook-key"
-	for _, o := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: serviceNS}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: hookKeySecret}, Data: map[string][]byte{"token": []byte(hookKey)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: recordKeySecret}, Data: map[string][]byte{"token": []byte(recordKey)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: webhookKeySecret}, Data: map[string][]byte{"token": []byte(webhookKey)}},
-	} {
-		if err := cl.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-			b.Fatal(err)
-		}
-	}
-	ports, err := testenv.FreePorts(4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	hookURL, readyURL, metricsURL := "http://"+addr(0)+"/hook", "http://"+addr(2)+"/readyz", "http://"+addr(3)+"/metrics"
-	testenv.NewService(b, "flux-webhook", fluxBin.path, readyURL, "serve", "--kubeconfig", f.kube.Kubeconfig,
-		"--listen", addr(0), "--platform-listen", addr(1), "--health-listen", addr(2), "--metrics-listen", addr(3),
-		"--namespace", serviceNS, "--hook-key-secret", serviceNS+"/"+hookKeySecret, "--webhook-key-secret", serviceNS+"/"+webhookKeySecret,
-		"--record-key-secret", serviceNS+"/"+recordKeySecret, "--cluster-name", "region", "--leader-elect=false")
+	svc := startRegionService(b, "webhook-key", webhookKey)
+	hookURL, metricsURL := svc.hookURL, svc.metricsURL
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 	body, token := noMatchPush(b)
 	mac := hmac.New(sha256.New, []byte(webhookKey))
@@ -103,7 +65,7 @@ func BenchmarkHookUnderSlowSignedReads(b *testing.B) {
 			wg.Go(func() {
 				for {
 					d := net.Dialer{LocalAddr: from, Timeout: 5 * time.Second}
-					c, err := d.Dial("tcp", addr(0))
+					c, err := d.Dial("tcp", svc.hookAddr)
 					if err != nil {
 						select {
 						case <-stop:
@@ -168,7 +130,7 @@ func BenchmarkHookUnderSlowSignedReads(b *testing.B) {
 				key := fmt.Sprintf("%s-%s", map[bool]string{false: "quiet", true: "attacked"}[loaded], map[bool]string{false: "bearer", true: "signed"}[signed])
 				lat[key] = append(lat[key], d)
 				if loaded && i%10 == 0 {
-					held = append(held, gauge(b, httpc, metricsURL, "flux_webhook_http_signed_reads_in_flight"))
+					held = append(held, metricsOf(b, httpc, metricsURL)["flux_webhook_http_signed_reads_in_flight"])
 				}
 			}
 			if loaded {
@@ -194,26 +156,4 @@ func BenchmarkHookUnderSlowSignedReads(b *testing.B) {
 	}
 	b.ReportMetric(mean, "attack-reads-held")
 	b.Logf("%s; the service held %.1f of the attack's reads on average, %d attack connections in all", strings.Join(line, ", "), mean, connects.Load())
-}
-
-// gauge reads one gauge (a series without labels) from the service's /metrics.
-func gauge(b *testing.B, c *http.Client, url, name string) float64 {
-	b.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	b.Fatalf("%s not in %s", name, url)
-	return 0
 }
