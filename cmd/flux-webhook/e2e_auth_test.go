@@ -336,7 +336,7 @@ func TestClientsBehindTheTrustedProxy(t *testing.T) {
 	}
 	// IPv6: the addresses of one /64 are one client, however many; another /64 is another.
 	if n := untilLimited(t, func(i int) int {
-		return send(t, proxy, hostile{headers: behind(fmt.Sprintf("2001:db8:51:7:%x::%x", i*7919, i+1), wrong), body: nobody}).code
+		return send(t, proxy, hostile{headers: behind(fmt.Sprintf("2001:db8:51:7:%x:%x::%x", (i*7919)&0xffff, i, i+1), wrong), body: nobody}).code
 	}); n < 30 || n > 32 {
 		t.Fatalf("addresses of one /64 limited after %d failures", n)
 	}
