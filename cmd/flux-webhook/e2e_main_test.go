@@ -133,7 +133,7 @@ func runE2E(m *testing.M) int {
 
 // setupCluster creates the namespaces and the Secrets External Secrets would sync.
 func setupCluster(ctx context.Context) error {
-	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user", "read:package")
+	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", giteaTokenScopes...)
 	if err != nil {
 		return err
 	}
