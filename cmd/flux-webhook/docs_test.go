@@ -806,3 +806,39 @@ func TestPlatformAPIPortDocumented(t *testing.T) {
 	}
 	t.Errorf("README.md names the Service's `%s` port, which deploy/README.md's ports table lacks", ms[0][1])
 }
+
+var metricName = regexp.MustCompile(`Name:\s+"(flux_webhook_[a-z_]+)"`)
+
+// The README names every metric flux-webhook registers, and no other of its own.
+func TestMetricsDocumented(t *testing.T) {
+	registered := map[string]bool{}
+	err := filepath.WalkDir("../..", func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		for _, m := range metricName.FindAllStringSubmatch(string(b), -1) {
+			registered[m[1]] = true
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(registered) < 10 {
+		t.Fatalf("found %d metrics in the source: the scan is broken", len(registered))
+	}
+	readme := readDocs(t)[0].text
+	named := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bflux_webhook_[a-z_]+`).FindAllString(readme, -1) {
+		if !registered[m] && !named[m] {
+			t.Errorf("README.md names the metric %s, which flux-webhook does not register", m)
+		}
+		named[m] = true
+	}
+	for m := range registered {
+		if !named[m] {
+			t.Errorf("README.md does not name the metric %s", m)
+		}
+	}
+}
