@@ -32,19 +32,20 @@ func (e *authLimitedError) Error() string {
 var (
 	httpInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_requests_in_flight",
-		Help: "Requests being handled on /hook and the platform API (at most 128 per replica).",
+		Help: fmt.Sprintf("Requests being handled on /hook and the platform API (at most %d per replica).", maxInFlight),
 	})
 	httpWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_waiting_streams",
-		Help: "Open /hook?wait=true streams.",
+		Help: fmt.Sprintf("Open /hook?wait=true streams (at most %d per replica).", maxWaiting),
 	})
 	httpBodyBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_body_bytes_in_flight",
-		Help: "Bytes reserved by the bodies of requests being handled (at most 64 MiB per replica).",
+		Help: fmt.Sprintf("Bytes reserved by the bodies of requests being handled (at most %d MiB per replica).", maxBodyBytesInFlight>>20),
 	})
 	httpSignedReads = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_signed_reads_in_flight",
-		Help: "Signed /hook requests being read before their signature is checked (at most 32 per replica).",
+		Help: fmt.Sprintf("Signed /hook requests being read before their signature is checked (at most %d per replica, %d per client address).",
+			maxSignedReads, maxSignedReadsPerClient),
 	})
 )
 
