@@ -36,7 +36,7 @@ var (
 	})
 	httpWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_waiting_streams",
-		Help: "Open /hook?wait=true streams.",
+		Help: fmt.Sprintf("Open /hook?wait=true streams (at most %d per replica).", maxWaiting),
 	})
 	httpBodyBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_body_bytes_in_flight",
@@ -44,7 +44,8 @@ var (
 	})
 	httpSignedReads = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_signed_reads_in_flight",
-		Help: fmt.Sprintf("Signed /hook requests being read before their signature is checked (at most %d per replica).", maxSignedReads),
+		Help: fmt.Sprintf("Signed /hook requests being read before their signature is checked (at most %d per replica, %d per client address).",
+			maxSignedReads, maxSignedReadsPerClient),
 	})
 )
 

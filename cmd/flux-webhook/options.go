@@ -103,8 +103,8 @@ type hookOptions struct {
 }
 
 func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook")
-	fs.StringVar(&o.PlatformListen, "platform-listen", ":8083", "address of the platform API, /api/v1/reconcile (served only with --platform-token-secret)")
+	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook and POST /hook/<owner>/<repo>[/<ref>] (the short form)")
+	fs.StringVar(&o.PlatformListen, "platform-listen", ":8083", "address of the platform API, POST /api/v1/reconcile and GET /api/v1/reconcile/<id> (served only with --platform-token-secret)")
 	fs.StringVar(&o.HookKeySecret, "hook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the hook key: the per-repository and per-organization Bearer tokens of Actions workflows are derived from it (flux-webhook token)")
 	fs.StringVar(&o.WebhookKeySecret, "webhook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the HMAC key of native Gitea webhooks (their Secret field; X-Gitea-Signature): configured in Gitea only, never handed to a workflow")
 	fs.StringVar(&o.SharedTokenSecret, "shared-token-secret", "", "COMPATIBILITY: NAMESPACE/NAME of the Secret whose key \"token\" is one Bearer token that speaks for EVERY repository (off without it; prefer --hook-key-secret)")
@@ -131,7 +131,7 @@ type giteaOptions struct {
 
 func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "gitea-url", "", "Gitea base URL commit statuses are posted to, e.g. https://gitea.example.com (without it, results are only logged and recorded as Events)")
-	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses, write:issue for pull request summaries; watched)")
+	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses and to verify pushes; write:issue and read:user for pull request summaries, since only comments by the token's own user are its summaries; read:package for registry pushes; watched)")
 	fs.DurationVar(&o.Timeout, "gitea-timeout", 10*time.Second, "timeout of each Gitea API call")
 	fs.StringVar(&o.StatusTargetURL, "status-target-url", "", "the link of every commit status (Gitea's \"Details\"), a template of {"+strings.Join(gitea.TargetPlaceholders, "}, {")+"}, e.g. https://grafana.example.com/d/flux?var-cluster={cluster}&var-name={name} (default: Gitea's page of the commit, <gitea-url>/{repository}/commit/{commit})")
 }
@@ -194,9 +194,9 @@ type probeOptions struct {
 }
 
 func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Namespace, "namespace", "", "the service's own namespace, of its leader election Lease and platform jobs (default: $POD_NAMESPACE, else the namespace of the first Secret given)")
-	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and /readyz (ready once caches are synced and the token Secret is read)")
-	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus /metrics (\"0\" disables it)")
+	fs.StringVar(&o.Namespace, "namespace", "", "the service's own namespace, of its leader election Lease, push records and platform jobs (default: $POD_NAMESPACE, else that of the first given of --hook-key-secret, --webhook-key-secret, --shared-token-secret)")
+	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and GET /readyz, ready when its checks pass: caches (this cluster's caches synced), flux-kinds (no Flux kind this cluster serves only at an API version flux-webhook does not read), hook-credentials (a /hook credential usable), record-key (the record key usable); /readyz?verbose lists them")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus GET /metrics (\"0\" disables it)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one replica to post results (all replicas serve /hook)")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: --namespace)")
 	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a replica waits for a silent leader's lease before taking over")
