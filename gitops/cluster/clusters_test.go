@@ -76,7 +76,9 @@ func TestClusters(t *testing.T) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() {
-		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: fluxtest.RecordKeys, Log: logr.Discard()}).Start(runCtx)
+		// Granted their organization by default (the Secrets have no annotation: grant_test.go).
+		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
+			DefaultGrant: "org/*"}).Start(runCtx)
 		done <- struct{}{}
 	}()
 	go func() {

@@ -361,7 +361,8 @@ func (g *Gitea) Repository(ctx context.Context, fullName string) (*webhook.Repos
 	if err := notFound("get repository", resp, err); err != nil {
 		return nil, err
 	}
-	info := &webhook.Repository{FullName: r.FullName, DefaultBranch: r.DefaultBranch}
+	info := &webhook.Repository{FullName: r.FullName, DefaultBranch: r.DefaultBranch,
+		Public: !r.Private && !r.Internal && r.Owner != nil && r.Owner.Visibility == sdk.VisibleTypePublic}
 	for _, u := range []string{r.CloneURL, r.SSHURL, r.HTMLURL} {
 		if u != "" {
 			info.URLs = append(info.URLs, u)
