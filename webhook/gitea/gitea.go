@@ -52,6 +52,7 @@ type Gitea struct {
 	TargetURL *TargetURL
 
 	summaries sync.Mutex // serialises pull request summaries: one comment per pull request
+	registry  registry   // reads of the registry: bounded, cached by digest
 
 	meMu    sync.Mutex
 	me      int64    // the bot's user id, for meToken
