@@ -54,8 +54,9 @@ func refuse(ctx context.Context, push gitops.Push, clusters []*cluster.Cluster, 
 // to reconcile: a status is never left pending).
 func (w *Worker) withdrawn(ctx context.Context, c *cluster.Cluster, rec *record.Push) error {
 	grantRefusals.WithLabelValues(c.Name).Inc()
+	// The worker's context names the cluster.
 	log.FromContext(ctx).Info("push refused in cluster: its repository is no longer granted to it",
-		"cluster", c.Name, "subject", rec.Pushed.Subject, "granted", c.GrantString())
+		"subject", rec.Pushed.Subject, "granted", c.GrantString())
 	return w.Store.Update(ctx, rec.Key(), func(p *record.Push) error {
 		j := slices.IndexFunc(p.Clusters, func(cw record.ClusterWork) bool { return cw.Cluster == c.Name })
 		switch {
