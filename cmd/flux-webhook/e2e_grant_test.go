@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -164,7 +165,9 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 	integration(t)
 	ctx := t.Context()
 	platform := newClusterApp(t, "private-"+randomSuffix())
-	tenant, reg := registerCluster(t, "grantee", nil) // the default grant: none
+	// The default grant, {cluster}/* (as the shipped manifests set it): grantee's own
+	// repositories, none here.
+	tenant, reg := registerCluster(t, "grantee", nil)
 	for _, o := range []client.Object{
 		&sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "platform"},
 			Spec: sourcev1.GitRepositorySpec{URL: platform.repo.CloneURL, Interval: metav1.Duration{Duration: time.Hour}, Reference: &sourcev1.GitRepositoryRef{Branch: "main"}}},
@@ -267,8 +270,9 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 	})
 
 	// 4. A registry push follows the rule for the repository its artifact names: an
-	// organisation's artifact built from its private repository, refused until the
-	// organisation is granted.
+	// organisation's artifact built from its private repository, refused in the tenant's
+	// cluster until the organisation is granted; followed without an annotation by the
+	// cluster registered under the organisation's name (the default grant, {cluster}/*).
 	org := "grant-" + randomSuffix()
 	if err := e2e.gitea.CreateOrg(ctx, org, gitea.VisibleTypePrivate); err != nil {
 		t.Fatal(err)
@@ -278,9 +282,12 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 		t.Fatal(err)
 	}
 	orgApp := &app{name: "fleet", branch: "main", repo: fleet}
-	if err := tenant.Client.Create(ctx, &sourcev1.OCIRepository{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "manifests"},
-		Spec: sourcev1.OCIRepositorySpec{URL: e2e.gitea.OCIURL(org + "/manifests"), Reference: &sourcev1.OCIRepositoryRef{Tag: "latest"},
-			Interval: &metav1.Duration{Duration: time.Hour}}}); err != nil {
+	manifests := func() client.Object {
+		return &sourcev1.OCIRepository{ObjectMeta: metav1.ObjectMeta{Namespace: fluxNS, Name: "manifests"},
+			Spec: sourcev1.OCIRepositorySpec{URL: e2e.gitea.OCIURL(org + "/manifests"), Reference: &sourcev1.OCIRepositoryRef{Tag: "latest"},
+				Interval: &metav1.Duration{Duration: time.Hour}}}
+	}
+	if err := tenant.Client.Create(ctx, manifests()); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(v string) string {
@@ -303,12 +310,53 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 		t.Fatalf("refused registry push: %d %v", code, ans)
 	}
 	untouched(t, tenant, ociSHA, "manifests")
+	own, _ := registerCluster(t, org, nil)
+	if err := own.Client.Create(ctx, manifests()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the registry push requested in the organisation's own cluster", func() bool {
+		code, ans = packagePost(t, org, "manifests", "latest")
+		_, n := refusedIn(ans, org)
+		return code == http.StatusAccepted && n == 1
+	})
+	if r, n := refusedIn(ans, "grantee"); r != 1 || n != 0 || ans["sha"] != ociSHA {
+		t.Fatalf("registry push with the organisation's cluster: refused %d, targets %d in the tenant's: %v", r, n, ans)
+	}
+	untouched(t, tenant, ociSHA, "manifests")
 	both := platform.repo.FullName + "," + org + "/*"
 	annotateGrant(t, reg, &both)
 	ociSHA2 := publish("v2")
 	code, ans = packagePost(t, org, "manifests", "latest")
 	if r, n := refusedIn(ans, "grantee"); code != http.StatusAccepted || r != 0 || n != 1 || ans["sha"] != ociSHA2 {
 		t.Fatalf("granted registry push: %d, refused %d, targets %d: %v", code, r, n, ans)
+	}
+
+	// 5. The grant withdrawn (the annotation removed: the default again), within seconds and
+	// without a restart: the next push of the platform's repository is refused there, and
+	// its objects keep what the last granted push wrote.
+	took = annotateGrant(t, reg, nil)
+	t.Logf("the grant was withdrawn %s after the annotation was removed", took.Round(time.Millisecond))
+	before := &sourcev1.GitRepository{}
+	if err := tenant.Client.Get(ctx, client.ObjectKey{Namespace: fluxNS, Name: "platform"}, before); err != nil {
+		t.Fatal(err)
+	}
+	sha3 := platform.commit(t, "deploy/configmap.yaml", configMap(platform.name, "v4"), "v4")
+	resp, ans = hookPost(t, platform.pushEvent(sha3), platform.token())
+	if r, n := refusedIn(ans, "grantee"); resp.StatusCode != http.StatusAccepted || r != 2 || n != 0 {
+		t.Fatalf("push after the grant was withdrawn: %d, refused %d, targets %d: %v", resp.StatusCode, r, n, ans)
+	}
+	platform.waitAllFinal(t, sha3, "success")
+	time.Sleep(2 * time.Second)
+	untouched(t, tenant, sha3)
+	after := &sourcev1.GitRepository{}
+	if err := tenant.Client.Get(ctx, client.ObjectKey{Namespace: fluxNS, Name: "platform"}, after); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(before.GetAnnotations(), after.GetAnnotations()) {
+		t.Fatalf("the withdrawn cluster's GitRepository was written: %v, then %v", before.GetAnnotations(), after.GetAnnotations())
+	}
+	if all, _ := platform.repo.Statuses(ctx, sha3); slices.ContainsFunc(all, func(s *gitea.Status) bool { return strings.HasPrefix(s.Context, "flux/grantee") }) {
+		t.Fatal("a status under the withdrawn cluster's context")
 	}
 }
 
