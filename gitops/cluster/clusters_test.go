@@ -77,7 +77,10 @@ func TestClusters(t *testing.T) {
 	done := make(chan struct{}, 2)
 	go func() {
 		// Granted their organization by default (the Secrets have no annotation: grant_test.go).
-		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
+		// The test's API servers listen on loopback: a category the service refuses unless
+		// allowed.
+		local, _ := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigLocalAddress})
+		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Policy: local, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
 			DefaultGrant: "org/*"}).Start(runCtx)
 		done <- struct{}{}
 	}()

@@ -146,7 +146,9 @@ func TestGrant(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
+		// The test's API servers listen on loopback: a category refused unless allowed.
+		local, _ := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigLocalAddress})
+		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Policy: local, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
 			DefaultGrant: "*"}).Start(runCtx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
