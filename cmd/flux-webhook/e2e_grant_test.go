@@ -301,6 +301,8 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 	}
 	ociSHA := publish("v1")
 	var code int
+	refusals = metricValue(t, "flux_webhook_grant_refusals_total", `cluster="grantee"`)
+	logged = countLines(t, "push refused in cluster: its repository is neither public nor granted to it", "grantee")
 	waitFor(t, 30*time.Second, "the registry push refused in the tenant's cluster", func() bool {
 		code, ans = packagePost(t, org, "manifests", "latest")
 		r, _ := refusedIn(ans, "grantee")
@@ -308,6 +310,12 @@ func TestTenantFollowsOnlyGrantedRepositories(t *testing.T) {
 	})
 	if code != http.StatusOK || ans["result"] != "no-match" || ans["sha"] != ociSHA {
 		t.Fatalf("refused registry push: %d %v", code, ans)
+	}
+	if got := metricValue(t, "flux_webhook_grant_refusals_total", `cluster="grantee"`) - refusals; got != 1 {
+		t.Fatalf("refusals of the registry push counted %v, want 1", got)
+	}
+	if got := countLines(t, "push refused in cluster: its repository is neither public nor granted to it", "grantee") - logged; got != 1 {
+		t.Fatalf("%d refusal lines logged for the registry push, want 1", got)
 	}
 	untouched(t, tenant, ociSHA, "manifests")
 	own, _ := registerCluster(t, org, nil)
