@@ -76,7 +76,7 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
-	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newEnrollCmd(), newEnrollmentCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
 	for _, c := range root.Commands() {
 		c.PreRunE = envFlags
 	}
