@@ -373,10 +373,13 @@ func printEnrollment(w io.Writer, rec *enroll.Record, cm *corev1.ConfigMap) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCOPE\tLEVEL\tSOURCES\tWRITTEN\tKEY\tCHECKED\tLAST ERROR")
-	current, pending, failing := 0, 0, 0
+	current, pending, failing, alone := 0, 0, 0, 0
 	for _, s := range rec.Scopes {
 		last := "-"
 		switch {
+		case s.LeftAlone != "":
+			alone++
+			last = "left alone: " + s.LeftAlone
 		case s.Error != "":
 			failing++
 			last = s.Error
@@ -406,5 +409,5 @@ func printEnrollment(w io.Writer, rec *enroll.Record, cm *corev1.ConfigMap) {
 	} else if pending > 0 {
 		verdict = "writing"
 	}
-	fmt.Fprintf(w, "summary: %d scopes, %d current, %d pending, %d failing: %s\n", len(rec.Scopes), current, pending, failing, verdict)
+	fmt.Fprintf(w, "summary: %d scopes, %d current, %d pending, %d failing, %d left alone: %s\n", len(rec.Scopes), current, pending, failing, alone, verdict)
 }

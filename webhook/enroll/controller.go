@@ -201,6 +201,9 @@ func (c *Controller) due(e *ScopeRecord, key, hookKey string, now time.Time) boo
 	if e.NextAttempt != nil && now.Before(*e.NextAttempt) {
 		return false
 	}
+	if e.LeftAlone != "" {
+		return true // its NextAttempt, the next resync, has come
+	}
 	return e.Error != "" || e.KeyGeneration != key || e.URL != c.Enroller.Settings.URL ||
 		c.hookDue(e, hookKey) || e.Checked == nil || now.Sub(*e.Checked) >= c.Resync
 }
@@ -264,13 +267,19 @@ func (c *Controller) enroll(ctx context.Context, e *ScopeRecord, key, hookKey st
 			log.Info("organization webhook created", "webhook", r.HookID, "webhookKeyGeneration", r.HookKeyGeneration)
 		}
 	}
+	if errors.Is(err, ErrForeign) {
+		// A decision, not a failure: looked at again at the next resync.
+		if e.LeftAlone == "" {
+			log.Info("repository left alone: its variable names another flux-webhook", "reason", err.Error())
+		}
+		next := now.Add(c.Resync)
+		e.LeftAlone, e.NextAttempt, e.Error, e.ErrorTime, e.Failures, e.Gone = clip(err.Error(), maxErrorLength), &next, "", nil, 0, false
+		return
+	}
 	if err != nil {
 		e.Failures++
 		e.Error, e.ErrorTime, e.Gone = clip(err.Error(), maxErrorLength), &now, errors.Is(err, ErrNotFound)
 		wait := backoff(e.Failures)
-		if errors.Is(err, ErrForeign) {
-			wait = c.Resync // a decision, not a failure: looked at again at the next resync
-		}
 		next := now.Add(wait)
 		e.NextAttempt = &next
 		log.Error(err, "scope enrollment failed", "failures", e.Failures, "retryIn", wait.Round(time.Second).String())
@@ -280,7 +289,7 @@ func (c *Controller) enroll(ctx context.Context, e *ScopeRecord, key, hookKey st
 	if plan.CheckVariable {
 		e.URL, e.Checked = c.Enroller.Settings.URL, &now
 	}
-	e.Error, e.ErrorTime, e.Failures, e.NextAttempt, e.Gone = "", nil, 0, nil, false
+	e.Error, e.ErrorTime, e.Failures, e.NextAttempt, e.Gone, e.LeftAlone = "", nil, 0, nil, false, ""
 	switch {
 	case first && r.Secret == Written:
 		log.Info("scope enrolled", "keyGeneration", r.KeyGeneration, "variable", string(r.Variable), "calls", r.Calls)
@@ -309,9 +318,12 @@ func (c *Controller) settle(key, hookKey string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pending, hooksPending := 0, 0
-	states := map[string]int{"current": 0, "pending": 0, "failing": 0}
+	states := map[string]int{"current": 0, "pending": 0, "failing": 0, "left-alone": 0}
 	for _, e := range c.entries {
 		switch {
+		case e.LeftAlone != "":
+			states["left-alone"]++
+			continue // not written by this flux-webhook: nothing of its keys there
 		case e.Error != "":
 			states["failing"]++
 		case e.KeyGeneration != key:

@@ -587,7 +587,7 @@ func TestFollowedRepositories(t *testing.T) {
 		t.Fatalf("followed repository: %+v", s)
 	}
 	foreign := find(rec, "repo "+names[2])
-	if foreign == nil || !strings.Contains(foreign.Error, "another flux-webhook") || foreign.Written != nil {
+	if foreign == nil || !strings.Contains(foreign.LeftAlone, "another flux-webhook") || foreign.Error != "" || foreign.Written != nil {
 		t.Fatalf("a repository another flux-webhook serves: %+v", foreign)
 	}
 	if e.variable(names[2]) != "https://flux-webhook.other-region.example.test" || slices.Contains(e.secretNames(names[2]), enroll.DefaultSecretName) {

@@ -16,7 +16,7 @@ var (
 	}, []string{"what", "result"})
 	scopesGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flux_webhook_enrollment_scopes",
-		Help: "Enrolled scopes, by state: current (holds the current key's token), pending (not written yet, or holds an older key's), failing (its last attempt failed).",
+		Help: "Enrolled scopes, by state: current (holds the current key's token), pending (not written yet, or holds an older key's), failing (its last attempt failed), left-alone (a repository found through Flux whose variable names another flux-webhook).",
 	}, []string{"state"})
 	rotationPending = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_enrollment_rotation_pending",

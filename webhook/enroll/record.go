@@ -93,6 +93,9 @@ type ScopeRecord struct {
 	Failures    int        `json:"failures,omitempty"`
 	NextAttempt *time.Time `json:"nextAttempt,omitempty"`
 	Gone        bool       `json:"gone,omitempty"`
+	// LeftAlone says why a repository found through Flux is not written (its variable names
+	// another flux-webhook); looked at again at the next resync.
+	LeftAlone string `json:"leftAlone,omitempty"`
 }
 
 // HookRecord is an organization webhook enrollment keeps.

@@ -94,9 +94,11 @@ func (r *Releaser) Detail() string {
 		now = r.Now()
 	}
 	var failing []string
-	current := 0
+	current, alone := 0, 0
 	for _, s := range rec.Scopes {
 		switch {
+		case s.LeftAlone != "":
+			alone++
 		case s.Error != "":
 			f := s.Scope + " (" + s.Error
 			if s.NextAttempt != nil {
@@ -118,6 +120,9 @@ func (r *Releaser) Detail() string {
 			failing = failing[:maxListedFailures]
 		}
 		out += fmt.Sprintf("; %d failing: %s%s", n, strings.Join(failing, ", "), more)
+	}
+	if alone > 0 {
+		out += fmt.Sprintf("; %d left alone (their variable names another flux-webhook)", alone)
 	}
 	if rec.Omitted > 0 {
 		out += fmt.Sprintf("; %d scopes over the limit of %d not enrolled", rec.Omitted, MaxScopes)
