@@ -78,27 +78,7 @@ func (c *Controller) now() time.Time {
 
 // Start runs the controller until ctx ends.
 func (c *Controller) Start(ctx context.Context) error {
-	if c.Resync <= 0 {
-		c.Resync = DefaultResync
-	}
-	c.Enroller.Forge = limit(c.Enroller.Forge, c.CallsPerSecond)
-	log := c.Log
-	// What the previous leader wrote: the key generation each secret holds.
-	var rec *Record
-	for {
-		var err error
-		if rec, err = c.Store.Load(ctx); err == nil {
-			break
-		}
-		log.Error(err, "enrollment record unreadable, retrying")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoffBase):
-		}
-	}
-	c.restore(rec)
-	log.Info("enrollment started", "scopes", len(c.entries), "static", len(c.Static), "scopesConfigMap", c.ScopesConfigMap,
+	c.Log.Info("enrollment started", "static", len(c.Static), "scopesConfigMap", c.ScopesConfigMap,
 		"followed", c.Followed != nil, "url", c.Enroller.Settings.URL, "webhook", c.Enroller.Settings.Webhook)
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -110,6 +90,27 @@ func (c *Controller) Start(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// init takes over what the previous leader recorded (the key generation each secret
+// holds), once; false while the record cannot be read.
+func (c *Controller) init(ctx context.Context) bool {
+	if c.entries != nil {
+		return true
+	}
+	if c.Resync <= 0 {
+		c.Resync = DefaultResync
+	}
+	rec, err := c.Store.Load(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.Log.Error(err, "enrollment record unreadable, retrying")
+		}
+		return false
+	}
+	c.Enroller.Forge = limit(c.Enroller.Forge, c.CallsPerSecond)
+	c.restore(rec)
+	return true
 }
 
 // restore takes over what a previous leader recorded.
@@ -131,10 +132,10 @@ func (c *Controller) restore(rec *Record) {
 // Pass does one round: reads the scopes when due, writes every scope that is due, settles
 // the rotation and records it. Start calls it every tick; tests call it directly.
 func (c *Controller) Pass(ctx context.Context) {
-	now := c.now()
-	if c.entries == nil {
-		c.restore(&Record{})
+	if !c.init(ctx) {
+		return
 	}
+	now := c.now()
 	if !now.Before(c.nextDesired) {
 		c.refresh(ctx)
 		c.nextDesired = now.Add(desiredInterval)
