@@ -368,7 +368,7 @@ func printEnrollment(w io.Writer, rec *enroll.Record, cm *corev1.ConfigMap) {
 		if r.Settled != nil {
 			fmt.Fprintf(w, "last rotation %s → %s: every enrolled secret rewritten in %s (%s)\n", r.From, r.To, r.Settled.Sub(r.Started).Round(time.Millisecond), stamp(r.Settled))
 		} else {
-			fmt.Fprintf(w, "rotation %s → %s since %s: %d secrets still hold the old key's token (it stays valid until they do)\n", r.From, r.To, stamp(&r.Started), r.Pending)
+			fmt.Fprintf(w, "rotation %s → %s since %s: secrets still holding the old key's token: %d (it stays valid until none does)\n", r.From, r.To, stamp(&r.Started), r.Pending)
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -393,7 +393,7 @@ func printEnrollment(w io.Writer, rec *enroll.Record, cm *corev1.ConfigMap) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Scope, s.Level, strings.Join(s.Sources, ","), stamp(s.Written), or(s.KeyGeneration), stamp(s.Checked), last)
 		if h := s.Webhook; h != nil {
-			fmt.Fprintf(tw, "  webhook %d\t\t\t%s\t%s\t\t\n", h.ID, stamp(h.Written), or(h.KeyGeneration))
+			fmt.Fprintf(tw, "  webhook %d\t\t\t%s\t%s\t-\t-\n", h.ID, stamp(h.Written), or(h.KeyGeneration))
 		}
 	}
 	_ = tw.Flush()

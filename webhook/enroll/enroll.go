@@ -221,7 +221,7 @@ func (e *Enroller) Apply(ctx context.Context, s credentials.Scope, plan Plan) (R
 		}
 		value = strings.TrimSpace(value)
 		if plan.Guard && exists && value != e.Settings.URL && value != plan.Owned {
-			return r, fmt.Errorf("%w (%s is %q): left alone", ErrForeign, e.Settings.VariableName, value)
+			return r, fmt.Errorf("%w (%s is %q)", ErrForeign, e.Settings.VariableName, value)
 		}
 	}
 	write := plan.WriteSecret

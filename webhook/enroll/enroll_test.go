@@ -408,7 +408,7 @@ func TestRotationWaitsForEverySecret(t *testing.T) {
 	if !valid(oldToken) {
 		t.Fatal("the replaced key refused while a secret still holds its token")
 	}
-	if d := releaser.Detail(); !strings.Contains(d, repos[1].String()) || !strings.Contains(d, "503") || !strings.Contains(d, "1 secrets still hold") {
+	if d := releaser.Detail(); !strings.Contains(d, repos[1].String()) || !strings.Contains(d, "503") || !strings.Contains(d, "old key's token: 1") {
 		t.Fatalf("readiness detail %q does not name the failing scope", d)
 	}
 	// Not retried before its backoff.

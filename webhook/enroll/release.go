@@ -111,7 +111,7 @@ func (r *Releaser) Detail() string {
 	}
 	out := fmt.Sprintf("%d scopes, %d hold key generation %s", len(rec.Scopes), current, rec.KeyGeneration)
 	if rec.Rotation != nil && rec.Rotation.Settled == nil && rec.Rotation.To == rec.KeyGeneration {
-		out += fmt.Sprintf("; rotation from %s: %d secrets still hold the old key's token", rec.Rotation.From, rec.Rotation.Pending)
+		out += fmt.Sprintf("; rotation from %s: secrets still holding the old key's token: %d", rec.Rotation.From, rec.Rotation.Pending)
 	}
 	if n := len(failing); n > 0 {
 		more := ""

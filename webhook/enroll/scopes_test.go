@@ -79,7 +79,7 @@ func TestReleaserDetail(t *testing.T) {
 	}
 	r.Observe(rec)
 	d := r.Detail()
-	for _, want := range []string{"8 scopes, 1 hold key generation aaaaaaaaaaaa", "rotation from bbbbbbbbbbbb: 7 secrets", "7 failing: repo acme/r0 (put secret: gitea answered 503; retry in 40s)", "and 2 more"} {
+	for _, want := range []string{"8 scopes, 1 hold key generation aaaaaaaaaaaa", "rotation from bbbbbbbbbbbb: secrets still holding the old key's token: 7", "7 failing: repo acme/r0 (put secret: gitea answered 503; retry in 40s)", "and 2 more"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("detail %q lacks %q", d, want)
 		}
