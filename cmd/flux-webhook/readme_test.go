@@ -47,7 +47,9 @@ func TestReadme(t *testing.T) {
 	for _, flag := range []string{"--listen", "--platform-listen", "--health-listen", "--metrics-listen", "--hook-key-secret",
 		"--webhook-key-secret", "--shared-token-secret", "--verify-claims", "--namespace", "--token-grace",
 		"--gitea-url", "--gitea-token-secret", "--status-target-url", "--cluster-name", "--result-timeout", "--kubeconfig",
-		"--region", "--cluster-secrets-namespace", "--platform-token-secret"} {
+		"--region", "--cluster-secrets-namespace", "--platform-token-secret", "--enroll-organization", "--enroll-repository",
+		"--enroll-scopes-configmap", "--enroll-followed", "--enroll-token-secret", "--enroll-url", "--enroll-webhook",
+		"--enroll-secret-name", "--enroll-variable-name", "--enroll-resync-interval", "--enroll-rotation-max"} {
 		if !strings.Contains(readme, "`"+flag+"`") {
 			t.Errorf("README does not document %s", flag)
 		}
