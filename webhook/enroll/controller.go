@@ -168,7 +168,7 @@ func (c *Controller) Pass(ctx context.Context) {
 	// Organizations first: they cover the most repositories.
 	slices.SortFunc(due, func(a, b *ScopeRecord) int {
 		if a.Level != b.Level {
-			return strings.Compare(b.Level, a.Level)
+			return strings.Compare(a.Level, b.Level) // "organization" before "repository"
 		}
 		return strings.Compare(a.Scope, b.Scope)
 	})

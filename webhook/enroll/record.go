@@ -123,7 +123,7 @@ func ParseScope(s string) (credentials.Scope, error) {
 func sortScopes(rs []ScopeRecord) {
 	slices.SortFunc(rs, func(a, b ScopeRecord) int {
 		if a.Level != b.Level {
-			return strings.Compare(b.Level, a.Level) // "repository" after "organization"
+			return strings.Compare(a.Level, b.Level) // "organization" before "repository"
 		}
 		return strings.Compare(a.Scope, b.Scope)
 	})
