@@ -68,28 +68,35 @@ func BenchmarkEnrollRepositories(b *testing.B) {
 	forge := &counting{Forge: &gitea.Enrollment{URL: giteaSrv.URL, HTTP: &http.Client{Timeout: 30 * time.Second}, Keys: keys}}
 
 	for b.Loop() {
-		// The baseline: a script's loop over the repositories, two calls each.
+		// The baseline: a script's loop over the repositories, two calls each; run before
+		// and after the controller's first enrollment (what each finds: nothing written).
 		raw, err := giteaSrv.Client(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		start = time.Now()
-		parallel(n, func(i int) error {
-			s, _ := credentials.RepositoryScope(org + "/" + names[i])
-			if _, err := raw.CreateRepoActionSecret(org, names[i], enroll.DefaultSecretName, sdk.CreateOrUpdateSecretOption{Data: credentials.DeriveToken(keys.Current(credentials.HookKey), s)}); err != nil {
+		script := func() time.Duration {
+			start := time.Now()
+			parallel(n, func(i int) error {
+				s, _ := credentials.RepositoryScope(org + "/" + names[i])
+				if _, err := raw.CreateRepoActionSecret(org, names[i], enroll.DefaultSecretName, sdk.CreateOrUpdateSecretOption{Data: credentials.DeriveToken(keys.Current(credentials.HookKey), s)}); err != nil {
+					return err
+				}
+				_, err := raw.CreateRepoActionVariable(org, names[i], enroll.DefaultVariableName, url)
 				return err
-			}
-			_, err := raw.CreateRepoActionVariable(org, names[i], enroll.DefaultVariableName, url)
-			return err
-		})
-		rawTook := time.Since(start)
-		parallel(n, func(i int) error { // untimed: back to nothing written
-			if _, err := raw.DeleteRepoActionSecret(org, names[i], enroll.DefaultSecretName); err != nil {
+			})
+			return time.Since(start)
+		}
+		clean := func() { // untimed: back to nothing written
+			parallel(n, func(i int) error {
+				if _, err := raw.DeleteRepoActionSecret(org, names[i], enroll.DefaultSecretName); err != nil {
+					return err
+				}
+				_, err := raw.DeleteRepoActionVariable(org, names[i], enroll.DefaultVariableName)
 				return err
-			}
-			_, err := raw.DeleteRepoActionVariable(org, names[i], enroll.DefaultVariableName)
-			return err
-		})
+			})
+		}
+		rawTook := script()
+		clean()
 
 		ns := "bench-" + suffix()
 		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -130,7 +137,9 @@ func BenchmarkEnrollRepositories(b *testing.B) {
 			return took, float64(calls) / float64(n)
 		}
 		first, firstCalls := pass("first enrollment (unbounded)")
-		b.Logf("%-34s %5d repositories in %8s: %4.1f ms and 2.00 Gitea calls a repository (ratio to flux-webhook: %.2f)", "baseline: a script's loop", n,
+		clean()
+		rawTook = (rawTook + script()) / 2 // the same values flux-webhook wrote
+		b.Logf("%-34s %5d repositories in %8s: %4.1f ms and 2.00 Gitea calls a repository (mean of two runs; ratio to flux-webhook: %.2f)", "baseline: a script's loop", n,
 			rawTook.Round(time.Millisecond), float64(rawTook.Microseconds())/1000/float64(n), float64(rawTook)/float64(first))
 		_ = keys.Set(credentials.HookKey, randomKey())
 		clk.add(time.Second)
