@@ -222,11 +222,14 @@ func (c *Controller) enroll(ctx context.Context, e *ScopeRecord, key, hookKey st
 	scope, _ := ParseScope(e.Scope)
 	now := c.now()
 	full := e.Error != "" || e.Checked == nil || now.Sub(*e.Checked) >= c.Resync || e.URL != c.Enroller.Settings.URL
+	guard := slices.Equal(e.Sources, []string{SourceFlux})
 	plan := Plan{
-		WriteSecret:   e.KeyGeneration != key,
-		CheckSecret:   full,
-		CheckVariable: full,
-		Guard:         slices.Equal(e.Sources, []string{SourceFlux}),
+		WriteSecret: e.KeyGeneration != key,
+		CheckSecret: full,
+		// Never checked: written unread (one call less), unless it may be another's.
+		CheckVariable: full && (e.Checked != nil || guard),
+		WriteVariable: full && e.Checked == nil,
+		Guard:         guard,
 		Owned:         e.URL,
 		Hook:          c.Enroller.Settings.Webhook && (full || c.hookDue(e, hookKey)),
 	}
@@ -287,7 +290,7 @@ func (c *Controller) enroll(ctx context.Context, e *ScopeRecord, key, hookKey st
 		c.event(corev1.EventTypeWarning, "EnrollFailed", "%s: %s (retry in %s)", e.Scope, e.Error, wait.Round(time.Second))
 		return
 	}
-	if plan.CheckVariable {
+	if plan.CheckVariable || plan.WriteVariable {
 		e.URL, e.Checked = c.Enroller.Settings.URL, &now
 	}
 	e.Error, e.ErrorTime, e.Failures, e.NextAttempt, e.Gone, e.LeftAlone = "", nil, 0, nil, false, ""
@@ -298,7 +301,7 @@ func (c *Controller) enroll(ctx context.Context, e *ScopeRecord, key, hookKey st
 			e.Scope, c.Enroller.Settings.SecretName, c.Enroller.Settings.VariableName, e.Level, r.KeyGeneration)
 	case r.Secret == Written:
 		log.Info("secret rewritten", "keyGeneration", r.KeyGeneration, "calls", r.Calls)
-	case r.Variable == Created || r.Variable == Updated:
+	case (r.Variable == Created || r.Variable == Updated) && !first:
 		log.Info("variable corrected", "variable", c.Enroller.Settings.VariableName, "action", string(r.Variable))
 	}
 }

@@ -151,7 +151,7 @@ type Result struct {
 	// Secret: Written, or Unchanged when the secret was found and holds this key's token
 	// already (as recorded).
 	Secret Action
-	// Variable: Created, Updated or Unchanged.
+	// Variable: Created, Updated, Unchanged, or Written (unread).
 	Variable Action
 	// Hook: Created (also when replaced for a new webhook key), Updated (corrected),
 	// Unchanged, or Skipped; HookID its id.
@@ -184,8 +184,10 @@ type Plan struct {
 	// WriteSecret writes the secret; CheckSecret, without it, looks for the secret (and
 	// writes it when missing).
 	WriteSecret, CheckSecret bool
-	// CheckVariable reads and corrects the variable.
-	CheckVariable bool
+	// CheckVariable reads and corrects the variable; WriteVariable, without it, writes it
+	// unread (created, or updated where it exists): a scope's first enrollment, where a
+	// read would only find it missing.
+	CheckVariable, WriteVariable bool
 	// Guard leaves a repository whose variable names another URL alone (ErrForeign),
 	// unless that URL is Owned (enrollment wrote it before).
 	Guard bool
@@ -242,7 +244,15 @@ func (e *Enroller) Apply(ctx context.Context, s credentials.Scope, plan Plan) (R
 		writes.WithLabelValues("secret", "ok").Inc()
 		r.Secret = Written
 	}
-	if plan.CheckVariable {
+	if plan.WriteVariable && !plan.CheckVariable && !plan.Guard {
+		call("put-variable")
+		if err := e.Forge.PutVariable(ctx, s, e.Settings.VariableName, e.Settings.URL, false); err != nil {
+			writes.WithLabelValues("variable", "error").Inc()
+			return r, fmt.Errorf("write variable %s: %w", e.Settings.VariableName, err)
+		}
+		writes.WithLabelValues("variable", "ok").Inc()
+		r.Variable = Written
+	} else if plan.CheckVariable || plan.WriteVariable {
 		r.Variable = Unchanged
 		if !exists || value != e.Settings.URL {
 			call("put-variable")
