@@ -8,14 +8,14 @@ import (
 )
 
 // deploy/components/enrollment and the chart's enrollment values render the same
-// enrollment: the token's ExternalSecret (from OpenBao's flux-webhook/enroll-token), the
+// enrollment: the token's ExternalSecret (from OpenBao's catalyst/flux-webhook/enroll-token), the
 // permission to read its Secret and ExternalSecret by name, and the settings (the URL only
 // the chart knows: the overlay adds it, as the component's comment shows).
 func TestEnrollmentComponentMatchesChart(t *testing.T) {
 	integration(t)
 	const ns = catalystNS
 	kustomized := decode(t, tool(t, "kustomize", "build", overlayWith(t, "../../components/enrollment")))
-	charted := decode(t, helmTemplate(t, ns, valuesFile(t, `{"sovereignDomain": "example.eu", "locationCode": "fra1",
+	charted := decode(t, helmTemplate(t, ns, valuesFile(t, `{"global": {"sovereignFQDN": "fra1.example.eu"},
 		"enrollment": {"scopesConfigMap": "flux-webhook-enroll-scopes", "followed": true}}`)))
 	enrollEnv := func(env map[string]string) map[string]string {
 		out := map[string]string{}
@@ -46,7 +46,7 @@ func TestEnrollmentComponentMatchesChart(t *testing.T) {
 	}
 	check := func(name string, es, role map[string]any) {
 		t.Helper()
-		if got := dig(es, "spec", "data", 0, "remoteRef", "key"); got != "flux-webhook/enroll-token" {
+		if got := dig(es, "spec", "data", 0, "remoteRef", "key"); got != "catalyst/flux-webhook/enroll-token" {
 			t.Errorf("%s: the enrollment token's OpenBao key %v", name, got)
 		}
 		for i, res := range []string{"secrets", "externalsecrets"} {
