@@ -281,6 +281,23 @@ func TestCanaryVerdictOnEachCommit(t *testing.T) {
 		return states, descriptions
 	}
 
+	// A team's Deployment in the same namespace, labelled as the Kustomization's own (which
+	// anyone who writes Deployments there can do), with its Canary: the Kustomization's
+	// inventory does not list it, so it is never reported on the push's commits.
+	intruder := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "intruder",
+		Labels: map[string]string{"kustomize.toolkit.fluxcd.io/name": name, "kustomize.toolkit.fluxcd.io/namespace": fluxNS}},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "intruder"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "intruder"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "intruder", Image: "example.org/intruder:1"}}}}}}
+	if err := e2e.kube.Client.Create(t.Context(), intruder); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2e.kube.Client.Create(t.Context(), &flaggerv1.Canary{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "intruder"},
+		Spec: flaggerv1.CanarySpec{TargetRef: flaggerv1.LocalObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "intruder"},
+			Service: flaggerv1.CanaryService{Port: 80}, Analysis: &flaggerv1.CanaryAnalysis{Interval: "10s", Iterations: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A good metric: promoted.
 	e2e.prometheus.Set(metric, 99.5)
 	good := a.commit(t, "deploy/deployment.yaml", deploymentManifest("podinfo", podinfo("2.0.0"), 0, ""), "2.0.0")
@@ -296,6 +313,9 @@ func TestCanaryVerdictOnEachCommit(t *testing.T) {
 	}
 	if e2e.prometheus.Asked(metric) == 0 {
 		t.Fatal("Flagger never asked for the metric")
+	}
+	if got, _ := a.states(t, good, fmt.Sprintf("flux/%s/canary/%s/intruder", clusterName, ns)); len(got) > 0 {
+		t.Fatalf("a canary the Kustomization did not apply the target of is reported: %v", got)
 	}
 
 	// A bad metric: rolled back, with Flagger's reason; the Kustomization applied it.

@@ -227,7 +227,7 @@ func (r *Reporter) lastWarning(ctx context.Context, o client.Object, rollback bo
 		msg := e.Message
 		switch {
 		case strings.HasPrefix(msg, "Halt "):
-			return strings.TrimSpace(strings.Replace(msg, "advancement ", "", 1))
+			return msg
 		case rollback && strings.Contains(msg, "progress deadline exceeded"):
 			return msg
 		}
