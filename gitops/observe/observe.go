@@ -212,7 +212,12 @@ func CanaryTimedOut(after time.Duration, progress string) api.Status {
 	return api.Status{State: api.StateError, Description: record.Bounded(fmt.Sprintf("no verdict from Flagger within %s: %s", after.Round(time.Second), progress))}
 }
 
-// NotFollowed is a canary's final status when its record cannot be read.
+// CanaryDeleted is the final status of a canary deleted before Flagger decided.
+func CanaryDeleted() api.Status {
+	return api.Status{State: api.StateError, Description: "deleted before Flagger answered"}
+}
+
+// NotFollowed is a canary's final status when it cannot be followed any more.
 func NotFollowed(why string) api.Status {
 	return api.Status{State: api.StateError, Description: record.Bounded("not followed: " + why)}
 }

@@ -125,10 +125,13 @@ func (r *Reporter) follow(ctx context.Context, obj client.Object, req record.Req
 // event (its quiet period or deadline ending).
 func (r *Reporter) followerStatus(ctx context.Context, f record.Follower) (api.Status, time.Duration, error) {
 	now := r.now()
+	if !r.Cluster.Serves(f.Kind) {
+		return observe.NotFollowed("the cluster no longer serves " + f.Kind), 0, nil
+	}
 	o, err := r.Cluster.Object(ctx, f.Target(r.Cluster.Name))
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return observe.Deleted(), 0, nil
+			return observe.CanaryDeleted(), 0, nil
 		}
 		return api.Status{}, 0, err
 	}
@@ -139,22 +142,29 @@ func (r *Reporter) followerStatus(ctx context.Context, f record.Follower) (api.S
 	limit := max(flux.CanaryDuration(o), r.ResultTimeout)
 	deadline := f.Since.Add(limit)
 	j := flux.JudgeCanary(o, base)
+	quietEnd := f.Since.Add(flux.QuietPeriod(o))
+	// Without an event of the canary's to wake it: at the end of the quiet period, then
+	// at each of Flagger's passes.
+	again := flux.CanaryInterval(o)
 	switch {
 	case j.Verdict == flux.Failed:
 		return observe.RolledBack(r.rollbackReason(ctx, o, j)), 0, nil
-	case j.Verdict == flux.Reached, j.Quiet && !now.Before(f.Since.Add(flux.QuietPeriod(o))):
+	case j.Verdict == flux.Reached, j.Quiet && !now.Before(quietEnd):
 		images, same, err := r.promotedImages(ctx, o)
-		if err != nil {
-			return api.Status{}, 0, err
-		}
-		if same {
+		switch {
+		case err != nil:
+			log.FromContext(ctx).Error(err, "read the canary's Deployments", "namespace", o.GetNamespace(), "name", o.GetName())
+			j.Progress = "promoted, but its Deployments cannot be read (see flux-webhook's log)"
+		case same:
 			return observe.Promoted(images), 0, nil
+		default:
+			// The target's template is not what the primary runs: Flagger has not taken it
+			// up (yet), whatever its phase says.
+			j.Progress = "waiting for Flagger to take up the new template"
 		}
-		// The target's template is not what the primary runs: Flagger has not taken it up
-		// (yet), whatever its phase says.
-		j.Progress = "waiting for Flagger to take up the new template"
 	case j.Quiet:
 		j.Progress = "waiting for Flagger to look at the target"
+		again = quietEnd.Sub(now)
 	}
 	if !now.Before(deadline) {
 		return observe.CanaryTimedOut(limit, j.Progress), 0, nil
@@ -163,11 +173,7 @@ func (r *Reporter) followerStatus(ctx context.Context, f record.Follower) (api.S
 	if j.FailedChecks > 0 {
 		why = r.lastWarning(ctx, o, false)
 	}
-	again := deadline.Sub(now)
-	if j.Quiet {
-		again = min(again, f.Since.Add(flux.QuietPeriod(o)).Sub(now))
-	}
-	return observe.CanaryPending(j.Progress, j.FailedChecks, j.Threshold, why), max(again, time.Second), nil
+	return observe.CanaryPending(j.Progress, j.FailedChecks, j.Threshold, why), max(min(again, deadline.Sub(now)), time.Second), nil
 }
 
 // promotedImages returns the images of the primary Deployment Flagger runs the promoted
