@@ -339,10 +339,10 @@ func TestCanaryVerdictOnEachCommit(t *testing.T) {
 	// verdict.
 	e2e.prometheus.Set(metric, 99.9)
 	overtaken := a.commit(t, "deploy/deployment.yaml", deploymentManifest("podinfo", podinfo("4.0.0"), 0, ""), "4.0.0")
-	waitFor(t, 2*time.Minute, "the canary pending on the overtaken push", func() bool {
-		got, _ := a.states(t, overtaken, canaryContext)
-		return slices.Equal(got, []string{"pending"})
-	})
+	a.waitFinal(t, overtaken, "Kustomization", "success")
+	if got, _ := a.states(t, overtaken, canaryContext); len(got) == 0 || slices.ContainsFunc(got, func(s string) bool { return s != "pending" }) {
+		t.Fatalf("the canary on the overtaken push, before the next push: %v", got)
+	}
 	newer := a.commit(t, "deploy/deployment.yaml", deploymentManifest("podinfo", podinfo("5.0.0"), 0, ""), "5.0.0")
 	states, descriptions = canaryStatuses(overtaken)
 	if states[len(states)-1] != "warning" || descriptions[len(descriptions)-1] != "superseded by "+newer[:12] {
