@@ -143,18 +143,6 @@ func (cc *canaryCluster) apply(t *testing.T, name, sha string) {
 	}
 }
 
-func startReporterOn(t *testing.T, r *report.Reporter) {
-	t.Helper()
-	c, err := r.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-}
-
 // A canary of the Deployment a Kustomization applied is followed from the moment the
 // Kustomization reached the commit: pending with Flagger's progress (posted before the
 // Kustomization's own final status), then promoted, on that commit; a push overtaken by a

@@ -167,70 +167,45 @@ var kwokStages = []string{
 	"pod/fast/pod-delete.yaml",
 }
 
-// neverReadyStage keeps a pending pod whose first container runs NeverReadyImage running
-// and unready. It has a weight and kwok's pod-ready has none, so of the two, kwok picks it
-// for those pods; once Running, pod-ready (Pending pods only) no longer matches them.
-var neverReadyStage = `apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-never-ready
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  weight: 1
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Pending'
-    - key: '.spec.containers.[0].image'
-      operator: 'In'
-      values:
-      - '` + NeverReadyImage + `'
-  next:
-    statusTemplate: |
-      {{ $now := Now }}
-      conditions:
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "True"
-        type: Initialized
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: ContainersNotReady
-        type: Ready
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: ContainersNotReady
-        type: ContainersReady
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        started: true
-        restartCount: 0
-        state:
-          running:
-            startedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: Running
-      startTime: {{ $now | Quote }}
-`
-
 // ReadyAfterAnnotation, on a pod template, makes its pods Ready only after the duration it
 // holds ("5s"): a rollout that takes that long (the stage pod-ready-after).
 const ReadyAfterAnnotation = "testenv.flux-webhook.io/ready-after"
 
-// readyAfterStage makes a pending pod carrying ReadyAfterAnnotation Running and Ready after
-// that delay. Weighted, so kwok picks it over pod-ready for those pods.
-var readyAfterStage = `apiVersion: kwok.x-k8s.io/v1alpha1
+// Stages of this package's own, beside kwok's. Each has a weight and kwok's pod-ready has
+// none, so of the two kwok picks it for the pods it selects; once Running, pod-ready
+// (Pending pods only) no longer matches them.
+var (
+	// neverReadyStage keeps a pending pod whose first container runs NeverReadyImage
+	// running and unready.
+	neverReadyStage = podStage("pod-never-ready", `    - key: '.spec.containers.[0].image'
+      operator: 'In'
+      values:
+      - '`+NeverReadyImage+`'
+`, "", false)
+	// readyAfterStage makes a pending pod carrying ReadyAfterAnnotation Running and Ready
+	// after that delay.
+	readyAfterStage = podStage("pod-ready-after", `    - key: '.metadata.annotations["`+ReadyAfterAnnotation+`"]'
+      operator: 'Exists'
+`, `  delay:
+    durationMilliseconds: 1000
+    durationFrom:
+      expressionFrom: '.metadata.annotations["`+ReadyAfterAnnotation+`"]'
+`, true)
+)
+
+// podStage is a kwok Stage that makes the pending pods also matching selector (indented
+// matchExpressions items) Running, their containers ready or not, after delay (a spec.delay
+// block, or none).
+func podStage(name, selector, delay string, ready bool) string {
+	status := map[bool]string{true: "True", false: "False"}[ready]
+	reason := ""
+	if !ready {
+		reason = "\n        reason: ContainersNotReady"
+	}
+	return fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
-  name: pod-ready-after
+  name: %s
 spec:
   resourceRef:
     apiGroup: v1
@@ -244,13 +219,7 @@ spec:
       operator: 'In'
       values:
       - 'Pending'
-    - key: '.metadata.annotations["` + ReadyAfterAnnotation + `"]'
-      operator: 'Exists'
-  delay:
-    durationMilliseconds: 1000
-    durationFrom:
-      expressionFrom: '.metadata.annotations["` + ReadyAfterAnnotation + `"]'
-  next:
+%s%s  next:
     statusTemplate: |
       {{ $now := Now }}
       conditions:
@@ -258,16 +227,16 @@ spec:
         status: "True"
         type: Initialized
       - lastTransitionTime: {{ $now | Quote }}
-        status: "True"
+        status: %q%s
         type: Ready
       - lastTransitionTime: {{ $now | Quote }}
-        status: "True"
+        status: %q%s
         type: ContainersReady
       containerStatuses:
       {{ range .spec.containers }}
       - image: {{ .image | Quote }}
         name: {{ .name | Quote }}
-        ready: true
+        ready: %t
         started: true
         restartCount: 0
         state:
@@ -276,7 +245,8 @@ spec:
       {{ end }}
       phase: Running
       startTime: {{ $now | Quote }}
-`
+`, name, selector, delay, status, reason, status, reason, ready)
+}
 
 // writeKwokStages writes kwok's configuration (the stages above) to dir/kwok.yaml.
 func writeKwokStages(kwokDir, dir string) (string, error) {
