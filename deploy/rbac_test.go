@@ -857,7 +857,7 @@ func (p *pipeline) canary(ctx context.Context, sha string, i int) error {
 		return err
 	}
 	now := metav1.Now()
-	halt := fmt.Sprintf("Halt web.%s advancement request-success-rate 98.00 < 99", p.ns)
+	halt := fmt.Sprintf("Halt web.%s advancement success-rate 98.00 < 99", p.ns)
 	if err := c.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: fmt.Sprintf("web.halt-%d", i)},
 		InvolvedObject: corev1.ObjectReference{APIVersion: "flagger.app/v1beta1", Kind: flux.CanaryKind, Namespace: p.ns, Name: "web", UID: canary.UID},
 		Type:           corev1.EventTypeWarning, Reason: "Synced", Message: halt, Source: corev1.EventSource{Component: "flagger"},

@@ -208,7 +208,8 @@ spec:
     threshold: 1
     iterations: 2
     metrics:
-    - name: request-success-rate
+    # Not Flagger's builtin request-success-rate, which asks the mesh's Prometheus.
+    - name: success-rate
       templateRef:
         name: success-rate
       thresholdRange:
@@ -324,7 +325,7 @@ func TestCanaryVerdictOnEachCommit(t *testing.T) {
 	a.waitFinal(t, bad, "Kustomization", "success")
 	states, descriptions = canaryStatuses(bad)
 	if last := descriptions[len(descriptions)-1]; states[len(states)-1] != "failure" ||
-		!strings.HasPrefix(last, "rolled back: ") || !strings.Contains(last, "request-success-rate 50.00 < 99") {
+		!strings.HasPrefix(last, "rolled back: ") || !strings.Contains(last, "success-rate 50.00 < 99") {
 		t.Fatalf("bad push: %v %q", states, descriptions)
 	}
 	if canaryPhase() != flaggerv1.CanaryPhaseFailed {
