@@ -184,7 +184,7 @@ func TestRolloutHealthChecked(t *testing.T) {
 }
 
 // canaryManifests are a Deployment, its Canary (Flagger's kubernetes provider: blue/green,
-// two iterations of 10 s, one failed check rolls back) and the MetricTemplate asking the
+// one iteration of 10 s, Flagger's shortest; one failed check rolls back) and the MetricTemplate asking the
 // test's Prometheus API for the success rate of the canary's target.
 func canaryManifests(image string) map[string]string {
 	return map[string]string{
@@ -206,7 +206,7 @@ spec:
   analysis:
     interval: 10s
     threshold: 1
-    iterations: 2
+    iterations: 1
     metrics:
     # Not Flagger's builtin request-success-rate, which asks the mesh's Prometheus.
     - name: success-rate
@@ -309,7 +309,7 @@ func TestCanaryVerdictOnEachCommit(t *testing.T) {
 	if states[len(states)-1] != "success" || descriptions[len(descriptions)-1] != "promoted "+podinfo("2.0.0") {
 		t.Fatalf("good push: %v %q", states, descriptions)
 	}
-	if !slices.ContainsFunc(descriptions, func(d string) bool { return strings.HasPrefix(d, "analysis ") && strings.HasSuffix(d, "/2") }) {
+	if !slices.ContainsFunc(descriptions, func(d string) bool { return strings.HasPrefix(d, "analysis ") && strings.HasSuffix(d, "/1") }) {
 		t.Fatalf("no analysis progress among the pending statuses: %q", descriptions)
 	}
 	if e2e.prometheus.Asked(metric) == 0 {
