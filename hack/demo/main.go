@@ -1,8 +1,10 @@
 // Command demo runs flux-webhook end to end on this machine: a real Kubernetes API server
-// (envtest) with Flux's CRDs and real source-/kustomize-controllers, a real Gitea with an
-// Actions runner, and the flux-webhook binary. It pushes a commit, lets the example workflow
-// tell /hook/<owner>/<repo> (the short form), and prints the commit statuses Flux's answer becomes; then it
-// does the same with a broken manifest.
+// (envtest) with Flux's CRDs and real source-/kustomize-controllers, kube-controller-manager,
+// kube-scheduler and kwok (a simulated node) rolling Deployments out, a real Gitea with an
+// Actions runner, and the flux-webhook binary. It pushes a commit (a new image of the
+// application's Deployment, which the Kustomization health-checks), lets the example workflow
+// tell /hook/<owner>/<repo> (the short form), and prints the commit statuses Flux's answer
+// becomes; then it does the same with a broken manifest.
 //
 //	make demo            (or: eval $(hack/testbin.sh) && go run ./hack/demo [-keep])
 package main
@@ -25,6 +27,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -87,6 +90,12 @@ func run(ctx context.Context, keep bool) error {
 		return err
 	}
 	defer flux.Stop()
+	step("starting kube-controller-manager, kube-scheduler and kwok (a simulated node): Deployments roll out")
+	workloads, err := testenv.StartWorkloads(ctx, kube, filepath.Join(dir, "workloads"))
+	if err != nil {
+		return err
+	}
+	defer workloads.Stop()
 
 	c := kube.Client
 	for _, ns := range []string{"flux-system", "demo"} {
@@ -174,11 +183,11 @@ func run(ctx context.Context, keep bool) error {
 		}
 		return sha, repo.Push(ctx, "main")
 	}
-	first, err := commit("app v1", map[string]string{"deploy/configmap.yaml": configMap("app", "v1")})
+	first, err := commit("app v1", map[string]string{"deploy/configmap.yaml": configMap("app", "v1"), "deploy/deployment.yaml": deployment("app", "v1")})
 	if err != nil {
 		return err
 	}
-	step("creating GitRepository and Kustomization flux-system/demo-app (interval: 1h, so only flux-webhook makes them move)")
+	step("creating GitRepository and Kustomization flux-system/demo-app (interval: 1h, so only flux-webhook makes them move; a health check on Deployment demo/app)")
 	if err := c.Create(ctx, &sourcev1.GitRepository{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "demo-app"},
 		Spec: sourcev1.GitRepositorySpec{URL: repo.CloneURL, Interval: metav1.Duration{Duration: time.Hour},
@@ -189,7 +198,9 @@ func run(ctx context.Context, keep bool) error {
 	if err := c.Create(ctx, &kustomizev1.Kustomization{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "demo-app"},
 		Spec: kustomizev1.KustomizationSpec{Interval: metav1.Duration{Duration: time.Hour}, Path: "./deploy", Prune: true,
-			TargetNamespace: "demo", SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: "GitRepository", Name: "demo-app"}},
+			TargetNamespace: "demo", SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: "GitRepository", Name: "demo-app"},
+			HealthChecks: []meta.NamespacedObjectKindReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "app", Namespace: "demo"}},
+			Timeout:      &metav1.Duration{Duration: time.Minute}},
 	}); err != nil {
 		return err
 	}
@@ -202,7 +213,7 @@ func run(ctx context.Context, keep bool) error {
 		what  string
 		files map[string]string
 	}{
-		{"push app v2 (with the workflow)", map[string]string{"deploy/configmap.yaml": configMap("app", "v2"), ".gitea/workflows/notify-flux.yaml": string(workflow)}},
+		{"push app v2 (with the workflow)", map[string]string{"deploy/configmap.yaml": configMap("app", "v2"), "deploy/deployment.yaml": deployment("app", "v2"), ".gitea/workflows/notify-flux.yaml": string(workflow)}},
 		{"push a broken manifest", map[string]string{"deploy/broken.yaml": configMap("Bad_Name", "x")}},
 		{"push the fix", map[string]string{"deploy/broken.yaml": ""}},
 	} {
@@ -220,6 +231,11 @@ func run(ctx context.Context, keep bool) error {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "app"}, cm); err == nil {
 		step("in the cluster: ConfigMap demo/app value=%q", cm.Data["value"])
 	}
+	d := &appsv1.Deployment{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "app"}, d); err == nil {
+		step("in the cluster: Deployment demo/app image %s, %d/%d replicas available", d.Spec.Template.Spec.Containers[0].Image,
+			d.Status.AvailableReplicas, d.Status.Replicas)
+	}
 	if keep {
 		fmt.Printf("\nstill running (Ctrl-C to stop):\n  Gitea       %s (user %s, password %s)\n  kubeconfig  %s\n  /hook       %s/hook (Bearer %s)\n  log         %s\n",
 			g.URL, g.AdminUser, g.AdminPassword, kube.Kubeconfig, hookURL, hookToken, svc.Log)
@@ -230,6 +246,31 @@ func run(ctx context.Context, keep bool) error {
 
 func configMap(name, value string) string {
 	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\ndata:\n  value: %q\n", name, value)
+}
+
+// deployment is the application: two replicas of image version, whose pods kwok makes
+// Ready 3 s after they start, so a push's rollout is seen pending, then healthy.
+func deployment(name, version string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: %[1]s
+  template:
+    metadata:
+      labels:
+        app: %[1]s
+      annotations:
+        %[3]s: 3s
+    spec:
+      containers:
+      - name: %[1]s
+        image: registry.example/%[1]s:%[2]s
+`, name, version, testenv.ReadyAfterAnnotation)
 }
 
 func waitApplied(ctx context.Context, c client.Client, revision string) error {
