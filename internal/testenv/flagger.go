@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,6 +50,9 @@ func startFlagger(ctx context.Context, k *Kube, dir string) (*Flagger, error) {
 		return nil, errors.New("dir is empty")
 	}
 	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	if err := k.InstallCRDs(ctx, filepath.Join(fdir, "crd.yaml")); err != nil {

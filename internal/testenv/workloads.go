@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -279,12 +280,29 @@ func nodeReady(ctx context.Context, c client.Client) error {
 	if err != nil {
 		return err
 	}
+	ready := false
 	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-			return nil
-		}
+		ready = ready || cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue
 	}
-	return errors.New("node not Ready yet")
+	if !ready {
+		return errors.New("node not Ready yet")
+	}
+	// The API server taints a new node not-ready (admission plugin TaintNodesByCondition);
+	// node-lifecycle-controller lifts the taint once the node is Ready. It is not run here
+	// (it would also judge the node by leases kwok does not renew): this plays its part, or
+	// no pod is ever scheduled.
+	taints := slices.DeleteFunc(slices.Clone(n.Spec.Taints), func(t corev1.Taint) bool {
+		return t.Key == corev1.TaintNodeNotReady
+	})
+	if len(taints) == len(n.Spec.Taints) {
+		return nil
+	}
+	patch := client.MergeFrom(n.DeepCopy())
+	n.Spec.Taints = taints
+	if err := c.Patch(ctx, n, patch); err != nil {
+		return err
+	}
+	return errors.New("node's not-ready taint lifted, checking again")
 }
 
 // httpsOK is one GET of https://127.0.0.1:port/healthz, the self-signed serving certificate
