@@ -241,10 +241,16 @@ func JudgeCanary(o client.Object, b CanaryBaseline) CanaryJudgement {
 			j.Verdict = Reached
 		case promoted != nil && promoted.LastTransitionTime.Unix() > b.Transition.Unix(), wrote && !moved:
 			j.Verdict = Failed
+		default:
+			j.Progress = failedProgress
 		}
 	}
 	return j
 }
+
+// failedProgress describes a canary still Failed from an earlier template, which Flagger
+// has not started to analyse the pushed one from yet.
+const failedProgress = "waiting for Flagger to start the analysis (the last one rolled back)"
 
 // progress describes a running analysis from the Canary's status.
 func progress(c *flaggerv1.Canary) string {
