@@ -26,7 +26,7 @@ build:
 testbin:
 	hack/testbin.sh >/dev/null
 
-## test: everything, against the real parts (cold: ~25 min to build them once; then minutes)
+## test: everything, against the real parts (cold: ~39-47 min to build them once; then minutes)
 test: testbin
 	$(TESTBIN_ENV) go test -count=1 -timeout 30m ./...
 
