@@ -153,7 +153,7 @@ func TestReportCanary(t *testing.T) {
 	repo := "org/canary-" + fluxtest.RandomHex(3)
 	cc.app(t, repo, "app")
 	rec := &fluxtest.Recorder{}
-	startReporterOn(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, ResultTimeout: time.Minute})
+	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, ResultTimeout: time.Minute})
 	r := fluxtest.NewRequester(t, cluster.NewSet(cc.cluster))
 	canaryCtx := api.Target{Cluster: "canaries", Kind: flaggerv1.CanaryKind, Namespace: cc.ns, Name: "web"}.Context()
 	ksCtx := api.Target{Cluster: "canaries", Kind: kustomizev1.KustomizationKind, Namespace: cc.ns, Name: "app"}.Context()
@@ -223,7 +223,7 @@ func TestReportCanaryPerCluster(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = agg.Start(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	startReporterOn(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, Aggregator: agg, ResultTimeout: time.Minute})
+	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, Aggregator: agg, ResultTimeout: time.Minute})
 
 	sha := fluxtest.NewSHA()
 	if _, err := r.Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {

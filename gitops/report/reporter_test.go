@@ -27,11 +27,11 @@ import (
 // startReporter runs a reporter on the package's cluster until the test ends.
 func startReporter(t *testing.T, rec *fluxtest.Recorder, timeout time.Duration) {
 	t.Helper()
-	startReporterOn(t, &report.Reporter{Cluster: fluxtest.Local, Poster: rec, Lookup: rec, ResultTimeout: timeout})
+	runReporter(t, &report.Reporter{Cluster: fluxtest.Local, Poster: rec, Lookup: rec, ResultTimeout: timeout})
 }
 
-// startReporterOn runs a reporter until the test ends.
-func startReporterOn(t *testing.T, r *report.Reporter) {
+// runReporter runs r until the test ends.
+func runReporter(t *testing.T, r *report.Reporter) {
 	t.Helper()
 	c, err := r.Controller()
 	if err != nil {
