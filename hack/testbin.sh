@@ -30,7 +30,7 @@
 #   FLUX_WEBHOOK_KWOK         kwok and its stage files: simulated nodes, so Pods become Ready
 #   FLUX_WEBHOOK_FLAGGER      Flagger's controller and its CRDs (canary analysis)
 #
-# Cold cost on 2 quiet cores: ~39-47 min in all (kube-apiserver, the Flux controllers and ESO dominate;
+# Cold cost on 2 quiet cores: ~38-42 min in all (kube-apiserver, the Flux controllers and ESO dominate;
 # helm and kustomize ~4 min);
 # with the cache present: about a second. Logs of each build: $CACHE/build/*.log.
 set -euo pipefail
