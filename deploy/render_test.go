@@ -521,6 +521,8 @@ func TestValuesRefused(t *testing.T) {
 		{"shared token switch misspelt", `{"sharedToken": {"enable": true}}`, "'enable' not allowed", false},
 		{"clusters namespace not a DNS label", `{"clusters": {"secretsNamespace": "Flux_Clusters"}}`, "/clusters/secretsNamespace", false},
 		{"insecure kubeconfig category unknown", `{"clusters": {"insecureKubeconfig": ["everything"]}}`, "/clusters/insecureKubeconfig/0", false},
+		{"default grant with an empty entry", `{"clusters": {"defaultRepositories": "acme/*,,beta/*"}}`, "/clusters/defaultRepositories", false},
+		{"default grant of an owner without its repositories", `{"clusters": {"defaultRepositories": "{cluster}"}}`, "/clusters/defaultRepositories", false},
 		{"HTTPRoute without a Gateway", `{"httpRoute": {"parentRefs": []}}`, "/httpRoute/parentRefs", false},
 		{"HTTPRoute timeout not a Gateway duration", `{"httpRoute": {"timeouts": {"request": "35 minutes"}}}`, "/httpRoute/timeouts/request", false},
 		{"hook senders: none", `{"networkPolicy": {"hookFromNamespaces": []}}`, "/networkPolicy/hookFromNamespaces", false},
@@ -538,7 +540,11 @@ func TestValuesRefused(t *testing.T) {
 		{"monitoring toggle as text", `{"monitoring": {"podMonitor": {"enabled": "yes"}}}`, "/monitoring/podMonitor/enabled", false},
 		{"another chart as upstream", `{"catalystBlueprint": {"upstream": {"chart": "flux2"}}}`, "/catalystBlueprint/upstream/chart", false},
 		{"upstream version not semver", `{"catalystBlueprint": {"upstream": {"version": "1.0"}}}`, "/catalystBlueprint/upstream/version", false},
+		{"enrolled repository without its owner", `{"enrollment": {"repositories": ["app"]}}`, "/enrollment/repositories/0", false},
+		{"enrollment URL with a query", `{"enrollment": {"followed": true, "url": "https://fw.example.eu/?x=1"}}`, "/enrollment/url", false},
 		// What a schema cannot compare, or what 0.2 took and 0.3 refuses with what to set.
+		{"enrollment without a URL or a host", `{"enrollment": {"organizations": ["acme"]}}`, "enrollment: set enrollment.url", true},
+		{"enrollment token holding the Gitea token's value", `{"enrollment": {"organizations": ["acme"], "url": "https://fw.example.eu", "token": {"key": "catalyst/flux-webhook/gitea-token", "property": "token"}}}`, "are the same OpenBao value", true},
 		{"0.2's sovereignDomain", `{"sovereignDomain": "example.eu", "locationCode": "fra1"}`, "replaced in chart 0.3.0 by global.sovereignFQDN", true},
 		{"0.2's locationCode alone", `{"locationCode": "fra1"}`, "set global.sovereignFQDN to <locationCode>.<sovereignDomain>", true},
 		{"kubeconfig Secrets beside the tokens", `{"clusters": {"secretsNamespace": "flux-webhook"}}`, "the release's namespace, which holds the keys and tokens", true},
@@ -585,6 +591,8 @@ func TestChartSettings(t *testing.T) {
 		"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": ns + "-clusters",
 		"FLUX_WEBHOOK_CLUSTER_NAME":              "local",
 		"GOMEMLIMIT":                             "230MiB",
+		// Each organization's vcluster, registered under its name, follows its repositories.
+		"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": "{cluster}/*",
 	} {
 		if defaults[name] != want {
 			t.Errorf("default %s=%q, want %q", name, defaults[name], want)
@@ -612,7 +620,10 @@ func TestChartSettings(t *testing.T) {
 		{`{"clusters": {"insecureKubeconfig": ["exec", "http"], "secretsNamespace": "vclusters"}}`,
 			map[string]string{"FLUX_WEBHOOK_INSECURE_KUBECONFIG": "exec,http", "FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "vclusters"}},
 		{`{"clusters": {"enabled": false, "insecureKubeconfig": ["exec"]}}`,
-			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": ""}},
+			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": "", "FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": ""}},
+		{`{"clusters": {"defaultRepositories": ""}}`, map[string]string{"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": ""}},
+		{`{"clusters": {"defaultRepositories": "platform/*, {cluster}/*"}}`,
+			map[string]string{"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": "platform/*, {cluster}/*"}},
 		{`{"giteaUrl": "https://gitea.example.eu", "clusterName": "fra1", "region": "eu-central"}`,
 			map[string]string{"FLUX_WEBHOOK_GITEA_URL": "https://gitea.example.eu", "FLUX_WEBHOOK_CLUSTER_NAME": "fra1", "FLUX_WEBHOOK_REGION": "eu-central"}},
 		// The Sovereign's Gitea by default, giteaUrl when set.
@@ -623,6 +634,14 @@ func TestChartSettings(t *testing.T) {
 			map[string]string{"FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET": "", "FLUX_WEBHOOK_SHARED_TOKEN_SECRET": ns + "/flux-webhook-shared-token"}},
 		{`{"extraEnv": [{"name": "GOMEMLIMIT", "value": "100MiB"}, {"name": "FLUX_WEBHOOK_KUBE_QPS", "value": "70"}]}`,
 			map[string]string{"GOMEMLIMIT": "100MiB", "FLUX_WEBHOOK_KUBE_QPS": "70"}},
+		{`{"enrollment": {"organizations": ["acme", "platform"], "followed": true, "webhook": true, "rotationMax": "2h"}, "global": {"sovereignFQDN": "fra1.example.eu"}}`,
+			map[string]string{"FLUX_WEBHOOK_ENROLL_TOKEN_SECRET": ns + "/flux-webhook-enroll", "FLUX_WEBHOOK_ENROLL_URL": "https://flux-webhook.fra1.example.eu",
+				"FLUX_WEBHOOK_ENROLL_ORGANIZATION": "acme,platform", "FLUX_WEBHOOK_ENROLL_FOLLOWED": "true", "FLUX_WEBHOOK_ENROLL_WEBHOOK": "true",
+				"FLUX_WEBHOOK_ENROLL_ROTATION_MAX": "2h", "FLUX_WEBHOOK_ENROLL_REPOSITORY": "", "FLUX_WEBHOOK_ENROLL_SCOPES_CONFIGMAP": "",
+				"FLUX_WEBHOOK_GITEA_URL": "https://gitea.fra1.example.eu"}},
+		{`{"enrollment": {"scopesConfigMap": "flux-webhook-scopes", "url": "https://hooks.example.eu/fra1"}}`,
+			map[string]string{"FLUX_WEBHOOK_ENROLL_TOKEN_SECRET": ns + "/flux-webhook-enroll", "FLUX_WEBHOOK_ENROLL_URL": "https://hooks.example.eu/fra1",
+				"FLUX_WEBHOOK_ENROLL_SCOPES_CONFIGMAP": "flux-webhook-scopes", "FLUX_WEBHOOK_ENROLL_FOLLOWED": ""}},
 		{`{"fullnameOverride": "fw"}`, map[string]string{"FLUX_WEBHOOK_HOOK_KEY_SECRET": ns + "/fw-hook-key", "FLUX_WEBHOOK_WEBHOOK_KEY_SECRET": ns + "/fw-webhook-key",
 			"FLUX_WEBHOOK_GITEA_TOKEN_SECRET": ns + "/fw-gitea", "FLUX_WEBHOOK_RECORD_KEY_SECRET": ns + "/fw-record-key", "FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET": ns + "/fw-platform"}},
 	} {

@@ -38,7 +38,8 @@ type Push struct {
 	Clusters []ClusterWork `json:"clusters,omitempty"`
 	// Results are the final states of its targets, by status context, when its statuses
 	// are per cluster (Request.Aggregate): a set, so that a result recorded twice (by a
-	// reporter that took over) counts once.
+	// reporter that took over) counts once. "" is a result awaited: a canary of a
+	// Kustomization that applied the commit, whose status Flagger decides later.
 	Results map[string]string `json:"results,omitempty"`
 	Owed    []Owed            `json:"owed"`
 }
@@ -49,6 +50,11 @@ type Pushed struct {
 	Ref  string   `json:"ref,omitempty"`
 	Tag  string   `json:"tag,omitempty"`
 	Name string   `json:"name,omitempty"`
+	// Subject and Public are who may follow the push (gitops.Push.Subject, .Public): the
+	// worker asks each registered cluster again before requesting it there, so that a grant
+	// withdrawn since the push was accepted holds.
+	Subject string `json:"subject,omitempty"`
+	Public  bool   `json:"public,omitempty"`
 }
 
 // ClusterWork is a push's work in one cluster.
