@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 )
 
 // request is what the server knows of one request, beyond the HTTP request itself. It is
@@ -82,6 +83,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		defer st.release()
 		logger := s.Log.WithValues("delivery", st.delivery)
+		if id := tracing.TraceID(r.Context()); id != "" {
+			logger = logger.WithValues("trace", id)
+		}
 		ctx := context.WithValue(log.IntoContext(r.Context(), logger), requestKey{}, st)
 		c.SetRequest(r.WithContext(ctx))
 		err := next(c)

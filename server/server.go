@@ -167,7 +167,7 @@ func (s *Server) newEcho() *echo.Echo {
 	// sends them (GO-2026-6872, GO-2026-6875).
 	e.IPExtractor = clientAddress(s.TrustedProxies)
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observe)
+	e.Use(s.traced, s.observe)
 	return e
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 )
 
 // Errors of a delivery and of a push's claim, mapped to status codes by the server.
@@ -150,6 +151,14 @@ func (in *Intake) now() time.Time {
 
 // Accept verifies the push p claims on behalf of principal and requests its reconciles.
 func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
+	ctx, span := tracing.Start(ctx, "intake.accept", tracing.Push(p.Delivery, p.Repository, p.Ref, p.SHA)...)
+	acc, err := in.accept(ctx, principal, p)
+	span.SetAttributes(tracing.TargetsKey.Int(len(acc.Result.Targets)))
+	tracing.End(span, err)
+	return acc, err
+}
+
+func (in *Intake) accept(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
 	in.init()
 	p.Public = false // the forge's answer alone says so (verify)
 	if p.OCI != nil {

@@ -62,6 +62,8 @@ func TestCLI(t *testing.T) {
 		{"env-invalid", []string{"serve"}, map[string]string{"FLUX_WEBHOOK_TOKEN_GRACE": "forever"}, 2},
 		{"env-sets-flag", []string{"serve", "--cluster-name", "Bad"}, map[string]string{"FLUX_WEBHOOK_HOOK_KEY_SECRET": "ns/name"}, 2},
 		{"no-kubeconfig", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--kubeconfig", "/nonexistent/kubeconfig"}, nil, 1},
+		{"otel-exporter-unsupported", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record"}, map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, 2},
+		{"otel-protocol-unsupported", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record"}, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, 2},
 		{"missing-record-key", []string{"serve", "--hook-key-secret", "ns/name"}, nil, 2},
 		{"bad-insecure-kubeconfig", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--insecure-kubeconfig", "exec,everything"}, nil, 2},
 		{"bad-trusted-proxies", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--trusted-proxies", "10.0.0.0/8,ingress-nginx"}, nil, 2},

@@ -24,8 +24,9 @@ import (
 
 // The secret sweep: for the whole end-to-end suite, every place a secret could surface is
 // searched for the hook token, the platform token and the Gitea API token the service holds:
-// the service's log, its /metrics, every Kubernetes Event in every namespace, the Flux objects
-// and job ConfigMaps it writes, and every answer the tests got (recorded by recorder).
+// the service's log, its /metrics, the traces it exported, every Kubernetes Event in every
+// namespace, the Flux objects and job ConfigMaps it writes, and every answer the tests got
+// (recorded by recorder).
 
 // maxRecorded bounds what the recorder keeps; the suite's answers are a few MiB.
 const maxRecorded = 256 << 20
@@ -221,6 +222,9 @@ func sweepSecrets(ctx context.Context) error {
 		return fmt.Errorf("metrics: %d, %d bytes without flux-webhook's metrics", resp.StatusCode, len(b))
 	}
 	check("/metrics", b)
+	if e2e.traces != nil {
+		check("the exported traces", e2e.traces.received())
+	}
 
 	// Events in every namespace, both APIs' views, and what the service writes on objects.
 	for _, list := range []client.ObjectList{&eventsv1.EventList{}, &corev1.EventList{}, &corev1.ConfigMapList{},

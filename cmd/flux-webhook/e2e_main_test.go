@@ -50,6 +50,8 @@ var e2e struct {
 	// answers records every response the tests get (bodies and headers), for the secret
 	// sweep that ends the suite.
 	answers *recorder
+	// traces receives the spans every service of the suite exports (OTLP/HTTP).
+	traces *otlpReceiver
 }
 
 const (
@@ -135,6 +137,17 @@ func runE2E(m *testing.M) int {
 	if err := setupCluster(ctx); err != nil {
 		return fail(err)
 	}
+	// Every service the suite starts exports its traces to the test's receiver, as the
+	// standard environment asks, in batches sent every 100 ms.
+	if e2e.traces, err = startOTLPReceiver(); err != nil {
+		return fail(err)
+	}
+	defer e2e.traces.Close()
+	for k, v := range map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e2e.traces.URL, "OTEL_BSP_SCHEDULE_DELAY": "100"} {
+		if err := os.Setenv(k, v); err != nil {
+			return fail(err)
+		}
+	}
 	if err := startService(ctx); err != nil {
 		return fail(err)
 	}
@@ -145,7 +158,7 @@ func runE2E(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e secret sweep: FAIL:", err)
 		return 1
 	}
-	fmt.Fprintln(os.Stderr, "e2e secret sweep: no secret in the service's logs, /metrics, Events, Flux objects or", e2e.answers.count(), "answers")
+	fmt.Fprintln(os.Stderr, "e2e secret sweep: no secret in the service's logs, /metrics, traces, Events, Flux objects or", e2e.answers.count(), "answers")
 	// Every metric the shipped alerts and dashboard read is one the service exposes: a
 	// histogram or counter appears once observed, so only the whole suite (no -run) exposes all.
 	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {

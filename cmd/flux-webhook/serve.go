@@ -35,6 +35,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/probe"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 	"github.com/openova-io/flux-webhook/internal/version"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
@@ -67,7 +68,12 @@ HelmCharts, Kustomizations and HelmReleases built from it, reconcile now; a tag 
 registry (a package event) does the same for the OCIRepositories and OCI HelmCharts that follow
 it. Each object (or, per --status-granularity, each cluster) gets a pending commit status once it
 is requested, then exactly one of success, failure, error (no answer within --result-timeout)
-or warning (superseded by a newer push, suspended, or Flux settled on another revision).`,
+or warning (superseded by a newer push, suspended, or Flux settled on another revision).
+
+Traces (OpenTelemetry, one per push) are off unless the standard environment asks for them:
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp),
+over HTTP/protobuf, or gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc; the rest of OTEL_* as the SDK
+reads it.`,
 		Example: `  flux-webhook serve --hook-key-secret flux-webhook/flux-webhook-hook-key \
     --record-key-secret flux-webhook/flux-webhook-record-key \
     --gitea-url https://gitea.example.com --gitea-token-secret flux-webhook/flux-webhook-gitea \
@@ -118,6 +124,22 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	// same structured logger: every line of the log is one JSON object.
 	klog.SetLogger(logger)
 	version.RegisterMetric()
+	traces, err := tracing.FromEnv(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	stopTracing, err := tracing.Setup(ctx, traces, version.Version, logger.WithName("tracing"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans still buffered go out once the manager has stopped.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracing.FlushTimeout)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			logger.Error(err, "traces not flushed")
+		}
+	}()
 	cfg, err := o.kube.Config()
 	if err != nil {
 		return err
@@ -139,7 +161,8 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("starting", "cluster", o.cluster.Name, "region", o.cluster.Region, "gitea", o.gitea.URL,
-		"verifyClaims", svc.verifyClaims, "namespace", svc.namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace)
+		"verifyClaims", svc.verifyClaims, "namespace", svc.namespace, "clusterSecretsNamespace", o.cluster.SecretsNamespace,
+		"traces", traces.String())
 	if !svc.verifyClaims {
 		logger.Info("push claims are not checked against Gitea: a sender's credential and a consistent payload are trusted")
 	}

@@ -150,7 +150,7 @@ func (s *PushStore) Add(ctx context.Context, req Request, targets []Owed) error 
 // forPush is what a push record keeps of a request.
 func (q Request) forPush() Request {
 	return Request{Token: q.Token, Repository: q.Repository, Ref: q.Ref, SHA: q.SHA, Version: q.Version, Before: q.Before, Aggregate: q.Aggregate,
-		Delivery: q.Delivery, RequestedAt: q.RequestedAt}
+		Delivery: q.Delivery, Trace: q.Trace, RequestedAt: q.RequestedAt}
 }
 
 // ErrRecordFull: a push record would be over what a ConfigMap holds.

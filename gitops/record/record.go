@@ -30,7 +30,8 @@ const Annotation = "flux-webhook.openova.io/request"
 //
 //   - what a push brings is validated where it enters (webhook, server): repository
 //     "owner/name" of at most 100+1+100 bytes, reference at most 255 bytes, commit ids of 40
-//     or 64 hex digits, delivery id at most 128 printable bytes;
+//     or 64 hex digits, delivery id at most 128 printable bytes; the trace context is a W3C
+//     traceparent (55 bytes) flux-webhook makes;
 //   - descriptions (Flux's messages) are cut to maxStoredDescription bytes;
 //   - superseded requests keep only their commit and the commit that superseded them (and
 //     the names of the canaries they still owe a status);
@@ -86,6 +87,9 @@ type Request struct {
 	// to Gitea.
 	Aggregate string `json:"aggregate,omitempty"`
 	Delivery  string `json:"delivery,omitempty"`
+	// Trace is the W3C traceparent of the push's trace (internal/tracing), "" with tracing
+	// off: the worker and the reporter continue the trace the intake started.
+	Trace string `json:"trace,omitempty"`
 	// RequestedAt is when the object was patched; the result timeout counts from here.
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Intent is the status being posted: recorded before the post, cleared after it, so a

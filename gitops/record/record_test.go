@@ -149,12 +149,13 @@ func TestRecordAtItsLargest(t *testing.T) {
 	ref := "refs/heads/" + strings.Repeat(`"`, 255-len("refs/heads/"))
 	repo := strings.Repeat("o", 100) + "/" + strings.Repeat("r", 100)
 	delivery := strings.Repeat(`\`, 128)
+	trace := "00-" + strings.Repeat("f", 32) + "-" + strings.Repeat("f", 16) + "-01"
 	intent := api.Status{State: api.StateFailure, Description: Bounded(worst)}
 	patchAt := at
 	var rec Record
 	for i := range maxSuperseded + maxSeen + 5 {
 		req := Request{Token: at.Add(time.Duration(i)).Format(time.RFC3339Nano), Repository: repo, Ref: ref,
-			SHA: fmt.Sprintf("%064x", i), Before: hex64, Delivery: delivery, RequestedAt: at.Add(time.Duration(i)),
+			SHA: fmt.Sprintf("%064x", i), Before: hex64, Delivery: delivery, Trace: trace, RequestedAt: at.Add(time.Duration(i)),
 			Posted: api.StatePending, Intent: &intent, IntentSince: at, PatchAt: &patchAt, Final: false, Description: Bounded(worst)}
 		rec, _, _ = rec.Supersede(req)
 	}

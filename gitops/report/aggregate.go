@@ -210,7 +210,7 @@ func (a *Aggregator) post(ctx context.Context, p *record.Push, cluster string) e
 		}
 		if post {
 			cs.Status = pending
-			if err := postStatus(ctx, a.Poster, cs); err != nil {
+			if err := postStatus(ctx, a.Poster, req.Trace, req.Delivery, cs); err != nil {
 				statusPostErrors.WithLabelValues(cluster).Inc()
 				return err
 			}
@@ -239,7 +239,7 @@ func (a *Aggregator) post(ctx context.Context, p *record.Push, cluster string) e
 	}
 	if post {
 		cs.Status = final
-		if err := postStatus(ctx, a.Poster, cs); err != nil {
+		if err := postStatus(ctx, a.Poster, req.Trace, req.Delivery, cs); err != nil {
 			statusPostErrors.WithLabelValues(cluster).Inc()
 			if !permanent(err) && a.now().Sub(cw.IntentSince) < a.ResultTimeout {
 				return fmt.Errorf("post status %s: %w", context, err) // again at the next round

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/openova-io/flux-webhook/gitops/record"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 )
 
 // Backoff of status posts that failed: doubling from postBackoffMin, capped at
@@ -29,7 +30,11 @@ func permanent(err error) bool {
 
 // postStatus posts a status, unless its request has no commit (an OCI artifact that records
 // none): there is nothing to post it on, and it is logged instead (the stream has it too).
-func postStatus(ctx context.Context, p StatusPoster, cs CommitStatus) error {
+// The post is a span of the push's trace, carried by its request (trace).
+func postStatus(ctx context.Context, p StatusPoster, trace, delivery string, cs CommitStatus) (err error) {
+	ctx, span := tracing.StartFrom(ctx, trace, "report.status", append(tracing.Push(delivery, cs.Repository, "", cs.SHA),
+		tracing.ContextKey.String(cs.Context), tracing.StateKey.String(cs.State))...)
+	defer func() { tracing.End(span, err) }()
 	if cs.SHA == "" {
 		log.FromContext(ctx).Info("result without a commit to post it on", "context", cs.Context, "state", cs.State,
 			"description", cs.Description)
@@ -42,7 +47,7 @@ func postStatus(ctx context.Context, p StatusPoster, cs CommitStatus) error {
 // cluster, to the aggregator (only logged without one).
 func send(ctx context.Context, poster, aggregator StatusPoster, req record.Request, cs CommitStatus) error {
 	if req.Aggregate == "" {
-		return postStatus(ctx, poster, cs)
+		return postStatus(ctx, poster, req.Trace, req.Delivery, cs)
 	}
 	if aggregator == nil {
 		log.FromContext(ctx).Info("result of a push with per-cluster statuses, no aggregator", "context", cs.Context, "state", cs.State)

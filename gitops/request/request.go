@@ -32,6 +32,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/observe"
 	"github.com/openova-io/flux-webhook/gitops/record"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 )
 
 // ErrTooManyTargets: a push feeds more objects than one request may patch.
@@ -219,7 +220,7 @@ func sliceHas(s []string, v string) bool {
 func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result, error) {
 	tok, at := NextToken(r.Now)
 	req := record.Request{Token: tok, Repository: push.Repository, Ref: push.Ref, SHA: push.SHA, Before: push.Before,
-		Delivery: push.Delivery, RequestedAt: at}
+		Delivery: push.Delivery, Trace: tracing.Carry(ctx), RequestedAt: at}
 	if push.OCI != nil {
 		req.Version = push.OCI.Tag
 	}

@@ -2,6 +2,7 @@ package request
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/observe"
 	"github.com/openova-io/flux-webhook/gitops/record"
+	"github.com/openova-io/flux-webhook/internal/tracing"
 )
 
 var _ manager.LeaderElectionRunnable = (*Worker)(nil)
@@ -256,6 +258,10 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 	}
 	giveUp := w.ResultTimeout > 0 && w.now().Sub(req.RequestedAt) > w.ResultTimeout
 	var failed error
+	// The push's trace goes on here, and on to the reporter through the objects' records.
+	ctx, span := tracing.StartFrom(ctx, req.Trace, "request.cluster", append(tracing.Push(req.Delivery, req.Repository, req.Ref, req.SHA), tracing.Cluster(c.Name))...)
+	defer func() { tracing.End(span, errors.Join(err, failed)) }()
+	req.Trace = tracing.Carry(ctx)
 	if !c.Ready() {
 		failed = fmt.Errorf("%w: cluster %s never reached (caches not synced)", cluster.ErrUnavailable, c.Name)
 	} else {

@@ -95,9 +95,17 @@ func (a Assets) RequireKubeControllers() (string, error) {
 	return requireFiles(EnvKubebuilderAssets, a.KubebuilderAssets, "kube-controller-manager", "kube-scheduler")
 }
 
-// RequireESO returns External Secrets Operator's controller binary.
-func (a Assets) RequireESO() (string, error) {
-	return requireFiles(EnvESO, a.ESO)
+// RequireESO returns External Secrets Operator's controller binary and the directory of
+// its CRDs, which sits beside it as crds/ (all of ESO's: its controller watches them all).
+func (a Assets) RequireESO() (bin, crds string, err error) {
+	if _, err := requireFiles(EnvESO, a.ESO); err != nil {
+		return "", "", err
+	}
+	crds = filepath.Join(filepath.Dir(a.ESO), "crds")
+	if _, err := requireFiles(EnvESO, crds, "external-secrets.io_externalsecrets.yaml", "generators.external-secrets.io_generatorstates.yaml"); err != nil {
+		return "", "", err
+	}
+	return a.ESO, crds, nil
 }
 
 // RequireKwok returns the directory holding kwok and its stage files (stage/).
