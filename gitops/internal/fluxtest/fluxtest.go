@@ -80,7 +80,7 @@ func Main(m *testing.M) int {
 func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
 	c, err := ctrlcluster.New(k.Config, func(o *ctrlcluster.Options) {
 		o.Scheme = flux.NewScheme()
-		o.Cache = cluster.CacheOptions()
+		o.Cache = cluster.CacheOptions(name)
 	})
 	if err != nil {
 		return nil, err
