@@ -14,8 +14,18 @@ import (
 	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
-// idleWindow is how long a service's idle requests are counted.
-const idleWindow = time.Minute
+// idleWindow is how long a service's idle requests are counted (FLUX_WEBHOOK_BENCH_IDLE,
+// a duration; a minute by default, less in CI).
+var idleWindow = func() time.Duration {
+	if v := os.Getenv("FLUX_WEBHOOK_BENCH_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			panic(fmt.Sprintf("FLUX_WEBHOOK_BENCH_IDLE=%q: want a positive duration", v))
+		}
+		return d
+	}
+	return time.Minute
+}()
 
 // BenchmarkBinaryAPICalls counts every request the flux-webhook binary makes to its API
 // server, by verb and resource (a counting proxy between them: client-side request

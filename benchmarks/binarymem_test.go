@@ -3,7 +3,6 @@ package benchmarks
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -111,27 +110,6 @@ func serviceMemory(b *testing.B, k *testenv.Kube) (rss, hwm, heap float64) {
 	time.Sleep(memorySettle)
 	rss, hwm = svc.memory(b)
 	heap = sum(svc.scrapeAll(b), "go_gc_heap_live_bytes")
-	if d := os.Getenv("HEAPDIR"); d != "" {
-		sm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", svc.Pid()))
-		_ = os.WriteFile(fmt.Sprintf("%s/smaps-%s.txt", d, strings.ReplaceAll(b.Name(), "/", "_")), sm, 0o644)
-		if resp, err := svc.http.Get(svc.metrics); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			_ = os.WriteFile(fmt.Sprintf("%s/metrics-%s.txt", d, strings.ReplaceAll(b.Name(), "/", "_")), body, 0o644)
-		}
-		resp, err := svc.http.Get(strings.TrimSuffix(svc.metrics, "/metrics") + "/debug/pprof/heap?gc=1")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			_ = os.WriteFile(fmt.Sprintf("%s/heap-%s.pprof", d, strings.ReplaceAll(b.Name(), "/", "_")), body, 0o644)
-		}
-		resp, err = svc.http.Get(strings.TrimSuffix(svc.metrics, "/metrics") + "/debug/pprof/allocs")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			_ = os.WriteFile(fmt.Sprintf("%s/allocs-%s.pprof", d, strings.ReplaceAll(b.Name(), "/", "_")), body, 0o644)
-		}
-	}
 	return rss, hwm, heap
 }
 
