@@ -28,10 +28,13 @@ const (
 	// CLI and flux-webhook write it (about 35 bytes). A longer one is kept as its first bytes,
 	// which no request of flux-webhook's then matches.
 	maxRequestedAtBytes = 128
-	// maxRecordAnnotationBytes bounds the request record and its MAC kept: a record is at most
-	// 8 KiB (gitops/record); a longer value is no record flux-webhook wrote, and is kept as a
-	// short value that fails to open (rejected as malformed, counted and recorded once).
+	// maxRecordAnnotationBytes bounds the request record kept: a record is at most 8 KiB
+	// (gitops/record), twice that leaves room; a longer value is no record flux-webhook
+	// wrote, and is kept as a short value that fails to open (rejected, counted and recorded).
 	maxRecordAnnotationBytes = 16 << 10
+	// maxMACAnnotationBytes bounds the record's MAC kept: an HMAC-SHA256 in unpadded base64
+	// takes 43 bytes; a longer value fails to verify whole or cut.
+	maxMACAnnotationBytes = 64
 	// maxLabelBytes bounds the labels kept (keys and values together), taken in key order:
 	// platform jobs select by label, and a Flux object carries a handful (its Kustomization's,
 	// app.kubernetes.io/*: a few hundred bytes). Beyond it the rest are dropped, and a job's
@@ -40,7 +43,9 @@ const (
 	// maxCachedObjectBytes bounds an object as the cache keeps it (its JSON once slimmed and
 	// bounded as above): a Kustomization of a region with a long status message takes about
 	// 2 KiB. A larger one keeps only its metadata: flux-webhook then matches nothing through
-	// it (no URL, no source), and a request on it times out as an error.
+	// it (no URL, no source), and a request on it times out as an error. With the bounds
+	// above, what one object can cost is about 21 KiB of JSON whatever its writer put in
+	// (its labels, its record, names), against 300 KiB and more the API server accepts.
 	maxCachedObjectBytes = 16 << 10
 	// strippedLogged bounds the objects whose stripping was logged: once per object and
 	// version of the cache.
@@ -54,7 +59,7 @@ const (
 var keptAnnotations = map[string]int{
 	meta.ReconcileRequestAnnotation: maxRequestedAtBytes,
 	record.Annotation:               maxRecordAnnotationBytes,
-	record.MACAnnotation:            maxRecordAnnotationBytes,
+	record.MACAnnotation:            maxMACAnnotationBytes,
 }
 
 var cacheStripped = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -42,8 +42,11 @@ func TestBoundsTransform(t *testing.T) {
 		}},
 		{"a value longer than flux-webhook writes is cut", func(k *kustomizev1.Kustomization) {
 			k.Annotations = map[string]string{meta.ReconcileRequestAnnotation: strings.Repeat("t", maxRequestedAtBytes+1),
-				record.Annotation: strings.Repeat("r", maxRecordAnnotationBytes+1)}
+				record.Annotation: strings.Repeat("r", maxRecordAnnotationBytes+1), record.MACAnnotation: strings.Repeat("m", maxMACAnnotationBytes+1)}
 		}, func(t *testing.T, k *kustomizev1.Kustomization) {
+			if len(k.Annotations) != 3 {
+				t.Fatalf("annotations %v", k.Annotations)
+			}
 			for key, v := range k.Annotations {
 				if len(v) > 100 || !strings.HasSuffix(v, "…") {
 					t.Fatalf("%s kept as %d bytes", key, len(v))
