@@ -314,6 +314,10 @@ func (a hookAnswer) targets() int {
 // holding kubeconfig.
 func register(b *testing.B, k *testenv.Kube, name string, kubeconfig []byte) {
 	b.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clustersNS}}
+	if err := k.Client.Create(b.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "cluster-" + name,
 		Labels: map[string]string{cluster.ClusterLabel: name}}, Data: map[string][]byte{"kubeconfig": kubeconfig}}
 	if err := k.Client.Create(b.Context(), s); err != nil {
