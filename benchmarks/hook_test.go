@@ -150,36 +150,9 @@ var fluxBin struct {
 // live heap (its /metrics) with the region's objects cached. B/op and allocs/op are the
 // benchmark's client's.
 func BenchmarkHookLoopback(b *testing.B) {
-	f := regionKube(b, maxObjects())
 	ctx := b.Context()
-	fluxBin.once.Do(func() { fluxBin.path, fluxBin.err = testenv.BuildFlux(context.Background(), dir) })
-	if fluxBin.err != nil {
-		b.Fatal(fluxBin.err)
-	}
-	cl, err := client.New(unlimited(f.kube), client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	const hookKeySecret, recordKeySecret = "flux-webhook-hook-key", "flux-webhook-record-key"
-	for _, o := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: serviceNS}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: hookKeySecret}, Data: map[string][]byte{"token": []byte(hookKey)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: recordKeySecret}, Data: map[string][]byte{"token": []byte(recordKey)}},
-	} {
-		if err := cl.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-			b.Fatal(err)
-		}
-	}
-	ports, err := testenv.FreePorts(4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	hookURL, readyURL, metricsURL := "http://"+addr(0)+"/hook", "http://"+addr(2)+"/readyz", "http://"+addr(3)+"/metrics"
-	testenv.NewService(b, "flux-webhook", fluxBin.path, readyURL, "serve", "--kubeconfig", f.kube.Kubeconfig,
-		"--listen", addr(0), "--platform-listen", addr(1), "--health-listen", addr(2), "--metrics-listen", addr(3),
-		"--namespace", serviceNS, "--hook-key-secret", serviceNS+"/"+hookKeySecret, "--record-key-secret", serviceNS+"/"+recordKeySecret,
-		"--cluster-name", "region", "--leader-elect=false")
+	svc := startRegionService(b)
+	hookURL, readyURL, metricsURL := svc.hookURL, svc.readyURL, svc.metricsURL
 	httpc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 	body, token := noMatchPush(b)
 	n := 0
@@ -237,7 +210,55 @@ func BenchmarkHookLoopback(b *testing.B) {
 	b.ReportMetric(rss/mib, "service-rss-MiB")
 	b.ReportMetric(heap/mib, "service-heap-live-MiB")
 	b.Logf("%d objects cached; %d of each request: /hook p50 %s p99 %s, /readyz p50 %s p99 %s; service RSS %.1f MiB, live heap %.1f MiB",
-		f.n, len(hooks), pct(hooks, 50), pct(hooks, 99), pct(readys, 50), pct(readys, 99), rss/mib, heap/mib)
+		svc.f.n, len(hooks), pct(hooks, 50), pct(hooks, 99), pct(readys, 50), pct(readys, 99), rss/mib, heap/mib)
+}
+
+// regionService is the real binary serving on loopback against the region's API server,
+// filled to the largest FLUX_WEBHOOK_BENCH_OBJECTS.
+type regionService struct {
+	f                                       *filled
+	hookAddr, hookURL, readyURL, metricsURL string
+}
+
+// startRegionService starts the binary (flux-webhook serve, --verify-claims without a Gitea:
+// off, no leader election) with the hook key, the record key and the Secrets given
+// (name → value, each a --<name>-secret of the service's namespace), until the benchmark
+// ends.
+func startRegionService(b *testing.B, secrets ...string) regionService {
+	b.Helper()
+	f := regionKube(b, maxObjects())
+	ctx := b.Context()
+	fluxBin.once.Do(func() { fluxBin.path, fluxBin.err = testenv.BuildFlux(context.Background(), dir) })
+	if fluxBin.err != nil {
+		b.Fatal(fluxBin.err)
+	}
+	cl, err := client.New(unlimited(f.kube), client.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	secrets = append([]string{"hook-key", hookKey, "record-key", recordKey}, secrets...)
+	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: serviceNS}}}
+	var flags []string
+	for i := 0; i+1 < len(secrets); i += 2 {
+		name := "flux-webhook-" + secrets[i]
+		objs = append(objs, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: name}, Data: map[string][]byte{"token": []byte(secrets[i+1])}})
+		flags = append(flags, "--"+secrets[i]+"-secret", serviceNS+"/"+name)
+	}
+	for _, o := range objs {
+		if err := cl.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			b.Fatal(err)
+		}
+	}
+	ports, err := testenv.FreePorts(4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	svc := regionService{f: f, hookAddr: addr(0), hookURL: "http://" + addr(0) + "/hook", readyURL: "http://" + addr(2) + "/readyz", metricsURL: "http://" + addr(3) + "/metrics"}
+	testenv.NewService(b, "flux-webhook", fluxBin.path, svc.readyURL, append([]string{"serve", "--kubeconfig", f.kube.Kubeconfig,
+		"--listen", addr(0), "--platform-listen", addr(1), "--health-listen", addr(2), "--metrics-listen", addr(3),
+		"--namespace", serviceNS, "--cluster-name", "region", "--leader-elect=false"}, flags...)...)
+	return svc
 }
 
 // timed sends req and reads the whole answer, which must be a 200 (containing want).
@@ -267,11 +288,19 @@ func pct(sorted []time.Duration, p int) time.Duration {
 // scrape reads the service's RSS and live heap from its /metrics.
 func scrape(b *testing.B, c *http.Client, url string) (rss, heap float64) {
 	b.Helper()
+	m := metricsOf(b, c, url)
+	return m["process_resident_memory_bytes"], m["go_gc_heap_live_bytes"]
+}
+
+// metricsOf reads the series without labels of the service's /metrics, by name.
+func metricsOf(b *testing.B, c *http.Client, url string) map[string]float64 {
+	b.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -279,16 +308,9 @@ func scrape(b *testing.B, c *http.Client, url string) (rss, heap float64) {
 		if !ok {
 			continue
 		}
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "process_resident_memory_bytes":
-			rss = f
-		case "go_gc_heap_live_bytes":
-			heap = f
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[name] = f
 		}
 	}
-	return rss, heap
+	return out
 }

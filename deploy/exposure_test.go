@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,16 +59,16 @@ func TestExposure(t *testing.T) {
 		ingress, http []route
 		servicePorts  []string
 	}{
-		{name: "chart defaults", values: `{"sovereignDomain": "example.eu", "locationCode": "fra1"}`,
+		{name: "chart defaults", values: `{"global": {"sovereignFQDN": "fra1.example.eu"}}`,
 			ingress: []route{{"/hook", "http"}}, servicePorts: []string{"http:80", "platform:8083"}},
 		{name: "chart, no domain", values: `{}`, servicePorts: []string{"http:80", "platform:8083"}},
-		{name: "chart, platform API exposed", values: `{"sovereignDomain": "example.eu", "locationCode": "fra1", "ingress": {"exposePlatformApi": true}}`,
+		{name: "chart, platform API exposed", values: `{"global": {"sovereignFQDN": "fra1.example.eu"}, "ingress": {"exposePlatformApi": true}}`,
 			ingress: []route{{"/hook", "http"}, {"/api/", "platform"}}, servicePorts: []string{"http:80", "platform:8083"}},
-		{name: "chart, platform API exposed but off", values: `{"sovereignDomain": "example.eu", "locationCode": "fra1", "ingress": {"exposePlatformApi": true}, "platformApi": {"enabled": false}}`,
+		{name: "chart, platform API exposed but off", values: `{"global": {"sovereignFQDN": "fra1.example.eu"}, "ingress": {"exposePlatformApi": true}, "platformApi": {"enabled": false}}`,
 			ingress: []route{{"/hook", "http"}}, servicePorts: []string{"http:80"}},
-		{name: "chart, HTTPRoute", values: `{"sovereignDomain": "example.eu", "locationCode": "fra1", "ingress": {"enabled": false}, "httpRoute": {"enabled": true, "exposePlatformApi": true}}`,
+		{name: "chart, HTTPRoute", values: `{"global": {"sovereignFQDN": "fra1.example.eu"}, "ingress": {"enabled": false}, "httpRoute": {"enabled": true, "exposePlatformApi": true}}`,
 			http: []route{{"/hook", "80"}, {"/api/", "8083"}}, servicePorts: []string{"http:80", "platform:8083"}},
-		{name: "chart, both", values: `{"sovereignDomain": "example.eu", "locationCode": "fra1", "httpRoute": {"enabled": true, "timeouts": {"request": "1h", "backendRequest": "31m"}}}`,
+		{name: "chart, both", values: `{"global": {"sovereignFQDN": "fra1.example.eu"}, "httpRoute": {"enabled": true, "timeouts": {"request": "1h", "backendRequest": "31m"}}}`,
 			ingress: []route{{"/hook", "http"}}, http: []route{{"/hook", "80"}}, servicePorts: []string{"http:80", "platform:8083"}},
 		{name: "overlay, httproute component", kustomize: true,
 			http: []route{{"/hook", "80"}}, servicePorts: []string{"http:80", "platform:8083"}},
@@ -137,8 +138,8 @@ func TestExposure(t *testing.T) {
 	}
 }
 
-// overlayWith copies deploy/ and adds components to the copy of the Catalyst overlay; it
-// returns the copy's overlay directory.
+// overlayWith copies deploy/ and adds components to the copy of the Catalyst overlay (after
+// its own); it returns the copy's overlay directory.
 func overlayWith(t *testing.T, components ...string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "deploy")
@@ -155,17 +156,22 @@ func overlayWith(t *testing.T, components ...string) string {
 	for _, c := range components {
 		add += "  - " + c + "\n"
 	}
-	if err := os.WriteFile(k, append(b, add...), 0o644); err != nil {
+	if bytes.Count(b, []byte("\ncomponents:\n")) != 1 {
+		t.Fatalf("%s/kustomization.yaml: want one components list", catalystDir)
+	}
+	if err := os.WriteFile(k, bytes.Replace(b, []byte("\ncomponents:\n"), []byte("\n"+add), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return overlay
 }
 
 // The External Secrets API version and store are settings: the chart renders each
-// ExternalSecret as external-secrets.io/v1 or v1beta1, from a ClusterSecretStore or a
-// SecretStore, and so do the base (v1) and the externalsecrets-v1beta1 component; the ESO
+// ExternalSecret as external-secrets.io/v1beta1 (the default: Catalyst's ESO 0.10.7 serves
+// no v1) or v1, from the ClusterSecretStore vault-region1 (the default, Catalyst's) or a
+// SecretStore, and so do the base (v1beta1) and the externalsecrets-v1 component; the ESO
 // CRDs (v0.16.2) serve both versions, and the API server accepts every rendered
-// ExternalSecret of each, the record key's dataFrom extract included.
+// ExternalSecret of each, the record key's dataFrom extract included, with the platform's
+// key paths catalyst/flux-webhook/<purpose> by default.
 func TestExternalSecretVersions(t *testing.T) {
 	integration(t)
 	dc, err := discovery.NewDiscoveryClientForConfig(env.kube.Config)
@@ -180,7 +186,7 @@ func TestExternalSecretVersions(t *testing.T) {
 	}
 	ns := "es-" + randomHex(3)
 	ensureNamespace(t, ns)
-	base := filepath.Join(t.TempDir(), "v1beta1")
+	base := filepath.Join(t.TempDir(), "v1")
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -192,23 +198,23 @@ func TestExternalSecretVersions(t *testing.T) {
 		return r
 	}
 	if err := os.WriteFile(filepath.Join(base, "kustomization.yaml"), []byte("resources: ["+rel("deploy/base")+"]\ncomponents: ["+
-		rel("deploy/components/shared-token")+", "+rel("deploy/components/externalsecrets-v1beta1")+"]\n"), 0o644); err != nil {
+		rel("deploy/components/shared-token")+", "+rel("deploy/components/externalsecrets-v1")+"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name       string
 		out        func(t *testing.T) []byte
 		apiVersion string
-		storeKind  string
+		store      string // kind/name
 	}{
-		{"chart v1", func(t *testing.T) []byte {
+		{"chart v1beta1", func(t *testing.T) []byte {
 			return helmTemplate(t, ns, valuesFile(t, `{"sharedToken": {"enabled": true}}`))
-		}, "external-secrets.io/v1", "ClusterSecretStore"},
-		{"chart v1beta1, SecretStore", func(t *testing.T) []byte {
-			return helmTemplate(t, ns, valuesFile(t, `{"sharedToken": {"enabled": true}, "externalSecrets": {"apiVersion": "external-secrets.io/v1beta1", "storeKind": "SecretStore"}}`))
-		}, "external-secrets.io/v1beta1", "SecretStore"},
-		{"base", func(t *testing.T) []byte { return kustomize(t, "deploy/base") }, "external-secrets.io/v1", "ClusterSecretStore"},
-		{"base with the v1beta1 component", func(t *testing.T) []byte { return tool(t, "kustomize", "build", base) }, "external-secrets.io/v1beta1", "ClusterSecretStore"},
+		}, "external-secrets.io/v1beta1", "ClusterSecretStore/vault-region1"},
+		{"chart v1, SecretStore", func(t *testing.T) []byte {
+			return helmTemplate(t, ns, valuesFile(t, `{"sharedToken": {"enabled": true}, "externalSecrets": {"apiVersion": "external-secrets.io/v1", "storeKind": "SecretStore", "storeName": "openbao"}}`))
+		}, "external-secrets.io/v1", "SecretStore/openbao"},
+		{"base", func(t *testing.T) []byte { return kustomize(t, "deploy/base") }, "external-secrets.io/v1beta1", "ClusterSecretStore/vault-region1"},
+		{"base with the v1 component", func(t *testing.T) []byte { return tool(t, "kustomize", "build", base) }, "external-secrets.io/v1", "ClusterSecretStore/vault-region1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var names []string
@@ -217,8 +223,20 @@ func TestExternalSecretVersions(t *testing.T) {
 					continue
 				}
 				names = append(names, strings.TrimPrefix(o.GetName(), "flux-webhook-"))
-				if kind, _, _ := unstructured.NestedString(o.Object, "spec", "secretStoreRef", "kind"); o.GetAPIVersion() != tc.apiVersion || kind != tc.storeKind {
-					t.Errorf("%s: %s from a %s", o.GetName(), o.GetAPIVersion(), kind)
+				kind, _, _ := unstructured.NestedString(o.Object, "spec", "secretStoreRef", "kind")
+				store, _, _ := unstructured.NestedString(o.Object, "spec", "secretStoreRef", "name")
+				if o.GetAPIVersion() != tc.apiVersion || kind+"/"+store != tc.store {
+					t.Errorf("%s: %s from %s/%s, want %s from %s", o.GetName(), o.GetAPIVersion(), kind, store, tc.apiVersion, tc.store)
+				}
+				var key string
+				if data, _, _ := unstructured.NestedSlice(o.Object, "spec", "data"); len(data) > 0 {
+					key, _, _ = unstructured.NestedString(data[0].(map[string]any), "remoteRef", "key")
+				} else if from, _, _ := unstructured.NestedSlice(o.Object, "spec", "dataFrom"); len(from) > 0 {
+					key, _, _ = unstructured.NestedString(from[0].(map[string]any), "extract", "key")
+				}
+				purpose := strings.TrimPrefix(o.GetName(), "flux-webhook-")
+				if want := "catalyst/flux-webhook/" + map[string]string{"gitea": "gitea-token", "platform": "platform-token"}[purpose]; key != want && key != "catalyst/flux-webhook/"+purpose {
+					t.Errorf("%s reads OpenBao key %q", o.GetName(), key)
 				}
 				o.SetNamespace(ns)
 				apply(t, env.kube.Client, o, true)

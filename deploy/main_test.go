@@ -1,9 +1,10 @@
 // Package deploy_test proves the three ways flux-webhook is installed — the image, the
 // Kustomize base, components and overlay under deploy/, the Helm chart of the Catalyst
 // Blueprint under platform/flux-webhook — against the real parts: helm and kustomize at
-// pinned versions, a kube-apiserver with the Flux, External Secrets, Gateway API and
-// prometheus-operator CRDs (server-side dry-run applies, RBAC, the admission policy), the
-// flux-webhook binary built by the Dockerfile's own build step, and Gitea.
+// pinned versions, a kube-apiserver with the Flux, External Secrets, Gateway API,
+// prometheus-operator and Cilium CRDs and the Catalyst platform's Blueprint CRD (server-side
+// dry-run applies, RBAC, the admission policy, helm install and upgrade), the flux-webhook
+// binary built by the Dockerfile's own build step, and Gitea.
 package deploy_test
 
 import (
@@ -70,9 +71,12 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer env.kube.Stop()
-	// The HTTPRoute's and the monitoring kit's kinds.
-	if err := env.kube.InstallCRDs(ctx, extra); err != nil {
-		return fail(err)
+	// The HTTPRoute's, the monitoring kit's and the CiliumNetworkPolicy's kinds; and the
+	// platform's Blueprint CRD (its copy in testdata).
+	for _, dir := range []string{extra, filepath.Join(env.root, filepath.FromSlash(blueprintCRDDir))} {
+		if err := env.kube.InstallCRDs(ctx, dir); err != nil {
+			return fail(err)
+		}
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(env.kube.Config)
 	if err != nil {
@@ -148,7 +152,21 @@ func helmTemplate(t *testing.T, ns string, valueFiles ...string) []byte {
 
 func helmTemplateErr(t *testing.T, ns string, valueFiles ...string) ([]byte, error) {
 	t.Helper()
+	return helmTemplateAPIs(t, ns, nil, valueFiles...)
+}
+
+// onCilium are the API versions of a cluster on Cilium (Catalyst's), as helm template needs
+// them told: the chart renders its CiliumNetworkPolicies there.
+var onCilium = []string{"cilium.io/v2"}
+
+// helmTemplateAPIs renders the chart for a cluster serving apiVersions besides the built-in
+// ones (helm template --api-versions).
+func helmTemplateAPIs(t *testing.T, ns string, apiVersions []string, valueFiles ...string) ([]byte, error) {
+	t.Helper()
 	args := []string{"template", "flux-webhook", path(chartDir), "--namespace", ns, "--kube-version", env.kubeVersion}
+	for _, a := range apiVersions {
+		args = append(args, "--api-versions", a)
+	}
 	for _, f := range valueFiles {
 		args = append(args, "--values", f)
 	}

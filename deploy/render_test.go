@@ -180,34 +180,44 @@ type rendering struct {
 func render(t *testing.T) []rendering {
 	t.Helper()
 	values := catalystValues(t)
+	must := func(out []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	return []rendering{
 		{"base", "default", kustomize(t, "deploy/base")},
 		{"catalyst", catalystNS, kustomize(t, catalystDir)},
-		// The Blueprint with the overlay's configuration, and the chart as it comes.
-		{"chart-catalyst", catalystNS, helmTemplate(t, catalystNS, values)},
+		// The Blueprint with the overlay's configuration on a Catalyst cluster (Cilium), and
+		// the chart as it comes.
+		{"chart-catalyst", catalystNS, must(helmTemplateAPIs(t, catalystNS, onCilium, values))},
 		{"chart-defaults", catalystNS, helmTemplate(t, catalystNS)},
 		// The overlay's options taken (its commented components and patch uncommented, as its
 		// comments say), and the chart's values for the same.
 		{"catalyst-options", catalystNS, tool(t, "kustomize", "build", catalystWithOptions(t))},
-		{"chart-options", catalystNS, helmTemplate(t, catalystNS, values, valuesFile(t, chartOptions))},
+		{"chart-options", catalystNS, must(helmTemplateAPIs(t, catalystNS, onCilium, values, valuesFile(t, chartOptions)))},
 	}
 }
 
 // The options the overlay offers commented out — no platform API, the shared token, an
 // HTTPRoute instead of the Ingress, the monitoring kit, egress to a registered cluster's API
-// server (remote-api-servers.yaml's example) — and the chart's values for the same.
-var (
-	overlayOptions = []string{"components:", "patches:"}
-	chartOptions   = `{"platformApi": {"enabled": false}, "sharedToken": {"enabled": true},
+// server (remote-api-servers.yaml's example: an in-cluster vcluster in rtz) — and the chart's
+// values for the same.
+const chartOptions = `{"platformApi": {"enabled": false}, "sharedToken": {"enabled": true},
 		"ingress": {"enabled": false}, "httpRoute": {"enabled": true},
 		"monitoring": {"podMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}, "dashboard": {"enabled": true}},
-		"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": [8443]}]}}`
-)
+		"networkPolicy": {"remoteApiServers": [{"namespace": "rtz", "ports": [8443]}]}}`
+
+// overlayOptionCount is how many options the overlay's kustomization.yaml offers commented out
+// (components and the patch): a test that uncommented fewer would prove less than it says.
+const overlayOptionCount = 5
 
 // catalystWithOptions copies deploy/ and uncomments, in the copy of the overlay's
-// kustomization.yaml, each commented block of overlayOptions (its "# <head>" line and the
-// indented commented lines after it), as a user following its comments would; it returns
-// the copy's overlay directory.
+// kustomization.yaml, each commented list item ("  # - ...") and the commented lines that
+// continue it ("  #   "), and the key of a list commented whole ("# patches:"), as a user
+// following its comments would; it returns the copy's overlay directory.
 func catalystWithOptions(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "deploy")
@@ -221,15 +231,24 @@ func catalystWithOptions(t *testing.T) string {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(b), "\n")
-	for _, head := range overlayOptions {
-		i := slices.Index(lines, "# "+head)
-		if i < 0 || slices.Index(lines[i+1:], "# "+head) >= 0 {
-			t.Fatalf("%s/kustomization.yaml: want one commented %q", catalystDir, head)
+	n := 0
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "  # - ") {
+			continue
 		}
-		lines[i] = head
-		for i++; i < len(lines) && strings.HasPrefix(lines[i], "#   "); i++ {
-			lines[i] = lines[i][2:]
+		n++
+		// A list of its own, commented whole: its key too.
+		if i > 0 && regexp.MustCompile(`^# [a-zA-Z]+:$`).MatchString(lines[i-1]) {
+			lines[i-1] = lines[i-1][2:]
 		}
+		lines[i] = "  " + lines[i][4:]
+		for i+1 < len(lines) && strings.HasPrefix(lines[i+1], "  #   ") {
+			i++
+			lines[i] = "  " + lines[i][4:]
+		}
+	}
+	if n != overlayOptionCount {
+		t.Fatalf("%s/kustomization.yaml offers %d options, want %d", catalystDir, n, overlayOptionCount)
 	}
 	if err := os.WriteFile(k, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		t.Fatal(err)
@@ -479,8 +498,8 @@ func TestValuesRefused(t *testing.T) {
 		{"Gitea URL alias without its other half", `{"gitUrlAliases": ["https://gitea.example.eu"]}`, "/gitUrlAliases/0", false},
 		{"two Gitea URL aliases in one", `{"gitUrlAliases": ["https://a.eu=http://a:3000,https://b.eu=http://b:3000"]}`, "/gitUrlAliases/0", false},
 		{"Gitea URL without scheme", `{"giteaUrl": "gitea.example.eu"}`, "/giteaUrl", false},
-		{"domain in capitals", `{"sovereignDomain": "Example.EU", "locationCode": "fra1"}`, "/sovereignDomain", false},
-		{"domain without location", `{"sovereignDomain": "example.eu"}`, "/locationCode", false},
+		{"FQDN in capitals", `{"global": {"sovereignFQDN": "Fra1.Example.EU"}}`, "/global/sovereignFQDN", false},
+		{"FQDN with a scheme", `{"global": {"sovereignFQDN": "https://fra1.example.eu"}}`, "/global/sovereignFQDN", false},
 		{"misspelt key", `{"replicas": 3}`, "'replicas' not allowed", false},
 		{"image digest not a digest", `{"image": {"digest": "latest"}}`, "/image/digest", false},
 		{"unknown pull policy", `{"image": {"pullPolicy": "Sometimes"}}`, "/image/pullPolicy", false},
@@ -495,6 +514,8 @@ func TestValuesRefused(t *testing.T) {
 		{"empty OpenBao key", `{"externalSecrets": {"hookKey": {"key": ""}}}`, "/externalSecrets/hookKey/key", false},
 		{"record key with a property", `{"externalSecrets": {"recordKey": {"key": "k", "property": "token"}}}`, "'property' not allowed", false},
 		{"External Secrets API ESO never served", `{"externalSecrets": {"apiVersion": "external-secrets.io/v2"}}`, "/externalSecrets/apiVersion", false},
+		{"network policy flavor unknown", `{"networkPolicy": {"flavor": "calico"}}`, "/networkPolicy/flavor", false},
+		{"Cilium setting misspelt", `{"networkPolicy": {"cilium": {"hookFromGateways": true}}}`, "'hookFromGateways' not allowed", false},
 		{"unknown store kind", `{"externalSecrets": {"storeKind": "Vault"}}`, "/externalSecrets/storeKind", false},
 		{"platform API switch as text", `{"platformApi": {"enabled": "no"}}`, "/platformApi/enabled", false},
 		{"shared token switch misspelt", `{"sharedToken": {"enable": true}}`, "'enable' not allowed", false},
@@ -510,14 +531,19 @@ func TestValuesRefused(t *testing.T) {
 		{"remote API server without prefix length", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr", false},
 		{"remote API server not an address", `{"networkPolicy": {"remoteApiServers": [{"cidr": "vcluster.example.eu/32", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0/cidr", false},
 		{"remote API server without ports", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16"}]}}`, "/networkPolicy/remoteApiServers/0", false},
+		{"remote API server by address and namespace", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "namespace": "rtz", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0", false},
+		{"remote API server by neither", `{"networkPolicy": {"remoteApiServers": [{"ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0", false},
+		{"remote API server namespace not a DNS label", `{"networkPolicy": {"remoteApiServers": [{"namespace": "RTZ", "ports": [8443]}]}}`, "/networkPolicy/remoteApiServers/0", false},
 		{"remote API server port by name", `{"networkPolicy": {"remoteApiServers": [{"cidr": "10.42.0.0/16", "ports": ["https"]}]}}`, "/networkPolicy/remoteApiServers/0/ports/0", false},
 		{"monitoring toggle as text", `{"monitoring": {"podMonitor": {"enabled": "yes"}}}`, "/monitoring/podMonitor/enabled", false},
 		{"another chart as upstream", `{"catalystBlueprint": {"upstream": {"chart": "flux2"}}}`, "/catalystBlueprint/upstream/chart", false},
 		{"upstream version not semver", `{"catalystBlueprint": {"upstream": {"version": "1.0"}}}`, "/catalystBlueprint/upstream/version", false},
-		// What a schema cannot compare.
+		// What a schema cannot compare, or what 0.2 took and 0.3 refuses with what to set.
+		{"0.2's sovereignDomain", `{"sovereignDomain": "example.eu", "locationCode": "fra1"}`, "replaced in chart 0.3.0 by global.sovereignFQDN", true},
+		{"0.2's locationCode alone", `{"locationCode": "fra1"}`, "set global.sovereignFQDN to <locationCode>.<sovereignDomain>", true},
 		{"kubeconfig Secrets beside the tokens", `{"clusters": {"secretsNamespace": "flux-webhook"}}`, "the release's namespace, which holds the keys and tokens", true},
-		{"two purposes, one OpenBao value", `{"externalSecrets": {"webhookKey": {"key": "flux-webhook/hook-key", "property": "token"}}}`, "are the same OpenBao value", true},
-		{"record key holding another purpose's value", `{"externalSecrets": {"recordKey": {"key": "flux-webhook/gitea-token"}}}`, "are the same OpenBao value", true},
+		{"two purposes, one OpenBao value", `{"externalSecrets": {"webhookKey": {"key": "catalyst/flux-webhook/hook-key", "property": "token"}}}`, "are the same OpenBao value", true},
+		{"record key holding another purpose's value", `{"externalSecrets": {"recordKey": {"key": "catalyst/flux-webhook/gitea-token"}}}`, "are the same OpenBao value", true},
 		{"HTTPRoute ending waiting streams", `{"httpRoute": {"enabled": true, "timeouts": {"request": "30m"}}}`, "httpRoute.timeouts.request 30m: a /hook?wait=true stream lasts up to 30m", true},
 		{"HTTPRoute backend ending waiting streams", `{"httpRoute": {"enabled": true, "timeouts": {"request": "1h", "backendRequest": "29m59s"}}}`, "httpRoute.timeouts.backendRequest", true},
 	} {
@@ -532,7 +558,7 @@ func TestValuesRefused(t *testing.T) {
 		})
 	}
 	// Two purposes under one OpenBao key, each with its own property, are two values.
-	if _, err := helmTemplateErr(t, catalystNS, valuesFile(t, `{"externalSecrets": {"webhookKey": {"key": "flux-webhook/hook-key", "property": "webhook"}}}`)); err != nil {
+	if _, err := helmTemplateErr(t, catalystNS, valuesFile(t, `{"externalSecrets": {"webhookKey": {"key": "catalyst/flux-webhook/hook-key", "property": "webhook"}}}`)); err != nil {
 		t.Errorf("one OpenBao key, two properties: %v", err)
 	}
 }
@@ -589,6 +615,10 @@ func TestChartSettings(t *testing.T) {
 			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": ""}},
 		{`{"giteaUrl": "https://gitea.example.eu", "clusterName": "fra1", "region": "eu-central"}`,
 			map[string]string{"FLUX_WEBHOOK_GITEA_URL": "https://gitea.example.eu", "FLUX_WEBHOOK_CLUSTER_NAME": "fra1", "FLUX_WEBHOOK_REGION": "eu-central"}},
+		// The Sovereign's Gitea by default, giteaUrl when set.
+		{`{"global": {"sovereignFQDN": "fra1.example.eu"}}`, map[string]string{"FLUX_WEBHOOK_GITEA_URL": "https://gitea.fra1.example.eu"}},
+		{`{"global": {"sovereignFQDN": "fra1.example.eu"}, "giteaUrl": "http://gitea-http.gitea.svc:3000"}`,
+			map[string]string{"FLUX_WEBHOOK_GITEA_URL": "http://gitea-http.gitea.svc:3000"}},
 		{`{"platformApi": {"enabled": false}, "sharedToken": {"enabled": true}}`,
 			map[string]string{"FLUX_WEBHOOK_PLATFORM_TOKEN_SECRET": "", "FLUX_WEBHOOK_SHARED_TOKEN_SECRET": ns + "/flux-webhook-shared-token"}},
 		{`{"extraEnv": [{"name": "GOMEMLIMIT", "value": "100MiB"}, {"name": "FLUX_WEBHOOK_KUBE_QPS", "value": "70"}]}`,

@@ -20,9 +20,10 @@
 #   FLUX_WEBHOOK_GITEA_RUNNER gitea act runner (host mode)
 #   FLUX_WEBHOOK_FLUX_BIN     source-controller + kustomize-controller
 #   FLUX_WEBHOOK_TOOLS        helm, kustomize (for rendering the deploy manifests)
-#   FLUX_WEBHOOK_CRDS_EXTRA   Gateway API (HTTPRoute) and prometheus-operator (PodMonitor,
-#                             ServiceMonitor, PrometheusRule) CRDs, for the deploy tests'
-#                             optional objects; module zips only, a few seconds cold
+#   FLUX_WEBHOOK_CRDS_EXTRA   Gateway API (HTTPRoute), prometheus-operator (PodMonitor,
+#                             ServiceMonitor, PrometheusRule) and Cilium (CiliumNetworkPolicy)
+#                             CRDs, for the deploy tests' optional objects; module zips only
+#                             (Cilium's: 38 MB), under a minute cold
 #   FLUX_WEBHOOK_PROMTOOL     promtool (check and unit-test the alerts); ~5 min cold
 #   FLUX_WEBHOOK_ESO          External Secrets Operator's controller (the real ESO syncing the
 #                             keys); ~8 min cold
@@ -48,6 +49,7 @@ HELM_VERSION=3.22.0
 KUSTOMIZE_VERSION=5.8.2
 GATEWAY_API_VERSION=1.7.0     # sigs.k8s.io/gateway-api (its zip carries config/crd/standard)
 PROM_OPERATOR_VERSION=0.85.0  # prometheus-operator (its zip carries example/prometheus-operator-crd)
+CILIUM_VERSION=1.20.2         # github.com/cilium/cilium (its zip carries the cilium.io/v2 CRDs)
 PROMETHEUS_VERSION=0.316.0    # github.com/prometheus/prometheus (Prometheus 3), for promtool
 KWOK_VERSION=0.8.0            # sigs.k8s.io/kwok
 FLAGGER_VERSION=1.36.1        # github.com/fluxcd/flagger (the newest served)
@@ -60,7 +62,7 @@ RUNNER_DIR=$CACHE/gitea-runner-v$RUNNER_VERSION
 FLUX_DIR=$CACHE/flux-v$FLUX_VERSION
 # "-k8s": helm stamped with its Kubernetes version (an older cache holds an unstamped helm)
 TOOLS_DIR=$CACHE/tools-helm-v$HELM_VERSION-k8s-kustomize-v$KUSTOMIZE_VERSION
-CRDS_EXTRA_DIR=$CACHE/crds-extra-gateway-v$GATEWAY_API_VERSION-promop-v$PROM_OPERATOR_VERSION
+CRDS_EXTRA_DIR=$CACHE/crds-extra-gateway-v$GATEWAY_API_VERSION-promop-v$PROM_OPERATOR_VERSION-cilium-v$CILIUM_VERSION
 PROMTOOL_DIR=$CACHE/promtool-prometheus-v$PROMETHEUS_VERSION
 ESO_DIR=$CACHE/eso-v$ESO_VERSION
 KWOK_DIR=$CACHE/kwok-v$KWOK_VERSION
@@ -310,8 +312,9 @@ build_tools() {
 }
 
 # crds-extra: the CRDs of objects flux-webhook's manifests render only on request (an
-# HTTPRoute instead of the Ingress, the monitoring kit), straight out of the projects' module
-# zips: no build. Only the kinds rendered and what they refer to, so that envtest starts fast.
+# HTTPRoute instead of the Ingress, the monitoring kit, the CiliumNetworkPolicy on Cilium),
+# straight out of the projects' module zips: no build. Only the kinds rendered and what they
+# refer to, so that envtest starts fast.
 build_crds-extra() {
 	[ -f "$CRDS_EXTRA_DIR/.complete" ] && return 0
 	local tmp=$CRDS_EXTRA_DIR.tmp d k
@@ -326,6 +329,8 @@ build_crds-extra() {
 	for k in podmonitors servicemonitors prometheusrules; do
 		cp "$d/example/prometheus-operator-crd/monitoring.coreos.com_$k.yaml" "$tmp/"
 	done
+	d=$(moddir "github.com/cilium/cilium@v$CILIUM_VERSION")
+	cp "$d/pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml" "$tmp/cilium.io_ciliumnetworkpolicies.yaml"
 	chmod 0644 "$tmp"/*.yaml
 	touch "$tmp/.complete"
 	rm -rf "$CRDS_EXTRA_DIR"

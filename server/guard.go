@@ -32,19 +32,20 @@ func (e *authLimitedError) Error() string {
 var (
 	httpInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_requests_in_flight",
-		Help: "Requests being handled on /hook and the platform API (at most 128 per replica).",
+		Help: fmt.Sprintf("Requests being handled on /hook and the platform API (at most %d per replica).", maxInFlight),
 	})
 	httpWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_waiting_streams",
-		Help: "Open /hook?wait=true streams.",
+		Help: fmt.Sprintf("Open /hook?wait=true streams (at most %d per replica).", maxWaiting),
 	})
 	httpBodyBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_body_bytes_in_flight",
-		Help: "Bytes reserved by the bodies of requests being handled (at most 64 MiB per replica).",
+		Help: fmt.Sprintf("Bytes reserved by the bodies of requests being handled (at most %d MiB per replica).", maxBodyBytesInFlight>>20),
 	})
 	httpSignedReads = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flux_webhook_http_signed_reads_in_flight",
-		Help: "Signed /hook requests being read before their signature is checked (at most 32 per replica).",
+		Help: fmt.Sprintf("Signed /hook requests being read before their signature is checked (at most %d per replica, %d per client address).",
+			maxSignedReads, maxSignedReadsPerClient),
 	})
 )
 
@@ -103,15 +104,32 @@ func (s *Server) limitInFlight(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // reserveBody reserves n bytes of the budget of bodies in flight for the request, waiting up
-// to inFlightWait for them; they are given back with its slot.
+// to inFlightWait for them; they are given back with its slot. A request not yet
+// authenticated reserves them from the share of the budget such requests may hold too,
+// given back once it is (request.vouched).
 func (s *Server) reserveBody(c echo.Context, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	st := requestOf(c)
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.lim.inFlightWait)
 	defer cancel()
+	if st.unauthenticated {
+		if err := s.signedBodyBytes.Acquire(ctx, n); err != nil {
+			return errOverloaded
+		}
+		if st.shareBytes == 0 {
+			st.releaseShare = func() {
+				s.signedBodyBytes.Release(st.shareBytes)
+				st.shareBytes = 0
+			}
+		}
+		st.shareBytes += n
+	}
 	if err := s.bodyBytes.Acquire(ctx, n); err != nil {
-		return errOverloaded
+		return errOverloaded // a share taken above is given back with the request
 	}
 	httpBodyBytes.Add(float64(n))
-	st := requestOf(c)
 	st.releases = append(st.releases, func() {
 		s.bodyBytes.Release(n)
 		httpBodyBytes.Sub(float64(n))
@@ -119,22 +137,43 @@ func (s *Server) reserveBody(c echo.Context, n int64) error {
 	return nil
 }
 
-// authLimiter counts failed authentications per client address.
+// credential is the kind of credential a request failed with. Each kind has its own budget
+// of failures per client: a client guessing Bearer tokens (answered from the headers) never
+// spends the budget of the signed deliveries sent from the same address, nor the reverse.
+type credential uint8
+
+const (
+	// bearerCredential: a Bearer token, or none (/hook and the platform API alike), answered
+	// from the headers.
+	bearerCredential credential = iota
+	// signatureCredential: a webhook signature, answered once the body it covers is read.
+	signatureCredential
+)
+
+// failureKey is what a budget of failures belongs to: a kind of credential and a client.
+type failureKey struct {
+	kind   credential
+	client netip.Prefix
+}
+
+// authLimiter counts failed authentications per kind of credential and client.
 type authLimiter struct {
 	burst int
 	every rate.Limit
-	table *lru[netip.Prefix, *rate.Limiter]
+	table *lru[failureKey, *rate.Limiter]
 }
 
 func newAuthLimiter(l limits) *authLimiter {
-	// No expiry: an address that keeps failing keeps its empty bucket. Only the size bound
-	// forgets addresses, least recently seen first.
+	// No expiry: a client that keeps failing keeps its empty bucket. Only the size bound
+	// forgets clients, least recently seen first.
 	return &authLimiter{burst: l.authFailureBurst, every: l.authFailureRate,
-		table: newLRU[netip.Prefix, *rate.Limiter](l.maxTrackedAddresses, 0, nil)}
+		table: newLRU[failureKey, *rate.Limiter](l.maxTrackedAddresses, 0, nil)}
 }
 
-// clientKey identifies a client by its TCP peer address: an IPv4 address, or an IPv6
-// address's /64. An address that does not parse (none in practice) shares one key.
+// clientKey identifies a client by its address (the TCP peer, or what a trusted proxy
+// says): an IPv4 address, or an IPv6 address's /64, which one host usually owns entirely
+// (its privacy addresses rotate within it). An address that does not parse (none in
+// practice) shares one key.
 func clientKey(ip string) netip.Prefix {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -143,16 +182,20 @@ func clientKey(ip string) netip.Prefix {
 	a = a.Unmap().WithZone("")
 	bits := 32
 	if a.Is6() {
-		bits = 64
+		bits = ipv6ClientBits
 	}
 	p, _ := a.Prefix(bits)
 	return p
 }
 
-// fail records a failed authentication from ip and reports whether the address is over its
-// budget, and when it may try again.
-func (a *authLimiter) fail(ip string, now time.Time) (time.Duration, bool) {
-	lim := a.table.getOrAdd(clientKey(ip), func() *rate.Limiter { return rate.NewLimiter(a.every, a.burst) })
+func (a *authLimiter) limiter(k failureKey) *rate.Limiter {
+	return a.table.getOrAdd(k, func() *rate.Limiter { return rate.NewLimiter(a.every, a.burst) })
+}
+
+// fail records a failed authentication with a credential of kind from ip and reports
+// whether the client is over that budget, and when it may try again.
+func (a *authLimiter) fail(kind credential, ip string, now time.Time) (time.Duration, bool) {
+	lim := a.limiter(failureKey{kind, clientKey(ip)})
 	if lim.AllowN(now, 1) {
 		return 0, false
 	}
@@ -162,17 +205,11 @@ func (a *authLimiter) fail(ip string, now time.Time) (time.Duration, bool) {
 	return max(d, time.Second), true
 }
 
-// check returns an authLimitedError when ip has no failure left in its budget: a signed
-// request from it is then refused before its body is read.
-func (a *authLimiter) check(ip string, now time.Time) error {
-	lim := a.table.getOrAdd(clientKey(ip), func() *rate.Limiter { return rate.NewLimiter(a.every, a.burst) })
-	if lim.TokensAt(now) >= 1 {
-		return nil
-	}
-	r := lim.ReserveN(now, 1)
-	d := r.DelayFrom(now)
-	r.CancelAt(now)
-	return &authLimitedError{RetryAfter: max(d, time.Second)}
+// over reports whether ip has no failure left in its budget for kind: its signed requests
+// are then read one at a time (signedReads), still verified.
+func (a *authLimiter) over(kind credential, ip string, now time.Time) bool {
+	lim, ok := a.table.get(failureKey{kind, clientKey(ip)})
+	return ok && lim.TokensAt(now) < 1
 }
 
 // deliveryID is what identifies a delivery for its replay: the sender's delivery id and

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -282,13 +283,14 @@ func (stubPlatform) Status(context.Context, string) (*api.JobStatus, error) {
 	return nil, jobs.ErrJobNotFound
 }
 
-// The per-address table stays within maxTrackedAddresses however many addresses fail, and
-// an IPv6 sender is one client per /64.
+// The failure table stays within maxTrackedAddresses however many addresses fail; an IPv6
+// sender is one client per /64, so rotating its addresses neither resets its budget nor adds
+// entries; each kind of credential has its own budget.
 func TestAuthLimiterMemoryIsBounded(t *testing.T) {
 	a := newAuthLimiter(limits{maxTrackedAddresses: 100}.withDefaults())
 	now := time.Now()
 	for i := range 5000 {
-		a.fail(fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), now)
+		a.fail(bearerCredential, fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), now)
 	}
 	if n := a.table.len(); n != 100 {
 		t.Fatalf("%d addresses tracked, want 100", n)
@@ -300,13 +302,31 @@ func TestAuthLimiterMemoryIsBounded(t *testing.T) {
 		t.Fatal("IPv4 clients are not keyed by address")
 	}
 	for i := range authFailureBurst {
-		if _, limited := a.fail("192.0.2.1", now); limited {
+		if _, limited := a.fail(bearerCredential, "192.0.2.1", now); limited {
 			t.Fatalf("limited after %d failures", i)
 		}
 	}
-	d, limited := a.fail("192.0.2.1", now)
+	d, limited := a.fail(bearerCredential, "192.0.2.1", now)
 	if !limited || d < time.Second || d > 3*time.Second {
 		t.Fatalf("after the burst: limited %v, retry after %s", limited, d)
+	}
+	if a.over(signatureCredential, "192.0.2.1", now) {
+		t.Fatal("Bearer failures spent the budget of signatures")
+	}
+
+	// 1,000 addresses of one /64, each failing once: one entry, its budget spent.
+	v6 := newAuthLimiter(limits{maxTrackedAddresses: 100}.withDefaults())
+	limitedAt := 0
+	for i := range 1000 {
+		if _, limited := v6.fail(bearerCredential, fmt.Sprintf("2001:db8:7:7:%x:%x::1", i>>8, i&0xff), now); limited && limitedAt == 0 {
+			limitedAt = i + 1
+		}
+	}
+	if n := v6.table.len(); n != 1 || limitedAt != authFailureBurst+1 {
+		t.Fatalf("rotating within one /64: %d entries, limited from failure %d", n, limitedAt)
+	}
+	if _, limited := v6.fail(bearerCredential, "2001:db8:7:8::1", now); limited {
+		t.Fatal("another /64 limited")
 	}
 }
 
@@ -638,15 +658,157 @@ func TestSignedReadsAreBounded(t *testing.T) {
 	if a := post(t, clientFrom("127.0.2.3"), "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push)}); a.code != http.StatusAccepted {
 		t.Fatalf("signed delivery once the trickles were cut: %d %s", a.code, a.body)
 	}
-	// An address that failed its budget is refused before its signed body is read.
+	// Wrong Bearer tokens spend their own budget: a signed delivery from that address is
+	// read and served.
 	bad := clientFrom("127.0.2.4")
+	for range 3 {
+		post(t, bad, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer wrong"})
+	}
+	if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer wrong"}); a.code != http.StatusTooManyRequests {
+		t.Fatalf("bearer failures over the budget: %d", a.code)
+	}
+	if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push)}); a.code != http.StatusAccepted {
+		t.Fatalf("a signed delivery from an address over its Bearer budget: %d %s", a.code, a.body)
+	}
+	// Wrong signatures spend theirs: over it, they get 429, and the address's signed
+	// requests are read one at a time; a correct signature still passes.
 	for range 2 {
-		if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer wrong"}); a.code != http.StatusUnauthorized {
-			t.Fatalf("failure: %d", a.code)
+		post(t, bad, "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign([]byte("other"))})
+	}
+	if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign([]byte("other"))}); a.code != http.StatusTooManyRequests {
+		t.Fatalf("signature failures over the budget: %d %s", a.code, a.body)
+	}
+	slow := trickle(t, "127.0.2.4", addr, sig)
+	waitUntil(t, func() bool { return held() == 1 })
+	if got := answerWithin(trickle(t, "127.0.2.4", addr, sig), time.Second); !strings.HasPrefix(got, "HTTP/1.1 503") {
+		t.Fatalf("a second signed read from a limited address: %q", got)
+	}
+	slow.Close()
+	waitUntil(t, func() bool { return held() == 0 })
+	if a := post(t, bad, "http://"+addr+"/hook", push, map[string]string{"X-Gitea-Signature": sign(push)}); a.code != http.StatusAccepted {
+		t.Fatalf("a correct signature from an address over its budget of signatures: %d %s", a.code, a.body)
+	}
+}
+
+// Behind trusted proxies, the client is the address the proxy wrote into X-Forwarded-For:
+// one client's failures do not limit another behind the same proxy. A peer that is no
+// trusted proxy is its own client whatever its headers say.
+func TestTrustedProxies(t *testing.T) {
+	push := payload(t, "gitea-push-branch.json")
+	var logs bytes.Buffer
+	s := newServer(&stubRequester{out: requested}, &logs)
+	s.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}
+	s.lim = limits{authFailureBurst: 2, authFailureRate: 0.001}
+	addr := startServer(t, s)
+	proxy, other := clientFrom("127.0.0.9"), clientFrom("127.0.0.10")
+	wrong := func(xff string) map[string]string {
+		return map[string]string{"Authorization": "Bearer wrong", "X-Forwarded-For": xff}
+	}
+	for range 2 {
+		post(t, proxy, "http://"+addr+"/hook", push, wrong("198.51.100.1"))
+	}
+	if a := post(t, proxy, "http://"+addr+"/hook", push, wrong("198.51.100.1")); a.code != http.StatusTooManyRequests {
+		t.Fatalf("a client behind the proxy over its budget: %d", a.code)
+	}
+	// What the client wrote left of what the proxy appended is not read.
+	if a := post(t, proxy, "http://"+addr+"/hook", push, wrong("203.0.113.50, 198.51.100.1")); a.code != http.StatusTooManyRequests {
+		t.Fatalf("a client prepending its own X-Forwarded-For: %d", a.code)
+	}
+	if a := post(t, proxy, "http://"+addr+"/hook", push, wrong("198.51.100.2")); a.code != http.StatusUnauthorized {
+		t.Fatalf("another client behind the same proxy: %d", a.code)
+	}
+	// An untrusted peer naming clients: each is still the peer.
+	for i := range 2 {
+		post(t, other, "http://"+addr+"/hook", push, wrong(fmt.Sprintf("198.51.100.%d", 10+i)))
+	}
+	if a := post(t, other, "http://"+addr+"/hook", push, wrong("198.51.100.20")); a.code != http.StatusTooManyRequests {
+		t.Fatalf("an untrusted peer rotating X-Forwarded-For: %d", a.code)
+	}
+	if !strings.Contains(logs.String(), `"198.51.100.2"`) || strings.Contains(logs.String(), "198.51.100.20") {
+		t.Fatalf("logged client addresses:\n%s", logs.String())
+	}
+	for _, tt := range []struct {
+		in   []string
+		want string
+		bad  bool
+	}{
+		{in: []string{"10.0.0.0/8", "192.0.2.7", "fd00::/8", " 2001:db8::1 "}, want: "[10.0.0.0/8 192.0.2.7/32 fd00::/8 2001:db8::1/128]"},
+		{in: []string{"::ffff:10.1.0.0/112"}, want: "[10.1.0.0/16]"},
+		{in: []string{"10.0.0.1/8"}, want: "[10.0.0.0/8]"},
+		{in: []string{"nginx"}, bad: true},
+		{in: []string{"fe80::1%eth0"}, bad: true},
+	} {
+		got, err := ParseTrustedProxies(tt.in)
+		if (err != nil) != tt.bad || (!tt.bad && fmt.Sprint(got) != tt.want) {
+			t.Errorf("%q: %v %v, want %s", tt.in, got, err, tt.want)
 		}
 	}
-	if got := answerWithin(trickle(t, "127.0.2.4", addr, sig), 2*time.Second); !strings.HasPrefix(got, "HTTP/1.1 429") {
-		t.Fatalf("signed read from an address over its budget: %q", got)
+}
+
+// A signed request not yet authenticated holds of the bodies' budget what it has read (its
+// buffer), not what it announces: 64 senders announcing 1 MiB and trickling leave the budget
+// to requests with a Bearer token; together, unauthenticated reads hold at most their share.
+func TestSignedReadsReserveWhatTheyRead(t *testing.T) {
+	push := payload(t, "gitea-push-branch.json")
+	s := newServer(&stubRequester{out: requested}, &bytes.Buffer{})
+	s.lim = limits{maxBodyBytesInFlight: 8 << 20, maxSignedBodyBytes: 1 << 20, signedReadTimeout: 10 * time.Second,
+		inFlightWait: 300 * time.Millisecond}
+	addr := startServer(t, s)
+	sig := "X-Gitea-Signature: " + sign([]byte("other")) + "\r\n"
+	var conns []net.Conn
+	for i := range 64 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.0.3.%d", i/4+1))}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n{", sig, 1<<20)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	waitUntil(t, func() bool { return len(s.signedReads.pool.ch) == 32 })
+	// 32 of them fit the 1 MiB share (32 KiB each); the others wait for room, then 503.
+	if got := s.signedBodyBytes.TryAcquire(1); got {
+		t.Fatal("the share of unauthenticated reads is not full")
+	}
+	// A Bearer request of 3 MiB fits what is left of the 8 MiB (reserving what they
+	// announce, eight of them would have taken it all).
+	big := append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), 3<<20-100)...), `"}`...)
+	if a := post(t, http.DefaultClient, "http://"+addr+"/hook", big, map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusBadRequest {
+		t.Fatalf("3 MiB Bearer body beside 64 trickling signed reads: %d %.200s", a.code, a.body)
+	}
+	if a := post(t, http.DefaultClient, "http://"+addr+"/hook", push, map[string]string{"Authorization": "Bearer " + secret}); a.code != http.StatusAccepted {
+		t.Fatalf("a Bearer push beside 64 trickling signed reads: %d %s", a.code, a.body)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitUntil(t, func() bool { return len(s.signedReads.pool.ch) == 0 })
+	// A signed body bigger than a step is read whole, and its bytes leave the share once
+	// its signature verifies.
+	padded := bytes.Replace(push, []byte(`"ref"`), []byte(`"x":"`+strings.Repeat("a", 200<<10)+`","ref"`), 1)
+	if a := post(t, http.DefaultClient, "http://"+addr+"/hook", padded, map[string]string{"X-Gitea-Signature": sign(padded)}); a.code != http.StatusAccepted {
+		t.Fatalf("a signed push of 200 KiB: %d %s", a.code, a.body)
+	}
+	if !s.signedBodyBytes.TryAcquire(1 << 20) {
+		t.Fatal("the share of unauthenticated reads was not given back")
+	}
+	s.signedBodyBytes.Release(1 << 20)
+	// Chunked, it is read whole too, and refused over the limit.
+	r, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hook", io.MultiReader(bytes.NewReader(padded)))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("X-Gitea-Signature", sign(padded))
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("a chunked signed push: %d", resp.StatusCode)
 	}
 }
 

@@ -57,13 +57,28 @@ const (
 	// burst of 100 concurrent deliveries (the load test) fits without waiting.
 	maxInFlight = 128
 
-	// maxBodyBytesInFlight bounds the memory of the bodies those requests hold: a request
-	// reserves its Content-Length (the route's limit when it sends none) before reading. A
-	// request of the largest body allocates that body once (JSON) or twice (Gitea's form
-	// encoding; TestLargestBodyMemory), so bodies take 64 MiB, 128 MiB at worst, under the
-	// Deployment's 256 MiB limit; 21 bodies of 3 MiB fit, and thousands of ordinary
-	// (kilobytes) pushes.
+	// maxBodyBytesInFlight bounds the memory of the bodies those requests hold: an
+	// authenticated request reserves its Content-Length (the route's limit when it sends
+	// none) before reading; one read before it is authenticated (signed) reserves its buffer
+	// as it grows (signedReadStep). A request of the largest body allocates that body once
+	// (JSON) or twice (Gitea's form encoding; TestLargestBodyMemory), so bodies take 64 MiB,
+	// 128 MiB at worst, under the Deployment's 256 MiB limit; 21 bodies of 3 MiB fit, and
+	// thousands of ordinary (kilobytes) pushes.
 	maxBodyBytesInFlight = 64 << 20
+
+	// maxSignedBodyBytes is the share of maxBodyBytesInFlight that requests read before
+	// they are authenticated may hold together, so that strangers never take what a request
+	// with a Bearer token needs: the other 48 MiB stay for requests that authenticated. A
+	// signed request's bytes leave the share once its signature verifies.
+	maxSignedBodyBytes = 16 << 20
+
+	// signedReadStep is what a request read before it is authenticated reserves first,
+	// before it has sent more: its buffer then doubles as bytes arrive, each growth reserved
+	// before it is made. A sender announcing 1 MiB and trickling a byte a second holds 32
+	// KiB, not the 1 MiB it announced (the first round's figure: 64 such senders from 16
+	// addresses made a Bearer push wait 1.18 s for room; benchmarks/README.md). Gitea's
+	// push payloads are a few KiB: most fit in the first step.
+	signedReadStep = 32 << 10
 
 	// inFlightWait is how long a request over either limit waits for room before it is
 	// answered 503 with Retry-After: a burst is smoothed out, and the answer still comes well
@@ -80,13 +95,15 @@ const (
 
 	// maxSignedReads bounds the /hook requests one replica reads before authenticating them:
 	// those carrying a webhook signature, which covers the body. maxSignedReadsPerClient
-	// bounds them per client address (the TCP peer), and signedReadTimeout how long each may
-	// take to send its body: strangers trickling bodies under a made-up signature hold a few
-	// of these places for seconds, no in-flight slot, and nothing a Bearer request needs; it
-	// takes 16 addresses to fill the pool, and a signed delivery waits up to inFlightWait for
-	// a place. Gitea sends each delivery at once (an ingress that buffers requests sends them
-	// whole), so legitimate signed reads take milliseconds.
-	maxSignedReads          = 64
+	// bounds them per client, and signedReadTimeout how long each may take to send its body:
+	// strangers trickling bodies under a made-up signature hold a few of these places for
+	// seconds, next to no bytes (signedReadStep), no in-flight slot, and nothing a Bearer
+	// request needs; it takes 64 clients to fill the pool, and a signed delivery waits up to
+	// inFlightWait for a place. A place is a goroutine and a connection, the bytes are
+	// bounded apart (maxSignedBodyBytes), so the pool is wide. Gitea sends each delivery at
+	// once (an ingress that buffers requests sends them whole), so legitimate signed reads
+	// take milliseconds.
+	maxSignedReads          = 256
 	maxSignedReadsPerClient = 4
 	signedReadTimeout       = 2 * time.Second
 
@@ -100,20 +117,28 @@ const (
 	// beyond this many the push is refused with 503 before anything is patched.
 	maxWaiting = 128
 
-	// authFailureBurst and authFailureRate rate-limit failed authentication per client
-	// address (the TCP peer only: X-Forwarded-For is set by whoever sends it): after 30
-	// failures, one more every 2 s, others get 429 with Retry-After instead of 401. Requests
-	// that authenticate are never limited, so a sender behind the same address (behind an
-	// ingress, every sender has the ingress's address) keeps working while someone else
-	// guesses. Guessing a token is hopeless anyway; what this bounds is the HMAC work over
-	// 3 MiB bodies and the log lines strangers can cause.
+	// authFailureBurst and authFailureRate rate-limit failed authentication per kind of
+	// credential and client: after 30 failures, one more every 2 s, others get 429 with
+	// Retry-After instead of 401. The kinds are Bearer tokens (and requests with none),
+	// answered from the headers, and webhook signatures, answered once the body is read: a
+	// client guessing tokens never spends the budget of signed deliveries from the same
+	// address. A request that authenticates is never limited, so a sender behind the same
+	// address keeps working while someone else guesses; a client over its budget of
+	// signatures has its signed requests read one at a time, still verified. The client is
+	// the TCP peer, or the address a trusted proxy (--trusted-proxies) names in
+	// X-Forwarded-For. Guessing a key is hopeless anyway; what this bounds is the HMAC work
+	// over 3 MiB bodies and the log lines strangers can cause.
 	authFailureBurst = 30
 	authFailureRate  = rate.Limit(1.0 / 2)
 
-	// maxTrackedAddresses bounds the per-address failure table: least recently seen
-	// addresses are forgotten first (about 200 bytes each, 2 MiB in all). An IPv6 sender is
-	// tracked by its /64, which one host usually owns entirely.
+	// maxTrackedAddresses bounds the failure table: least recently seen clients are
+	// forgotten first (about 200 bytes each, 2 MiB in all).
 	maxTrackedAddresses = 10000
+
+	// ipv6ClientBits is the prefix of an IPv6 address that is one client: a /64, which a
+	// host usually owns entirely (SLAAC and privacy addresses rotate within it), so rotating
+	// addresses neither resets a client's budget nor fills the table.
+	ipv6ClientBits = 64
 
 	// deliveryWindow is how long a delivery's answer is kept: the same X-Gitea-Delivery with
 	// the same body (an Actions step's curl --retry, a proxy's retry, a replay of a captured
@@ -149,7 +174,7 @@ type limits struct {
 	signedReadTimeout                                         time.Duration
 	maxInFlight, maxWaiting                                   int
 	maxSignedReads, maxSignedReadsPerClient                   int
-	maxBodyBytesInFlight                                      int64
+	maxBodyBytesInFlight, maxSignedBodyBytes                  int64
 	inFlightWait                                              time.Duration
 	authFailureBurst                                          int
 	authFailureRate                                           rate.Limit
@@ -187,6 +212,9 @@ func (l limits) withDefaults() limits {
 	defInt(&l.deliveryCacheBytes, deliveryCacheBytes)
 	if l.maxBodyBytesInFlight == 0 {
 		l.maxBodyBytesInFlight = maxBodyBytesInFlight
+	}
+	if l.maxSignedBodyBytes == 0 {
+		l.maxSignedBodyBytes = maxSignedBodyBytes
 	}
 	if l.authFailureRate == 0 {
 		l.authFailureRate = authFailureRate

@@ -29,6 +29,21 @@ type request struct {
 	bodyRead bool
 	// releases give back what the request holds: its in-flight slot, its body bytes.
 	releases []func()
+	// unauthenticated is set while a signed body is read before its signature is checked:
+	// what it reserves of the bodies' budget comes out of the share such reads may hold
+	// (shareBytes of it, given back by releaseShare) too.
+	unauthenticated bool
+	shareBytes      int64
+	releaseShare    func()
+}
+
+// vouched gives back the request's part of the unauthenticated reads' share: its signature
+// verified, its body counts as any authenticated body does.
+func (r *request) vouched() {
+	if r.releaseShare != nil {
+		r.releaseShare()
+		r.releaseShare = nil
+	}
 }
 
 type requestKey struct{}
@@ -44,6 +59,7 @@ func requestOf(c echo.Context) *request {
 
 // release gives back everything the request holds, early for a waiting stream.
 func (r *request) release() {
+	r.vouched()
 	for _, f := range r.releases {
 		f()
 	}

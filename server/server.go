@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -96,6 +97,10 @@ type Server struct {
 	// /hook so that a NetworkPolicy can admit each from its own senders. Only with Platform.
 	PlatformAddr     string
 	PlatformListener net.Listener
+	// TrustedProxies are the addresses of the proxies in front (an ingress controller, a
+	// Gateway's Envoy): a request from one of them is the client's that X-Forwarded-For
+	// names, as those proxies write it (clientAddress). Empty: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
 	// Keys authenticates requests; Forge reads the deliveries of /hook.
 	Keys    Keys
 	Forge   Forge
@@ -117,6 +122,9 @@ type Server struct {
 	inFlight, waiting *slots
 	bodyBytes         *semaphore.Weighted
 	signedReads       *signedReads
+	// signedBodyBytes is the share of bodyBytes the requests read before they are
+	// authenticated may hold together.
+	signedBodyBytes *semaphore.Weighted
 	// authFailures counts failed authentications per client address.
 	authFailures *authLimiter
 	// deliveries keeps the answers of recent deliveries, to answer a repeat the same way.
@@ -135,6 +143,7 @@ func (s *Server) init() {
 		s.waiting = newSlots(s.lim.maxWaiting, httpWaiting)
 		s.bodyBytes = semaphore.NewWeighted(s.lim.maxBodyBytesInFlight)
 		s.signedReads = newSignedReads(s.lim.maxSignedReads, s.lim.maxSignedReadsPerClient)
+		s.signedBodyBytes = semaphore.NewWeighted(s.lim.maxSignedBodyBytes)
 		s.authFailures = newAuthLimiter(s.lim)
 		s.deliveries = newLRU[deliveryID, answer](s.lim.deliveryCacheBytes, s.lim.deliveryWindow, nil)
 		s.hook = s.newEcho()
@@ -153,9 +162,10 @@ func (s *Server) init() {
 func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	// Only the peer address identifies a client: X-Forwarded-For and X-Real-IP are set by
-	// whoever sends them (GO-2026-6872, GO-2026-6875).
-	e.IPExtractor = echo.ExtractIPDirect()
+	// The peer address identifies a client, or what a trusted proxy says of the client it
+	// received the request from: X-Forwarded-For and X-Real-IP are otherwise set by whoever
+	// sends them (GO-2026-6872, GO-2026-6875).
+	e.IPExtractor = clientAddress(s.TrustedProxies)
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.observe)
 	return e
@@ -247,10 +257,12 @@ func (e *bodyTooLargeError) Error() string {
 	return fmt.Sprintf("request body over %d KiB", e.limit>>10)
 }
 
-// readBody reads the whole body, up to limit bytes (413 beyond). It first reserves, from
-// the budget of bodies in flight, the body's Content-Length, or limit for a body of unknown
-// length (503 when the budget stays full). A body announced by Content-Length is read into a
-// buffer of exactly that size; one that does not arrive within readTimeout is answered 408.
+// readBody reads the whole body, up to limit bytes (413 beyond), reserving it from the
+// budget of bodies in flight (503 when the budget stays full). An authenticated request
+// reserves its Content-Length (limit for a body of unknown length) before reading, into a
+// buffer of exactly that size; one read before it is authenticated reserves only what it has
+// read, as its buffer grows (readGrowing). A body that does not arrive within readTimeout is
+// answered 408.
 func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
 	st := requestOf(c)
 	if st.bodyRead {
@@ -260,25 +272,32 @@ func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &bodyTooLargeError{limit}
 	}
-	reserve := r.ContentLength
-	if reserve < 0 {
-		reserve = limit
-	}
-	if err := s.reserveBody(c, reserve); err != nil {
-		return nil, err
-	}
 	rd := http.MaxBytesReader(c.Response(), r.Body, limit)
 	var body []byte
 	var err error
-	if r.ContentLength >= 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(rd, body)
-	} else {
-		body, err = io.ReadAll(rd)
+	switch {
+	case st.unauthenticated:
+		body, err = s.readGrowing(c, rd, r.ContentLength, limit)
+	default:
+		reserve := r.ContentLength
+		if reserve < 0 {
+			reserve = limit
+		}
+		if err := s.reserveBody(c, reserve); err != nil {
+			return nil, err
+		}
+		if r.ContentLength >= 0 {
+			body = make([]byte, r.ContentLength)
+			_, err = io.ReadFull(rd, body)
+		} else {
+			body, err = io.ReadAll(rd)
+		}
 	}
 	var tooLarge *http.MaxBytesError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, errOverloaded):
+		return nil, err
 	case errors.As(err, &tooLarge):
 		return nil, &bodyTooLargeError{limit}
 	case errors.As(err, &netErr) && netErr.Timeout():
@@ -290,6 +309,56 @@ func (s *Server) readBody(c echo.Context, limit int64) ([]byte, error) {
 	}
 	st.body, st.bodyRead = body, true
 	return body, nil
+}
+
+// readGrowing reads a body of announced length (-1: unknown) into a buffer that grows as
+// bytes arrive, reserving each growth before making it: signedReadStep at first, then
+// doubling, never past what was announced. What a request holds of the budget is its
+// buffer, at most twice what it sent and signedReadStep at least, whatever length it
+// announces: a sender trickling a body holds next to nothing.
+func (s *Server) readGrowing(c echo.Context, rd io.Reader, announced, limit int64) ([]byte, error) {
+	want := limit
+	if announced >= 0 {
+		want = announced
+	}
+	var body []byte
+	for {
+		if int64(len(body)) == want {
+			if announced >= 0 {
+				return body, nil
+			}
+			// The limit reached with no length announced: one more byte is one too many.
+			var probe [1]byte
+			n, err := io.ReadFull(rd, probe[:])
+			switch {
+			case n > 0:
+				return nil, &http.MaxBytesError{Limit: limit}
+			case errors.Is(err, io.EOF):
+				return body, nil
+			default:
+				return nil, err
+			}
+		}
+		if len(body) == cap(body) {
+			next := min(max(2*int64(cap(body)), signedReadStep), want)
+			if err := s.reserveBody(c, next-int64(cap(body))); err != nil {
+				return nil, err
+			}
+			grown := make([]byte, len(body), next)
+			copy(grown, body)
+			body = grown
+		}
+		n, err := rd.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		switch {
+		case errors.Is(err, io.EOF) && announced >= 0 && int64(len(body)) < announced:
+			return nil, io.ErrUnexpectedEOF
+		case errors.Is(err, io.EOF):
+			return body, nil
+		case err != nil:
+			return nil, err
+		}
+	}
 }
 
 // readError names a body read failure without its details.

@@ -343,10 +343,18 @@ func (in *Intake) repository(ctx context.Context, fullName string) (*Repository,
 	case err != nil:
 		return nil, err
 	case !strings.EqualFold(info.FullName, fullName):
-		// A renamed repository answers under its new name: the push names the old one.
-		return nil, fmt.Errorf("%w: %s is now %s", ErrContradicted, fullName, info.FullName)
+		// A renamed repository answers under its new name (Gitea redirects the old one):
+		// the push names the old one. The new name is not said: a token of the old name
+		// may be held by whoever was no longer meant to know where it went.
+		return nil, fmt.Errorf("%w: %s", ErrContradicted, RenamedAway(fullName))
 	}
 	return info, nil
+}
+
+// RenamedAway says that Gitea has no repository fullName under that name any more, without
+// the name it now has.
+func RenamedAway(fullName string) string {
+	return fmt.Sprintf("gitea has no repository %s under that name (a renamed or transferred repository answers only under its new name: a token is made for one name)", fullName)
 }
 
 // forgeRepository returns what the forge says of a repository (ErrNotFound: nothing),

@@ -102,7 +102,7 @@ func (in *Intake) Resolve(ctx context.Context, principal credentials.Principal, 
 		return gitops.Push{}, err
 	case !strings.EqualFold(info.FullName, t.Repository):
 		// Gitea answers a renamed repository's old name with the new one.
-		return gitops.Push{}, fmt.Errorf("%w: gitea has no repository %s: it is now %s", ErrTargetNotFound, t.Repository, info.FullName)
+		return gitops.Push{}, fmt.Errorf("%w: %s", ErrTargetNotFound, RenamedAway(t.Repository))
 	}
 	for _, ref := range t.Candidates(info.DefaultBranch) {
 		l, err := in.lookRef(ctx, info.FullName, ref)

@@ -28,6 +28,7 @@ func TestResolve(t *testing.T) {
 		empty     bool
 		want      error
 		errHas    string
+		notHas    string // what the error must not say
 		ref, sha  string // of the resolved push
 		stale     bool   // accepted as superseded
 		calls     int    // to the forge, by Resolve and Accept together
@@ -47,7 +48,7 @@ func TestResolve(t *testing.T) {
 		{name: "a token of another repository: Gitea not asked", principal: credentials.Principal{Kind: credentials.Scoped, Scope: otherScope}, target: Target{Repository: "acme/app"}, want: credentials.ErrForbidden, errHas: "may not push for acme/app"},
 		{name: "no credentials: Gitea not asked", target: Target{Repository: "acme/app"}, want: credentials.ErrForbidden},
 		{name: "no such repository", principal: credentials.Principal{Kind: credentials.Shared}, target: Target{Repository: "acme/gone"}, want: ErrTargetNotFound, errHas: "gitea has no repository acme/gone", calls: 1},
-		{name: "a renamed repository", principal: scoped, target: Target{Repository: "acme/app"}, renamed: true, want: ErrTargetNotFound, errHas: "it is now Acme/Renamed", calls: 1},
+		{name: "a renamed repository", principal: scoped, target: Target{Repository: "acme/app"}, renamed: true, want: ErrTargetNotFound, errHas: "gitea has no repository acme/app under that name", notHas: "Renamed", calls: 1},
 		{name: "no such branch or tag", principal: scoped, target: Target{Repository: "acme/app", Ref: "nope"}, want: ErrTargetNotFound, errHas: "Acme/App has no branch or tag nope", calls: 3},
 		{name: "an empty repository", principal: scoped, target: Target{Repository: "acme/app"}, empty: true, want: ErrTargetNotFound, errHas: "has no default branch", calls: 1},
 		{name: "gitea unreachable", principal: scoped, target: Target{Repository: "acme/app"}, forgeErr: errors.New("dial tcp: connection refused"), want: ErrForgeUnavailable, calls: 1},
@@ -85,6 +86,9 @@ func TestResolve(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) || !strings.Contains(errText(err), tt.errHas) {
 				t.Fatalf("%v, want %v saying %q", err, tt.want, tt.errHas)
+			}
+			if tt.notHas != "" && strings.Contains(errText(err), tt.notHas) {
+				t.Fatalf("%v: says %q", err, tt.notHas)
 			}
 			if tt.want == nil && (len(req.pushes) != 1 || (acc.Push.Head != "") != tt.stale) {
 				t.Fatalf("requested %+v, stale %v", req.pushes, tt.stale)

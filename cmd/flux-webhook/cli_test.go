@@ -63,6 +63,7 @@ func TestCLI(t *testing.T) {
 		{"no-kubeconfig", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--kubeconfig", "/nonexistent/kubeconfig"}, nil, 1},
 		{"missing-record-key", []string{"serve", "--hook-key-secret", "ns/name"}, nil, 2},
 		{"bad-insecure-kubeconfig", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--insecure-kubeconfig", "exec,everything"}, nil, 2},
+		{"bad-trusted-proxies", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--trusted-proxies", "10.0.0.0/8,ingress-nginx"}, nil, 2},
 		{"version-extra-arg", []string{"version", "now"}, nil, 2},
 		{"bad-region", []string{"serve", "--hook-key-secret", "ns/name", "--region", "EU Central"}, nil, 2},
 		{"platform-token-is-hook-token", []string{"serve", "--hook-key-secret", "ns/name", "--platform-token-secret", "ns/name"}, nil, 2},

@@ -35,17 +35,28 @@ The bash script needs the bash-completion package (v2).`,
   # PowerShell, this session (add the line to $PROFILE for every session):
   flux-webhook completion powershell | Out-String | Invoke-Expression`,
 		ValidArgs: shells,
-		Args:      cobra.ArbitraryArgs, // checked by runCompletion, as usage errors
+		Args:      shellArg, // usage errors, exit status 2
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCompletion(cmd.Context(), cmd.Root(), args, cmd.OutOrStdout())
 		},
 	}
 }
 
+// shellArg checks completion's one argument, a shell it writes a script for.
+func shellArg(_ *cobra.Command, args []string) error {
+	switch {
+	case len(args) != 1:
+		return fmt.Errorf("%w: completion takes one shell: %s", errUsage, strings.Join(shells, ", "))
+	case !slices.Contains(shells, args[0]):
+		return fmt.Errorf("%w: completion: unknown shell %q: want %s", errUsage, args[0], strings.Join(shells, ", "))
+	}
+	return nil
+}
+
 // runCompletion writes the completion script of root for the shell args names.
 func runCompletion(_ context.Context, root *cobra.Command, args []string, stdout io.Writer) error {
-	if len(args) != 1 {
-		return fmt.Errorf("%w: completion takes one shell: %s", errUsage, strings.Join(shells, ", "))
+	if err := shellArg(nil, args); err != nil {
+		return err
 	}
 	switch args[0] {
 	case "bash":

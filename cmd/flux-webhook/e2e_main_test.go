@@ -63,6 +63,9 @@ const (
 	repoAuth         = "gitea-auth"
 	clusterName      = "e2e"
 	resultWindow     = 3 * time.Minute
+	// trustedProxy is the loopback address the tests send from when they play the proxy in
+	// front of the service (--trusted-proxies).
+	trustedProxy = "127.0.0.77"
 )
 
 func TestMain(m *testing.M) {
@@ -123,8 +126,11 @@ func runE2E(m *testing.M) int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "e2e secret sweep: no secret in the service's logs, /metrics, Events, Flux objects or", e2e.answers.count(), "answers")
-	// Every metric the shipped alerts and dashboard read is one the service exposes.
-	if err := checkMonitoredMetrics(); err != nil {
+	// Every metric the shipped alerts and dashboard read is one the service exposes: a
+	// histogram or counter appears once observed, so only the whole suite (no -run) exposes all.
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		fmt.Fprintln(os.Stderr, "e2e monitored metrics: not checked (-run selects part of the suite)")
+	} else if err := checkMonitoredMetrics(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e monitored metrics: FAIL:", err)
 		return 1
 	}
@@ -133,7 +139,7 @@ func runE2E(m *testing.M) int {
 
 // setupCluster creates the namespaces and the Secrets External Secrets would sync.
 func setupCluster(ctx context.Context) error {
-	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", "write:repository", "write:issue", "read:user", "read:package")
+	giteaToken, err := e2e.gitea.CreateToken(ctx, "flux-webhook", giteaTokenScopes...)
 	if err != nil {
 		return err
 	}
@@ -250,6 +256,12 @@ func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 		"--leader-election-lease-duration", "8s",
 		"--leader-election-renew-deadline", "6s",
 		"--leader-election-retry-period", "1s",
+		// The registered clusters' API servers listen on loopback, which a kubeconfig may
+		// name only when allowed.
+		"--insecure-kubeconfig", "local-address",
+		// The suite's stand-in for an ingress controller: requests from it are their
+		// X-Forwarded-For client's.
+		"--trusted-proxies", trustedProxy,
 	}, extra...)
 }
 

@@ -58,7 +58,8 @@ repository and branch feed to reconcile now (reconcile.fluxcd.io/requestedAt, so
 and reports Flux's answer on the pushed commit as Gitea commit statuses.
 
 Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper case with
-'-' as '_' (e.g. FLUX_WEBHOOK_TOKEN_SECRET); a flag on the command line wins.`,
+'-' as '_' (e.g. FLUX_WEBHOOK_HOOK_KEY_SECRET for --hook-key-secret); a flag on the command
+line wins.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// Arguments are checked here, not by cobra (whose errors are plain strings).
@@ -77,8 +78,16 @@ Every flag can also be set from the environment as FLUX_WEBHOOK_<FLAG>, upper ca
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
 	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
+	// Every command reads its flags from the environment too, then checks them (its own
+	// PreRunE): a usage error is found before anything is done.
 	for _, c := range root.Commands() {
-		c.PreRunE = envFlags
+		check := c.PreRunE
+		c.PreRunE = func(cmd *cobra.Command, args []string) error {
+			if err := envFlags(cmd, args); err != nil || check == nil {
+				return err
+			}
+			return check(cmd, args)
+		}
 	}
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/jobs"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook/gitea"
 )
 
@@ -95,17 +97,21 @@ type hookOptions struct {
 	PlatformTokenSecret string
 	TokenGrace          time.Duration
 	VerifyClaims        bool
+	TrustedProxies      []string
+
+	trustedProxies []netip.Prefix // TrustedProxies, parsed by validate
 }
 
 func (o *hookOptions) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook")
-	fs.StringVar(&o.PlatformListen, "platform-listen", ":8083", "address of the platform API, /api/v1/reconcile (served only with --platform-token-secret)")
+	fs.StringVar(&o.Listen, "listen", ":8080", "address of POST /hook and POST /hook/<owner>/<repo>[/<ref>] (the short form)")
+	fs.StringVar(&o.PlatformListen, "platform-listen", ":8083", "address of the platform API, POST /api/v1/reconcile and GET /api/v1/reconcile/<id> (served only with --platform-token-secret)")
 	fs.StringVar(&o.HookKeySecret, "hook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the hook key: the per-repository and per-organization Bearer tokens of Actions workflows are derived from it (flux-webhook token)")
 	fs.StringVar(&o.WebhookKeySecret, "webhook-key-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the HMAC key of native Gitea webhooks (their Secret field; X-Gitea-Signature): configured in Gitea only, never handed to a workflow")
 	fs.StringVar(&o.SharedTokenSecret, "shared-token-secret", "", "COMPATIBILITY: NAMESPACE/NAME of the Secret whose key \"token\" is one Bearer token that speaks for EVERY repository (off without it; prefer --hook-key-secret)")
 	fs.StringVar(&o.PlatformTokenSecret, "platform-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" authenticates the platform API (not served without it)")
 	fs.DurationVar(&o.TokenGrace, "token-grace", 5*time.Minute, "how long a secret's previous value stays valid after the Secret changes")
 	fs.BoolVar(&o.VerifyClaims, "verify-claims", true, "ask Gitea (--gitea-url) to confirm every push before acting on it: the repository's URLs, and that the reference is at the pushed commit")
+	fs.StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "address ranges (CIDR) of the proxies in front of /hook and the platform API (the ingress controller's pods, the Gateway's Envoy): a request from one of them is its client's, the address the proxy wrote into X-Forwarded-For, for the per-client budgets of failed authentications and signed reads; any other request is its TCP peer's, whatever its headers say (default: none, every client is its TCP peer)")
 }
 
 // secretRefs are the Secrets serve reads, parsed.
@@ -125,7 +131,7 @@ type giteaOptions struct {
 
 func (o *giteaOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "gitea-url", "", "Gitea base URL commit statuses are posted to, e.g. https://gitea.example.com (without it, results are only logged and recorded as Events)")
-	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses, write:issue for pull request summaries; watched)")
+	fs.StringVar(&o.TokenSecret, "gitea-token-secret", "", "NAMESPACE/NAME of the Secret whose key \"token\" is the Gitea API token (scopes write:repository for statuses and to verify pushes; write:issue and read:user for pull request summaries, since only comments by the token's own user are its summaries; read:package for registry pushes; watched)")
 	fs.DurationVar(&o.Timeout, "gitea-timeout", 10*time.Second, "timeout of each Gitea API call")
 	fs.StringVar(&o.StatusTargetURL, "status-target-url", "", "the link of every commit status (Gitea's \"Details\"), a template of {"+strings.Join(gitea.TargetPlaceholders, "}, {")+"}, e.g. https://grafana.example.com/d/flux?var-cluster={cluster}&var-name={name} (default: Gitea's page of the commit, <gitea-url>/{repository}/commit/{commit})")
 }
@@ -168,7 +174,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
 	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+cluster.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+cluster.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
-	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, ...)")
+	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, call its own pod's, node's or cloud's metadata services, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 50, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 300, "burst of queries to each registered cluster's API")
 	fs.IntVar(&o.MaxObjects, "cluster-max-objects", cluster.DefaultMaxObjects, "most Flux objects cached of one registered cluster: one holding more is counted before its objects are listed (or as they come) and not cached, refused as a cluster Secret is (log, flux_webhook_clusters_refused_total{reason=\"too-many-objects\"}, an Event on its Secret), and counted again every minute")
@@ -190,9 +196,9 @@ type probeOptions struct {
 }
 
 func (o *probeOptions) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Namespace, "namespace", "", "the service's own namespace, of its leader election Lease and platform jobs (default: $POD_NAMESPACE, else the namespace of the first Secret given)")
-	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and /readyz (ready once caches are synced and the token Secret is read)")
-	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus /metrics (\"0\" disables it)")
+	fs.StringVar(&o.Namespace, "namespace", "", "the service's own namespace, of its leader election Lease, push records and platform jobs (default: $POD_NAMESPACE, else that of the first given of --hook-key-secret, --webhook-key-secret, --shared-token-secret)")
+	fs.StringVar(&o.HealthListen, "health-listen", ":8081", "address of GET /healthz and GET /readyz, ready when its checks pass: caches (this cluster's caches synced), flux-kinds (no Flux kind this cluster serves only at an API version flux-webhook does not read), hook-credentials (a /hook credential usable), record-key (the record key usable); /readyz?verbose lists them")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", ":8082", "address of Prometheus GET /metrics (\"0\" disables it)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one replica to post results (all replicas serve /hook)")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: --namespace)")
 	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a replica waits for a silent leader's lease before taking over")
@@ -267,6 +273,11 @@ func (o *serveOptions) validate() (secretRefs, error) {
 			return refs, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
 		}
 	}
+	proxies, err := server.ParseTrustedProxies(o.hook.TrustedProxies)
+	if err != nil {
+		return refs, fmt.Errorf("%w: --trusted-proxies: %v", errUsage, err)
+	}
+	o.hook.trustedProxies = proxies
 	if _, err := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig); err != nil {
 		return refs, fmt.Errorf("%w: --insecure-kubeconfig: %v", errUsage, err)
 	}

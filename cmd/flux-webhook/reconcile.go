@@ -71,15 +71,18 @@ func newReconcileCmd() *cobra.Command {
 		Short: "Ask many clusters' Flux to reconcile now (platform API)",
 		Long: `reconcile asks flux-webhook's platform API to reconcile the Flux objects a selector chooses
 across its clusters, sources first, and with --wait follows Flux's answers: one line per
-object as it finishes, then a summary. The exit status is 0 only if every object succeeded.
-A selector that narrows nothing is refused unless --all is given.`,
+object as it finishes, then a summary; its exit status is then 0 only if every object
+succeeded and every selected cluster was reached. Without --wait it prints the job's targets
+once the leader has requested it (for at most --timeout) and exits 0. A selector that narrows
+nothing is refused unless --all is given.`,
 		Example: `  flux-webhook reconcile --server https://flux-webhook.fra1.example.eu --token-file ~/.flux-webhook-token \
     --region eu-central --kind Kustomization --selector tier=platform --wait
 
   # The same, short, its final state as YAML:
   flux-webhook reconcile --server https://flux-webhook.fra1.example.eu --token-file ~/.flux-webhook-token \
     --region eu-central -n apps -l tier=platform --wait -o yaml`,
-		Args: noArgs,
+		Args:    noArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.check() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runReconcile(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -91,7 +94,8 @@ A selector that narrows nothing is refused unless --all is given.`,
 	return cmd
 }
 
-func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Writer) error {
+// check finds every usage error of reconcile's options.
+func (o *reconcileOptions) check() error {
 	switch {
 	case o.Server == "":
 		return fmt.Errorf("%w: --server is required", errUsage)
@@ -102,16 +106,33 @@ func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Wr
 	case o.Timeout <= 0:
 		return fmt.Errorf("%w: --timeout must be positive", errUsage)
 	}
+	_, err := o.client("")
+	return err
+}
+
+// client returns the platform API's client for --server, with token.
+func (o *reconcileOptions) client(token string) (*client.Client, error) {
+	c, err := client.New(o.Server, token, "flux-webhook/"+version.Version, o.AllowHTTP)
+	switch {
+	case errors.Is(err, client.ErrInsecureServer):
+		return nil, fmt.Errorf("%w: --%v, or --allow-http", errUsage, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: --%v", errUsage, err)
+	}
+	return c, nil
+}
+
+func runReconcile(ctx context.Context, o *reconcileOptions, stdout, stderr io.Writer) error {
+	if err := o.check(); err != nil {
+		return err
+	}
 	tok, err := os.ReadFile(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("read --token-file: %w", err)
 	}
-	c, err := client.New(o.Server, strings.TrimSpace(string(tok)), "flux-webhook/"+version.Version, o.AllowHTTP)
-	switch {
-	case errors.Is(err, client.ErrInsecureServer):
-		return fmt.Errorf("%w: --%v, or --allow-http", errUsage, err)
-	case err != nil:
-		return fmt.Errorf("%w: --%v", errUsage, err)
+	c, err := o.client(strings.TrimSpace(string(tok)))
+	if err != nil {
+		return err
 	}
 	withSource := o.WithSource
 	st, err := c.Reconcile(ctx, api.Selector{

@@ -57,19 +57,25 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve POST /hook and report Flux's answers as Gitea commit statuses",
-		Long: `serve runs the service: POST /hook (and /hook/<anything>) on --listen, /healthz and /readyz on
---health-listen, Prometheus /metrics on --metrics-listen.
+		Long: `serve runs the service: POST /hook and POST /hook/<owner>/<repo>[/<ref>] (the short form, no
+body) on --listen; with --platform-token-secret, the platform API (POST /api/v1/reconcile and
+GET /api/v1/reconcile/<id>) on --platform-listen; GET /healthz and GET /readyz on
+--health-listen; Prometheus GET /metrics on --metrics-listen.
 
 A push to a repository makes every Flux GitRepository that fetches the pushed reference, and the
 HelmCharts, Kustomizations and HelmReleases built from it, reconcile now; a tag pushed to Gitea's
-registry (a package event) does the same for the OCIRepositories and OCI HelmCharts that follow it. Each gets a pending commit
-status at once, then exactly one of success, failure, error (no answer within --result-timeout) or
-warning (superseded by a newer push, or suspended).`,
-		Example: `  flux-webhook serve --token-secret flux-system/flux-webhook-token \
-    --gitea-url https://gitea.example.com --gitea-token-secret flux-system/flux-webhook-gitea \
+registry (a package event) does the same for the OCIRepositories and OCI HelmCharts that follow
+it. Each object (or, per --status-granularity, each cluster) gets a pending commit status once it
+is requested, then exactly one of success, failure, error (no answer within --result-timeout)
+or warning (superseded by a newer push, suspended, or Flux settled on another revision).`,
+		Example: `  flux-webhook serve --hook-key-secret flux-webhook/flux-webhook-hook-key \
+    --record-key-secret flux-webhook/flux-webhook-record-key \
+    --gitea-url https://gitea.example.com --gitea-token-secret flux-webhook/flux-webhook-gitea \
     --cluster-name eu-central-1`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o, cmd.ErrOrStderr()) },
+		// Usage errors first, before anything is started.
+		PreRunE: func(*cobra.Command, []string) error { return o.check() },
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o, cmd.ErrOrStderr()) },
 	}
 	fs := cmd.Flags()
 	o.hook.BindFlags(fs)
@@ -81,6 +87,17 @@ warning (superseded by a newer push, or suspended).`,
 	o.log.BindFlags(fs)
 	fs.SortFlags = false
 	return cmd
+}
+
+// check finds every usage error of serve's options.
+func (o *serveOptions) check() error {
+	if _, err := o.validate(); err != nil {
+		return err
+	}
+	if _, err := o.log.Logger(io.Discard); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
 }
 
 func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
@@ -266,13 +283,14 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	aggregator := &report.Aggregator{Store: pushes, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
 		ResultTimeout: o.report.ResultTimeout}
 	srv := &server.Server{
-		Addr:         o.hook.Listen,
-		PlatformAddr: o.hook.PlatformListen,
-		Keys:         keys,
-		Forge:        gitea.Events{},
-		Intake:       intake,
-		Awaiter:      &observe.Awaiter{Clusters: clusters},
-		Log:          logger.WithName("http"),
+		Addr:           o.hook.Listen,
+		PlatformAddr:   o.hook.PlatformListen,
+		TrustedProxies: o.hook.trustedProxies,
+		Keys:           keys,
+		Forge:          gitea.Events{},
+		Intake:         intake,
+		Awaiter:        &observe.Awaiter{Clusters: clusters},
+		Log:            logger.WithName("http"),
 	}
 	if refs.platformToken.Name != "" {
 		store := &jobs.JobStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
@@ -285,6 +303,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, Aggregator: aggregator,
 			ResultTimeout: o.report.ResultTimeout},
 		aggregator,
+		&report.Witnesses{Clusters: clusters},
 		&report.Reporters{Clusters: clusters, New: func(c *cluster.Cluster) *report.Reporter {
 			return &report.Reporter{Cluster: c, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier, Aggregator: aggregator,
 				ResultTimeout: o.report.ResultTimeout, Repositories: out.repositories}
@@ -308,7 +327,19 @@ type outbound struct {
 
 // addChecks adds the liveness and readiness checks.
 func (svc *service) addChecks(mgr manager.Manager) error {
-	checks := map[string]healthz.Checker{
+	checks := svc.readyChecks()
+	for _, name := range slices.Sorted(maps.Keys(checks)) {
+		if err := mgr.AddReadyzCheck(name, checks[name]); err != nil {
+			return err
+		}
+	}
+	return mgr.AddHealthzCheck("ping", healthz.Ping)
+}
+
+// readyChecks are the checks of /readyz, by name (/readyz?verbose lists them; --health-listen's
+// help and the README name each).
+func (svc *service) readyChecks() map[string]healthz.Checker {
+	return map[string]healthz.Checker{
 		// Ready means this cluster's caches are synced; a registered cluster that is down
 		// keeps no replica out of service (flux_webhook_cluster_up and the log say which).
 		"caches": func(*http.Request) error {
@@ -342,12 +373,6 @@ func (svc *service) addChecks(mgr manager.Manager) error {
 		// Nothing can be requested or reported without the record key.
 		"record-key": func(*http.Request) error { return svc.recordKey.Ready() },
 	}
-	for _, name := range slices.Sorted(maps.Keys(checks)) {
-		if err := mgr.AddReadyzCheck(name, checks[name]); err != nil {
-			return err
-		}
-	}
-	return mgr.AddHealthzCheck("ping", healthz.Ping)
 }
 
 // memoryLimitRatio is the share of the container's memory limit GOMEMLIMIT is set to when

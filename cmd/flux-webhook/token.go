@@ -52,7 +52,8 @@ kubeconfig's identity, which needs get on that Secret), or from a file. Only the
 printed, on standard output.`,
 		Example: `  flux-webhook token --hook-key-secret flux-webhook/flux-webhook-hook-key --repository acme/app
   flux-webhook token --hook-key-file ./hook-key --organization acme`,
-		Args: noArgs,
+		Args:    noArgs,
+		PreRunE: func(*cobra.Command, []string) error { _, err := o.scope(); return err },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runToken(cmd.Context(), o, cmd.OutOrStdout())
 		},
@@ -62,23 +63,32 @@ printed, on standard output.`,
 	return cmd
 }
 
-func runToken(ctx context.Context, o *tokenOptions, stdout io.Writer) error {
+// scope checks token's options and returns the scope the token speaks for.
+func (o *tokenOptions) scope() (credentials.Scope, error) {
 	var (
 		scope credentials.Scope
 		err   error
 	)
 	switch {
 	case (o.Repository == "") == (o.Organization == ""):
-		return fmt.Errorf("%w: give exactly one of --repository and --organization", errUsage)
+		return scope, fmt.Errorf("%w: give exactly one of --repository and --organization", errUsage)
 	case (o.HookKeySecret == "") == (o.HookKeyFile == ""):
-		return fmt.Errorf("%w: give exactly one of --hook-key-secret and --hook-key-file", errUsage)
+		return scope, fmt.Errorf("%w: give exactly one of --hook-key-secret and --hook-key-file", errUsage)
 	case o.Repository != "":
 		scope, err = credentials.RepositoryScope(o.Repository)
 	default:
 		scope, err = credentials.OrganizationScope(o.Organization)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return scope, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return scope, nil
+}
+
+func runToken(ctx context.Context, o *tokenOptions, stdout io.Writer) error {
+	scope, err := o.scope()
+	if err != nil {
+		return err
 	}
 	key, err := o.hookKey(ctx)
 	if err != nil {

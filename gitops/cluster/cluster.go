@@ -108,6 +108,10 @@ type Cluster struct {
 	// already counted and logged.
 	keys       Keys
 	rejections *lru.Cache
+	// seals remembers the newest request record seen on each object (records.go), so an
+	// older one put back is known for what it is; sealsMu orders its updates.
+	seals   *lru.Cache
+	sealsMu sync.Mutex
 	// served are the kinds the cluster serves, indexed in its cache; kindsChanged is closed
 	// (and replaced) when they change.
 	mu           sync.Mutex
@@ -134,6 +138,13 @@ const lockStripes = 64
 
 // rejectionEntries bounds Cluster.rejections: rejected records already reported.
 const rejectionEntries = 4096
+
+// sealEntries bounds Cluster.seals, the newest record seen per object: about 150 bytes each
+// (a digest of the object's identity, a time, a resource version), 7 MiB for a cluster of
+// 50,000 objects that carry records, more than a region's cluster holds. Beyond it the least
+// recently seen objects are forgotten: an old record put back on one of those is taken as
+// found.
+const sealEntries = 50000
 
 // Lock locks the stripe of one object and returns its unlock.
 func (c *Cluster) Lock(ref flux.Ref) func() {
@@ -168,7 +179,7 @@ func (c *Cluster) Wrote(ref flux.Ref, m *metav1.PartialObjectMetadata) {
 // run Watch beside it. keys seal and open its request records.
 func New(name, region string, c cluster.Cluster, keys Keys) *Cluster {
 	return &Cluster{Name: name, Region: region, Cluster: c, events: c.GetEventRecorder(EventSource), written: lru.New(writtenEntries),
-		keys: keys, rejections: lru.New(rejectionEntries), kindsChanged: make(chan struct{})}
+		keys: keys, rejections: lru.New(rejectionEntries), seals: lru.New(sealEntries), kindsChanged: make(chan struct{})}
 }
 
 // NewRemote builds a cluster from a kubeconfig's rest.Config, with a cache of the Flux kinds

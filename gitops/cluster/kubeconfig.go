@@ -3,10 +3,14 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -38,13 +42,21 @@ const (
 	KubeconfigProxy = "proxy"
 	// KubeconfigImpersonate: act-as* make the credentials act as another identity.
 	KubeconfigImpersonate = "impersonate"
-	// KubeconfigBasicAuth: a username and password, which API servers no longer accept.
+	// KubeconfigBasicAuth: a username and password, which API servers no longer accept, in
+	// the user or in the server's URL (https://user:password@host).
 	KubeconfigBasicAuth = "basic-auth"
+	// KubeconfigLocalAddress: a server on a loopback, link-local or unspecified address, or
+	// a cloud's instance metadata service (169.254.169.254, fd00:ec2::254,
+	// metadata.google.internal, ...): flux-webhook's own pod and node, whose services answer
+	// anyone who asks from there. Checked on the address each connection is made to, after
+	// name resolution, so a name that resolves there (now, or later: DNS rebinding) is
+	// refused too.
+	KubeconfigLocalAddress = "local-address"
 )
 
 // KubeconfigCategories lists the categories, in the order --help names them.
 var KubeconfigCategories = []string{KubeconfigExec, KubeconfigAuthProvider, KubeconfigFiles, KubeconfigTLS,
-	KubeconfigHTTP, KubeconfigProxy, KubeconfigImpersonate, KubeconfigBasicAuth}
+	KubeconfigHTTP, KubeconfigProxy, KubeconfigImpersonate, KubeconfigBasicAuth, KubeconfigLocalAddress}
 
 // maxKubeconfigBytes bounds a registered cluster's kubeconfig: one context with inline
 // certificates takes a few KiB; vcluster's are under 10 KiB.
@@ -104,7 +116,77 @@ func (p KubeconfigPolicy) RESTConfig(kubeconfig []byte) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, printableName(err.Error()))
 	}
+	if !p.allow[KubeconfigLocalAddress] {
+		// Every connection checks the address it is made to: the name checked above may
+		// resolve anywhere, now or later.
+		d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second, Control: refuseLocal}
+		rc.Dial = d.DialContext
+	}
 	return rc, nil
+}
+
+// dialTimeout bounds a connection to a registered cluster's API server, as client-go's own
+// dialer does.
+const dialTimeout = 30 * time.Second
+
+// refuseLocal is the dialer's check of the address a connection is about to be made to.
+func refuseLocal(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		host = address
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return &KubeconfigRefusedError{Category: KubeconfigLocalAddress, Detail: "the server is not at an IP address"}
+	}
+	if what := localAddress(a); what != "" {
+		return &KubeconfigRefusedError{Category: KubeconfigLocalAddress, Detail: "the server resolves to " + what + " " + a.String()}
+	}
+	return nil
+}
+
+// metadataAddresses are the instance metadata services of the clouds that are not at a
+// link-local address: AWS's over IPv6 (a unique local address), Alibaba Cloud's, and Azure's
+// WireServer. Link-local ones (169.254.169.254 everywhere else, 169.254.170.2 of ECS) are
+// refused as link-local.
+var metadataAddresses = []netip.Addr{
+	netip.MustParseAddr("fd00:ec2::254"),
+	netip.MustParseAddr("100.100.100.200"),
+	netip.MustParseAddr("168.63.129.16"),
+}
+
+// metadataNames are the names clouds give their metadata service.
+var metadataNames = []string{"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+
+// localAddress says what a refused server address is ("" when it may be connected to):
+// loopback, link-local (unicast or multicast), unspecified (which connects to the host
+// itself), or a cloud metadata address, IPv4-mapped ones alike.
+func localAddress(a netip.Addr) string {
+	a = a.Unmap().WithZone("")
+	switch {
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
+		return "a link-local address"
+	case a.IsUnspecified(), a.Is4() && a.As4()[0] == 0:
+		return "an unspecified address"
+	case slices.Contains(metadataAddresses, a):
+		return "a cloud metadata address"
+	}
+	return ""
+}
+
+// localName says what a refused server host name is ("" when it is not one): localhost and
+// its subdomains (RFC 6761), and the clouds' metadata names.
+func localName(host string) string {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	switch {
+	case h == "localhost" || strings.HasSuffix(h, ".localhost"):
+		return "localhost"
+	case slices.Contains(metadataNames, h):
+		return "a cloud metadata name"
+	}
+	return ""
 }
 
 // check returns the first part of cfg the policy refuses, in a stable order.
@@ -139,11 +221,20 @@ func (p KubeconfigPolicy) check(cfg *clientcmdapi.Config) error {
 		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 			return fmt.Errorf("%w: cluster %q has no https:// server", ErrInvalidKubeconfig, n)
 		}
+		host := u.Hostname()
+		what := localName(host)
+		if a, err := netip.ParseAddr(host); err == nil {
+			what = localAddress(a)
+		}
 		for _, err := range []error{
 			when(u.Scheme != "https", func() error { return refuse(KubeconfigHTTP, "cluster %q is served over plain http", n) }),
 			when(c.InsecureSkipTLSVerify, func() error { return refuse(KubeconfigTLS, "cluster %q skips TLS verification", n) }),
 			when(c.CertificateAuthority != "", func() error { return refuse(KubeconfigFiles, "cluster %q reads its CA from a file", n) }),
 			when(c.ProxyURL != "", func() error { return refuse(KubeconfigProxy, "cluster %q is reached through a proxy", n) }),
+			when(u.User != nil, func() error {
+				return refuse(KubeconfigBasicAuth, "cluster %q has a user name or password in its server's URL", n)
+			}),
+			when(what != "", func() error { return refuse(KubeconfigLocalAddress, "cluster %q is served at %s", n, what) }),
 		} {
 			if err != nil {
 				return err

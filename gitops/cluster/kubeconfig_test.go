@@ -102,6 +102,7 @@ func TestHostileKubeconfigs(t *testing.T) {
 	ctx := t.Context()
 	tr := newTrap(t)
 	https := "https://" + tr.addr
+	_, port, _ := net.SplitHostPort(tr.addr)
 	token := "    token: not-a-real-token"
 	marker := filepath.Join(tr.dir, "exec-ran")
 	tokenFile, certFile, caFile := tr.fifo(t, "token"), tr.fifo(t, "cert"), tr.fifo(t, "ca")
@@ -119,6 +120,14 @@ func TestHostileKubeconfigs(t *testing.T) {
 		{"TLS not verified", kubeconfigYAML(https, "    insecure-skip-tls-verify: true", token), cluster.KubeconfigTLS},
 		{"plain http", kubeconfigYAML("http://"+tr.addr, "", token), cluster.KubeconfigHTTP},
 		{"an unused user with an exec plugin", kubeconfigYAML(https, "", token) + "- name: spare\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/true}\n", cluster.KubeconfigExec},
+		{"a loopback server", kubeconfigYAML(https, "", token), cluster.KubeconfigLocalAddress},
+		{"localhost", kubeconfigYAML("https://localhost:"+port, "", token), cluster.KubeconfigLocalAddress},
+		{"a loopback server as an IPv4-mapped address", kubeconfigYAML("https://[::ffff:127.0.0.1]:"+port, "", token), cluster.KubeconfigLocalAddress},
+		{"the cloud metadata address", kubeconfigYAML("https://169.254.169.254", "", token), cluster.KubeconfigLocalAddress},
+		{"AWS's IPv6 metadata address", kubeconfigYAML("https://[fd00:ec2::254]", "", token), cluster.KubeconfigLocalAddress},
+		{"GCP's metadata name", kubeconfigYAML("https://metadata.google.internal", "", token), cluster.KubeconfigLocalAddress},
+		{"an unspecified address", kubeconfigYAML("https://0.0.0.0:"+port, "", token), cluster.KubeconfigLocalAddress},
+		{"a password in the server's URL", kubeconfigYAML("https://admin:hunter2@"+tr.addr, "", token), cluster.KubeconfigBasicAuth},
 		{"not a kubeconfig", "{{{", "invalid-kubeconfig"},
 		{"no current context", strings.Replace(kubeconfigYAML(https, "", token), "current-context: ctx", "current-context: other", 1), "invalid-kubeconfig"},
 		{"over 256 KiB", kubeconfigYAML(https, "", token) + "# " + strings.Repeat("x", 256<<10) + "\n", "invalid-kubeconfig"},
@@ -199,8 +208,9 @@ func TestHostileKubeconfigs(t *testing.T) {
 	}
 
 	// Allowed by the operator, a category no longer refuses: flux-webhook then connects to
-	// the server the kubeconfig names (the trap, which answers nothing).
-	allowed, err := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigTLS})
+	// the server the kubeconfig names (the trap, which answers nothing; on loopback, so
+	// local-address is allowed too).
+	allowed, err := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigTLS, cluster.KubeconfigLocalAddress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +228,45 @@ func TestHostileKubeconfigs(t *testing.T) {
 	}
 	if _, err := cluster.ParseKubeconfigPolicy([]string{"everything"}); err == nil {
 		t.Fatal("unknown category accepted")
+	}
+}
+
+// A kubeconfig's server name is checked again on every connection, on the address it
+// resolved to: a name that passes the file's check (or that a DNS answer later points at
+// flux-webhook's own pod or node) still makes no connection there.
+func TestKubeconfigDialRefusesLocalAddresses(t *testing.T) {
+	tr := newTrap(t)
+	_, port, _ := net.SplitHostPort(tr.addr)
+	// A public name in the file (never resolved here): the check of each connection is
+	// what refuses the local address it is made to.
+	kc := kubeconfigYAML("https://api.example.com:"+port, "", "    token: not-a-real-token")
+	rc, err := cluster.KubeconfigPolicy{}.RESTConfig([]byte(kc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Dial == nil {
+		t.Fatal("no checking dialer")
+	}
+	for _, addr := range []string{tr.addr, "[::1]:" + port, "169.254.169.254:443", "[fd00:ec2::254]:443", "[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port} {
+		c, err := rc.Dial(t.Context(), "tcp", addr)
+		var refused *cluster.KubeconfigRefusedError
+		if !errors.As(err, &refused) || refused.Category != cluster.KubeconfigLocalAddress {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("dial %s: %v, want a refusal of category local-address", addr, err)
+		}
+	}
+	if n := tr.conns.Load(); n != 0 {
+		t.Fatalf("%d connections to the loopback trap", n)
+	}
+	// Allowed, the same configuration connects.
+	local, _ := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigLocalAddress})
+	rc, err = local.RESTConfig([]byte(kubeconfigYAML("https://"+tr.addr, "", "    token: not-a-real-token")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Dial != nil {
+		t.Fatal("a checking dialer although local-address is allowed")
 	}
 }

@@ -85,7 +85,7 @@ func describe(j flux.Judgement) api.Status {
 		}
 		st.Description = prefix + st.Description
 	}
-	st.Description = record.Bounded(st.Description)
+	st.Description = Text(st.Description)
 	return st
 }
 
@@ -115,7 +115,7 @@ func TimedOut(timeout time.Duration, message string) api.Status {
 	if message == "" {
 		message = "no status"
 	}
-	return api.Status{State: api.StateError, Description: record.Bounded(fmt.Sprintf("no answer from Flux within %s: %s", timeout, message))}
+	return api.Status{State: api.StateError, Description: Text(fmt.Sprintf("no answer from Flux within %s: %s", timeout, message))}
 }
 
 // StreamTimedOut is what a waiting sender is told of a target Flux did not answer in time.
@@ -136,7 +136,7 @@ func ClusterGone(cluster string) api.Status {
 // NotRequested is the final status of a target a push could not request; reason is the
 // failure's public category.
 func NotRequested(reason string) api.Status {
-	return api.Status{State: api.StateError, Description: record.Bounded("not requested: " + reason)}
+	return api.Status{State: api.StateError, Description: Text("not requested: " + reason)}
 }
 
 // Platform job results, for a target with no answer by the job's deadline.
@@ -174,6 +174,6 @@ func Summary(counts map[string]int, n int, first string) api.Status {
 	if n == 0 {
 		st = api.Status{State: api.StateWarning, Description: "no Flux object left to reconcile"}
 	}
-	st.Description = record.Bounded(st.Description)
+	st.Description = Text(st.Description)
 	return st
 }

@@ -132,6 +132,24 @@ type Record struct {
 	// Seen remembers the pushes requested within RepeatWindow, whatever became of them, so
 	// that a repeat arriving late (after a newer push) is recognised.
 	Seen []Seen `json:"seen,omitempty"`
+	// Sealed is when the record was written, later on every write of an object's record
+	// (Stamp): the MAC binds a record to its object, not to a moment, so a tenant could put
+	// an older genuine record back; one older than a record already seen on the object is
+	// not acted on (cluster.OpenRecord).
+	Sealed time.Time `json:"sealed,omitzero"`
+}
+
+// Stamp sets when the record is sealed: now, or, when now is not after the newest seal known
+// on the object (prev, from a replica whose clock is ahead), just after it, so that every
+// record an object carries is sealed later than the one it replaces.
+func (r *Record) Stamp(prev, now time.Time) {
+	if prev.Before(r.Sealed) {
+		prev = r.Sealed
+	}
+	if !now.After(prev) {
+		now = prev.Add(time.Microsecond)
+	}
+	r.Sealed = now
 }
 
 // Seen is one push a record has requested.
@@ -306,7 +324,7 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 	if cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository && cur.Version == req.Version {
 		return r, nil, false
 	}
-	out.PatchedAt = r.PatchedAt
+	out.PatchedAt, out.Sealed = r.PatchedAt, r.Sealed
 	out.Seen = r.seenWith(key, req.RequestedAt)
 	// One final status per commit and context: a superseded request for the commit now
 	// requested again is finished by the new request. An entry keeps its repository only

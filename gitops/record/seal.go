@@ -24,10 +24,11 @@ const (
 	RejectedMAC        = "mac"        // missing, or not made with any valid record key
 	RejectedMalformed  = "malformed"  // authentic, but not a record this version reads
 	RejectedRepository = "repository" // names another repository than the object's source
+	RejectedStale      = "stale"      // older than a record already seen on the object: put back
 )
 
 // RejectedReasons lists every reason.
-var RejectedReasons = []string{RejectedMAC, RejectedMalformed, RejectedRepository}
+var RejectedReasons = []string{RejectedMAC, RejectedMalformed, RejectedRepository, RejectedStale}
 
 // RejectedError says why a record is not acted on.
 type RejectedError struct{ Reason, Detail string }
@@ -71,6 +72,14 @@ func Open(keys [][]byte, id string, ann map[string]string) (Record, error) {
 		return Record{}, &RejectedError{RejectedMalformed, err.Error()}
 	}
 	return rec, nil
+}
+
+// SealedWith reports whether the record in ann, the annotations of the object id names, was
+// sealed with key: after a rotation of the record key, records sealed with the previous key
+// are sealed again with the current one before the previous stops opening them.
+func SealedWith(key []byte, id string, ann map[string]string) bool {
+	given, err := base64.RawURLEncoding.DecodeString(ann[MACAnnotation])
+	return key != nil && err == nil && hmac.Equal(mac(key, id, ann[Annotation]), given)
 }
 
 // Seal writes rec and its MAC under key into ann, the annotations of the object id names.

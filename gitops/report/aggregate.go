@@ -141,7 +141,7 @@ func (a *Aggregator) flush(ctx context.Context) {
 					if i := slices.IndexFunc(p.Clusters, func(cw record.ClusterWork) bool {
 						return strings.HasPrefix(r.cs.Context, clusterContext(cw.Cluster)+"/")
 					}); i >= 0 && p.Clusters[i].Failure == "" {
-						p.Clusters[i].Failure = record.Bounded(strings.TrimPrefix(r.cs.Context, clusterContext(p.Clusters[i].Cluster)+"/") + ": " + r.cs.Description)
+						p.Clusters[i].Failure = observe.Text(strings.TrimPrefix(r.cs.Context, clusterContext(p.Clusters[i].Cluster)+"/") + ": " + r.cs.Description)
 					}
 				}
 				return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/openova-io/flux-webhook/api"
 	"github.com/openova-io/flux-webhook/gitops/cluster"
+	"github.com/openova-io/flux-webhook/gitops/observe"
 	"github.com/openova-io/flux-webhook/gitops/record"
 )
 
@@ -115,7 +116,7 @@ func (b *Backlog) work(ctx context.Context, rec *record.Stored) error {
 			u.Done = true
 			continue
 		}
-		st := api.Status{State: u.State, Description: record.Bounded(u.Description)}
+		st := api.Status{State: u.State, Description: observe.Text(u.Description)}
 		cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: u.Context(), Target: u.Target, Status: st}
 		post := true
 		if u.Intent {

@@ -98,6 +98,8 @@ type Reporter struct {
 
 	mu         sync.Mutex
 	tombstones map[api.Target]tombstone
+	// rekeyed brings objects to a pass after a rotation of the record key.
+	rekeyed chan event.TypedGenericEvent[api.Target]
 }
 
 // tombstone is what the reporter keeps of an object deleted with requests pending: their
@@ -141,7 +143,63 @@ func (r *Reporter) Controller() (controller.TypedController[api.Target], error) 
 			return nil, err
 		}
 	}
+	r.rekeyed = make(chan event.TypedGenericEvent[api.Target])
+	if err := c.Watch(source.TypedChannel(r.rekeyed, handler.TypedFuncs[api.Target, api.Target]{
+		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[api.Target], q workqueue.TypedRateLimitingInterface[api.Target]) {
+			q.Add(e.Object)
+		},
+	})); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// recordKeyPoll is how often a reporter looks whether the record key rotated: a comparison
+// of digests, well within any rotation's grace (--token-grace, 5 minutes by default).
+const recordKeyPoll = time.Second
+
+// FollowRecordKey, beside the started controller, brings every object of the cluster that
+// carries a request record to a pass when the record key rotates, until ctx ends: the pass
+// seals the record again with the current key (pending or not), so that no record stops
+// opening when the previous key's grace ends and no final status is lost to a rotation. A
+// cluster that stays unreachable through the whole grace keeps records only the previous key
+// opens: a Secret listing it under "previous" keeps it valid longer.
+func (r *Reporter) FollowRecordKey(ctx context.Context) {
+	t := time.NewTicker(recordKeyPoll)
+	defer t.Stop()
+	last := r.Cluster.RecordKeyID()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		id := r.Cluster.RecordKeyID()
+		if id == last || id == "" {
+			continue
+		}
+		last = id
+		n := 0
+		for _, k := range r.Cluster.Kinds() {
+			list := k.NewList()
+			if err := r.Cluster.GetCache().List(ctx, list); err != nil {
+				log.FromContext(ctx).Error(err, "list objects to seal again", "cluster", r.Cluster.Name, "kind", k.Name())
+				continue
+			}
+			for _, o := range flux.Items(list) {
+				if _, ok := o.GetAnnotations()[record.Annotation]; !ok {
+					continue
+				}
+				select {
+				case r.rekeyed <- event.TypedGenericEvent[api.Target]{Object: r.target(flux.RefOf(o))}:
+					n++
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		log.FromContext(ctx).Info("record key rotated: request records to seal again", "cluster", r.Cluster.Name, "objects", n)
+	}
 }
 
 // jittered spreads the retries of targets that failed together (Gitea down): ±25% on each
@@ -272,7 +330,23 @@ func (r *Reporter) report(ctx context.Context, t api.Target) (reconcile.Result, 
 	}
 	if err != nil {
 		r.Cluster.Rejected(ctx, t.Kind, obj, err)
+		if rej := (*record.RejectedError)(nil); errors.As(err, &rej) && rej.Reason == record.RejectedStale {
+			// An old record put back: sealed again with nothing left to report, so that no
+			// replica ever reports from it.
+			return reconcile.Result{}, r.Cluster.Retire(ctx, t.Kind, obj)
+		}
 		return reconcile.Result{}, nil
+	}
+	if !r.Cluster.SealedWithCurrentKey(t.Kind, obj) {
+		// Sealed with the record key's previous value, which opens it only until the
+		// rotation's grace ends: sealed again with the current one, as it is.
+		if err := r.updateRecord(ctx, obj, func(*record.Record) error { return nil }); err != nil {
+			return reconcile.Result{}, err
+		}
+		log.FromContext(ctx).Info("request record sealed again with the current record key")
+		if rec, err = r.Cluster.OpenRecord(t.Kind, obj); err != nil {
+			return reconcile.Result{}, errMoved
+		}
 	}
 	if len(rec.Superseded) > 0 {
 		if err := r.reportSuperseded(ctx, t, obj, rec); err != nil {
@@ -366,7 +440,7 @@ func (r *Reporter) sameRepository(ctx context.Context, obj client.Object, rec re
 // only removes it.
 func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object, req record.Request, st api.Status) error {
 	logger := log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery)
-	st.Description = record.Bounded(st.Description)
+	st.Description = observe.Text(st.Description)
 	if st.State != "" && req.Posted != st.State {
 		post := true
 		since := req.IntentSince

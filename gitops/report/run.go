@@ -29,6 +29,14 @@ func (r *Reporters) NeedLeaderElection() bool { return true }
 
 // Start runs the reporters until ctx ends.
 func (r *Reporters) Start(ctx context.Context) error {
+	eachCluster(ctx, r.Clusters, r.run)
+	return nil
+}
+
+// eachCluster runs run for every cluster of a set, each in its own goroutine with a context
+// that ends when the cluster leaves the set (or is replaced by a new Cluster of the same
+// name), until ctx ends; it returns once every run returned.
+func eachCluster(ctx context.Context, set *cluster.Set, run func(context.Context, *cluster.Cluster)) {
 	type running struct {
 		stop context.CancelFunc
 		done chan struct{}
@@ -40,9 +48,9 @@ func (r *Reporters) Start(ctx context.Context) error {
 		delete(all, c)
 	}
 	for {
-		changed := r.Clusters.Changed()
+		changed := set.Changed()
 		want := map[*cluster.Cluster]bool{}
-		for _, c := range r.Clusters.Clusters() {
+		for _, c := range set.Clusters() {
 			want[c] = true
 			if _, ok := all[c]; ok {
 				continue
@@ -52,12 +60,12 @@ func (r *Reporters) Start(ctx context.Context) error {
 			all[c] = running{cancel, done}
 			go func() {
 				defer close(done)
-				r.run(cctx, c)
+				run(cctx, c)
 			}()
 		}
 		for c := range all {
 			if !want[c] {
-				stop(c) // removed, or replaced by a new Cluster of the same name
+				stop(c)
 			}
 		}
 		select {
@@ -65,7 +73,7 @@ func (r *Reporters) Start(ctx context.Context) error {
 			for c := range all {
 				stop(c)
 			}
-			return nil
+			return
 		case <-changed:
 		}
 	}
@@ -88,12 +96,21 @@ func (r *Reporters) run(ctx context.Context, c *cluster.Cluster) {
 			case <-kctx.Done():
 			}
 		}()
-		ctrl, err := r.New(c).Controller()
+		rep := r.New(c)
+		ctrl, err := rep.Controller()
+		followed := make(chan struct{})
 		if err == nil {
+			go func() {
+				defer close(followed)
+				rep.FollowRecordKey(kctx)
+			}()
 			err = ctrl.Start(kctx)
+		} else {
+			close(followed)
 		}
 		kindsChanged := kctx.Err() != nil && ctx.Err() == nil
 		cancel()
+		<-followed
 		<-stopped
 		if ctx.Err() != nil {
 			return

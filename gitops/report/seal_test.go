@@ -2,7 +2,9 @@ package report_test
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,10 +14,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/internal/fluxtest"
 	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/gitops/report"
+	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/testenv"
 )
 
 // Records flux-webhook did not write, played by a tenant who can write any annotation of
@@ -147,4 +152,181 @@ func TestRecordsFluxWebhookDidNotWriteAreIgnored(t *testing.T) {
 	// A real push after the forgery replaces the forged record, and is reported.
 	next := other.push(t)
 	fluxtest.WaitStates(t, rec, next, other.ctx(kustomizev1.KustomizationKind), api.StatePending)
+}
+
+// startReporterOn runs a reporter, following the record key, on c until stop or the end of
+// the test.
+func startReporterOn(t *testing.T, c *cluster.Cluster, rec *fluxtest.Recorder, timeout time.Duration) (stop func()) {
+	t.Helper()
+	r := &report.Reporter{Cluster: c, Poster: rec, Lookup: rec, ResultTimeout: timeout}
+	ctrl, err := r.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = ctrl.Start(ctx); done <- struct{}{} }()
+	go func() { r.FollowRecordKey(ctx); done <- struct{}{} }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// setAnnotations writes the request record and its MAC on an object as given: a tenant
+// putting back what it saved earlier.
+func setAnnotations(t *testing.T, o client.Object, key client.ObjectKey, ann map[string]string) {
+	t.Helper()
+	if err := fluxtest.Kube.Client.Get(t.Context(), key, o); err != nil {
+		t.Fatal(err)
+	}
+	base := o.DeepCopyObject().(client.Object)
+	a := o.GetAnnotations()
+	for _, k := range []string{record.Annotation, record.MACAnnotation} {
+		a[k] = ann[k]
+	}
+	o.SetAnnotations(a)
+	if err := fluxtest.Kube.Client.Patch(t.Context(), o, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A tenant saves the genuine record of a pending request and puts it back after its final
+// status went out (the MAC binds the record to the object, not to a moment): no second final
+// status, from the leader that saw the newer record, nor from a replica that takes over
+// later, having only watched. The old record is counted (stale), recorded as an Event and
+// sealed again with nothing left to report.
+func TestOldRecordPutBackPostsNothing(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	rec := &fluxtest.Recorder{}
+	// A standby replica: its own memory, built by watching (report.Witnesses).
+	standby, err := fluxtest.StartCluster(ctx, "local", fluxtest.Kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); _ = (&report.Witnesses{Clusters: cluster.NewSet(standby)}).Start(wctx) }()
+	t.Cleanup(func() { wcancel(); <-wdone })
+	stopLeader := startReporterOn(t, fluxtest.Local, rec, time.Minute)
+
+	p := newPipeline(t)
+	sha := p.push(t)
+	ksCtx := p.ctx(kustomizev1.KustomizationKind)
+	fluxtest.WaitStates(t, rec, sha, ksCtx, api.StatePending)
+	saved := &kustomizev1.Kustomization{}
+	if err := fluxtest.Kube.Client.Get(ctx, p.ks, saved); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := record.Parse(saved.Annotations); r.Current == nil || r.Current.Final || r.Sealed.IsZero() {
+		t.Fatalf("the saved record is not a pending one: %+v", r)
+	}
+	if err := testenv.MarkGitRepositoryReady(ctx, fluxtest.Kube.Client, p.gr, testenv.GitRevision("main", sha), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.MarkKustomizationApplied(ctx, fluxtest.Kube.Client, p.ks, testenv.GitRevision("main", sha), ""); err != nil {
+		t.Fatal(err)
+	}
+	fluxtest.WaitStates(t, rec, sha, ksCtx, api.StatePending, api.StateSuccess)
+	stale := func() float64 {
+		return fluxtest.Counter(t, "flux_webhook_records_rejected_total", "cluster", "local", "reason", record.RejectedStale)
+	}
+	before := stale()
+	retired := func() bool {
+		ks := &kustomizev1.Kustomization{}
+		if err := fluxtest.Kube.Client.Get(ctx, p.ks, ks); err != nil {
+			return false
+		}
+		r, err := record.Parse(ks.Annotations)
+		return err == nil && r.Current != nil && r.Current.Final && r.Sealed.After(r.Current.RequestedAt) &&
+			ks.Annotations[record.MACAnnotation] != saved.Annotations[record.MACAnnotation]
+	}
+
+	// 1. Put back while the leader runs.
+	setAnnotations(t, &kustomizev1.Kustomization{}, p.ks, saved.Annotations)
+	fluxtest.WaitFor(t, "the old record counted as stale", func() bool { return stale() >= before+1 })
+	fluxtest.WaitFor(t, "the old record sealed again, final", retired)
+	time.Sleep(2 * time.Second) // anything that would be posted is posted by now
+	if got := rec.States(sha, ksCtx); !slices.Equal(got, []string{api.StatePending, api.StateSuccess}) {
+		t.Fatalf("states after the old record came back: %v", got)
+	}
+
+	// 2. The leader stops; the old record is put back again before the standby leads.
+	stopLeader()
+	setAnnotations(t, &kustomizev1.Kustomization{}, p.ks, saved.Annotations)
+	time.Sleep(time.Second) // the standby's caches see it
+	startReporterOn(t, standby, rec, time.Minute)
+	fluxtest.WaitFor(t, "the old record counted by the new leader", func() bool { return stale() >= before+2 })
+	fluxtest.WaitFor(t, "the old record sealed again by the new leader", retired)
+	time.Sleep(2 * time.Second)
+	if got := rec.States(sha, ksCtx); !slices.Equal(got, []string{api.StatePending, api.StateSuccess}) {
+		t.Fatalf("states after a takeover with the old record back: %v", got)
+	}
+	var evs eventsv1.EventList
+	if err := fluxtest.Kube.Client.List(ctx, &evs, client.InNamespace(p.ns)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs.Items, func(e eventsv1.Event) bool { return e.Reason == "RecordRejected" && strings.Contains(e.Note, "stale") }) {
+		t.Fatal("no RecordRejected Event naming the old record")
+	}
+	// A real push after it is reported as usual.
+	next := p.push(t)
+	fluxtest.WaitStates(t, rec, next, ksCtx, api.StatePending)
+}
+
+// The record key rotates while a push is pending, and Flux answers after the previous key's
+// grace: the records were sealed again with the new key meanwhile, so the final statuses go
+// out.
+func TestRecordKeyRotationLosesNoFinalStatus(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	keys := &credentials.Keyring{Grace: 2 * time.Second}
+	if err := keys.Set(credentials.RecordKey, "rotation-record-key-one-0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := fluxtest.StartClusterWith(ctx, "rotating", fluxtest.Kube, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &fluxtest.Recorder{}
+	startReporterOn(t, c, rec, time.Minute)
+	p := newPipeline(t)
+	p.sha = fluxtest.NewSHA()
+	if _, err := fluxtest.NewRequester(t, cluster.NewSet(c)).Request(ctx, fluxtest.PushOf(p.repo, "refs/heads/main", p.sha)); err != nil {
+		t.Fatal(err)
+	}
+	ctxOf := func(kind string) string {
+		return api.Target{Cluster: "rotating", Kind: kind, Namespace: p.ns, Name: "app"}.Context()
+	}
+	for _, kind := range []string{sourcev1.GitRepositoryKind, kustomizev1.KustomizationKind} {
+		fluxtest.WaitStates(t, rec, p.sha, ctxOf(kind), api.StatePending)
+	}
+	second := []byte("rotation-record-key-two-0123456789abcdef")
+	if err := keys.Set(credentials.RecordKey, string(second)); err != nil {
+		t.Fatal(err)
+	}
+	sealedWithSecond := func(key client.ObjectKey, o client.Object) bool {
+		if err := fluxtest.Kube.Client.Get(ctx, key, o); err != nil {
+			return false
+		}
+		id := record.ID("rotating", flux.KindOf(o), key.Namespace, key.Name, string(o.GetUID()))
+		return record.SealedWith(second, id, o.GetAnnotations())
+	}
+	fluxtest.WaitFor(t, "the pending records sealed with the new key", func() bool {
+		return sealedWithSecond(p.gr, &sourcev1.GitRepository{}) && sealedWithSecond(p.ks, &kustomizev1.Kustomization{})
+	})
+	time.Sleep(3 * time.Second) // past the grace: the first key opens nothing now
+	if n := len(keys.Values(credentials.RecordKey)); n != 1 {
+		t.Fatalf("%d record keys valid after the grace", n)
+	}
+	if err := testenv.MarkGitRepositoryReady(ctx, fluxtest.Kube.Client, p.gr, testenv.GitRevision("main", p.sha), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.MarkKustomizationApplied(ctx, fluxtest.Kube.Client, p.ks, testenv.GitRevision("main", p.sha), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{sourcev1.GitRepositoryKind, kustomizev1.KustomizationKind} {
+		fluxtest.WaitStates(t, rec, p.sha, ctxOf(kind), api.StatePending, api.StateSuccess)
+	}
 }

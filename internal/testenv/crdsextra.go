@@ -10,9 +10,9 @@ import (
 )
 
 // EnvCRDsExtra points at the CRDs of the objects flux-webhook's manifests render only on
-// request: the Gateway API's HTTPRoute (with Gateway, GatewayClass, ReferenceGrant) and
-// prometheus-operator's PodMonitor, ServiceMonitor and PrometheusRule (hack/testbin.sh
-// crds-extra).
+// request: the Gateway API's HTTPRoute (with Gateway, GatewayClass, ReferenceGrant),
+// prometheus-operator's PodMonitor, ServiceMonitor and PrometheusRule, and Cilium's
+// CiliumNetworkPolicy (hack/testbin.sh crds-extra).
 const EnvCRDsExtra = "FLUX_WEBHOOK_CRDS_EXTRA"
 
 // RequireCRDsExtra returns the directory of the extra CRD manifests ($FLUX_WEBHOOK_CRDS_EXTRA).

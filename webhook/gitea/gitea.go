@@ -16,6 +16,7 @@ import (
 	sdk "code.gitea.io/sdk/gitea"
 
 	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/observe"
 	"github.com/openova-io/flux-webhook/gitops/report"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/webhook"
@@ -116,7 +117,7 @@ func (g *Gitea) PostStatus(ctx context.Context, s report.CommitStatus) error {
 		State:       sdk.StatusState(s.State),
 		TargetURL:   target.Expand(s.Target, s.Repository, s.SHA),
 		Context:     s.Context,
-		Description: webhook.Clip(s.Description, maxDescription),
+		Description: webhook.Clip(observe.PlainText(s.Description), maxDescription),
 	})
 	return apiError("create status", resp, err)
 }
@@ -301,8 +302,10 @@ func summary(marker, sha string, statuses []*sdk.Status) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n**Flux** finished with commit `%s`:\n\n| | Flux object | Result |\n|---|---|---|\n", marker, sha)
 	for _, s := range statuses {
-		fmt.Fprintf(&b, "| %s | `%s` | %s |\n", stateIcon(string(s.State)), strings.TrimPrefix(s.Context, api.ContextPrefix),
-			strings.ReplaceAll(s.Description, "|", "\\|"))
+		// Contexts and descriptions as Gitea keeps them: anyone who may post a status there
+		// wrote them, and Flux's messages are a tenant's. Code spans only.
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", stateIcon(string(s.State)),
+			observe.MarkdownCode(strings.TrimPrefix(s.Context, api.ContextPrefix)), observe.MarkdownCode(s.Description))
 	}
 	return b.String()
 }

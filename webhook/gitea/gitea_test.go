@@ -1,8 +1,11 @@
 package gitea_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -223,7 +226,7 @@ func TestPullRequestSummary(t *testing.T) {
 		t.Fatalf("want mallory's comment and one summary, got %d", len(c))
 	}
 	summary := c[1]
-	for _, want := range []string{sha, "✅ | `local/gitrepository/flux-system/app`", "❌ | `local/kustomization/flux-system/app` | dry-run failed \\| bad name"} {
+	for _, want := range []string{sha, "✅ | `local/gitrepository/flux-system/app`", "❌ | `local/kustomization/flux-system/app` | `dry-run failed \\| bad name`"} {
 		if !strings.Contains(summary.Body, want) {
 			t.Fatalf("summary lacks %q:\n%s", want, summary.Body)
 		}
@@ -245,11 +248,125 @@ func TestPullRequestSummary(t *testing.T) {
 		t.Fatalf("want mallory's comment and the one summary (comment %d), got %d comments", summary.ID, len(c))
 	}
 	if edited := c[1].Body; !strings.Contains(edited, second) || strings.Contains(edited, sha) ||
-		!strings.Contains(edited, "✅ | `local/kustomization/flux-system/app` | applied") || strings.Contains(edited, "❌") {
+		!strings.Contains(edited, "✅ | `local/kustomization/flux-system/app` | `applied") || strings.Contains(edited, "❌") {
 		t.Fatalf("summary not edited to the second commit:\n%s", edited)
 	}
 	// A commit outside any pull request keeps its statuses only.
 	final(mainSHA)
+}
+
+// Flux's messages carry whatever a tenant wrote into its objects' status (and anyone who may
+// post a status on the repository writes contexts and descriptions): in the statuses they
+// are plain text, and the pull request summary, rendered by the real Gitea, shows them as
+// text only: no link, image, HTML, mention or reference, and the table keeps its rows.
+func TestHostileSummary(t *testing.T) {
+	integration(t)
+	ctx := t.Context()
+	repo, _ := newRepo(t, "hostile-summary")
+	if err := repo.Branch(ctx, "feature"); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.WriteFile("app.yaml", "replicas: 2\n"); err != nil {
+		t.Fatal(err)
+	}
+	sha, err := repo.Commit(ctx, "scale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Push(ctx, "feature"); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := repo.CreatePullRequest(ctx, "feature", "main", "Scale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := statusClient(t)
+	hostile := map[string]string{
+		"flux/local/kustomization/apps/link":    "failed: [click to fix](https://evil.example/phish) <https://evil.example/auto> https://evil.example/bare",
+		"flux/local/kustomization/apps/image":   "![pixel](https://evil.example/track.png)",
+		"flux/local/kustomization/apps/html":    `<img src=x onerror=alert(1)><a href="https://evil.example">x</a><script>alert(1)</script>`,
+		"flux/local/kustomization/apps/mention": "@" + giteaSrv.AdminUser + " see #1 and !1 " + sha,
+		"flux/local/kustomization/apps/table":   "a | b | c\n| --- |\n# heading",
+		"flux/local/kustomization/apps/bidi":    "access \u202edeineD\u202c ok\u200b\ufeff\x1b[31m",
+		"flux/local/kustomization/apps/ticks":   "``` fenced ```` `code` ``",
+	}
+	for c, desc := range hostile {
+		if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: c,
+			Status: api.Status{State: api.StateFailure, Description: desc}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A context someone else posted, with Markdown of its own.
+	if err := g.PostStatus(ctx, report.CommitStatus{Repository: repo.FullName, SHA: sha, Context: "flux/x`](https://evil.example)",
+		Status: api.Status{State: api.StateSuccess, Description: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range statusesOf(t, repo, sha) {
+		for _, r := range s.Description {
+			if r < ' ' || r == 0x7f || r == '\u202e' || r == '\u202c' || r == '\u200b' || r == '\ufeff' {
+				t.Fatalf("status %s keeps %U: %q", s.Context, r, s.Description)
+			}
+		}
+	}
+	if err := g.FinalPosted(ctx, repo.FullName, sha); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := repo.IssueComments(ctx, pr.Index)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("comments: %d, %v", len(cs), err)
+	}
+	html := renderMarkdown(t, repo.FullName, cs[0].Body)
+	for _, bad := range []string{"<a ", "<img", "<script", "evil.example/track.png\"", "<h1", "<table><thead><tr><th>a"} {
+		if strings.Contains(html, bad) {
+			t.Fatalf("the rendered summary holds %q:\n%s\n\nfrom:\n%s", bad, html, cs[0].Body)
+		}
+	}
+	if n := strings.Count(html, "<tr>"); n != len(hostile)+2 { // the header, and one row per status
+		t.Fatalf("%d table rows, want %d:\n%s", n, len(hostile)+2, html)
+	}
+	for _, want := range []string{"[click to fix](https://evil.example/phish)", "@" + giteaSrv.AdminUser + " see #1", "access deineD ok"} {
+		if !strings.Contains(html, want) {
+			t.Fatalf("the rendered summary lacks the text %q:\n%s", want, html)
+		}
+	}
+}
+
+// statusesOf lists a commit's statuses.
+func statusesOf(t *testing.T, repo *testenv.Repo, sha string) []*sdk.Status {
+	t.Helper()
+	c, err := giteaSrv.Client(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, name, _ := strings.Cut(repo.FullName, "/")
+	list, _, err := c.ListStatuses(owner, name, sha, sdk.ListStatusesOption{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+// renderMarkdown renders a comment body as the real Gitea shows it in the repository.
+func renderMarkdown(t *testing.T, repository, body string) string {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"Text": body, "Mode": "comment", "Context": repository})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, giteaSrv.URL+"/api/v1/markdown", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "token "+giteaSrv.Token)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	html, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("render: %d %s", resp.StatusCode, html)
+	}
+	return string(html)
 }
 
 // setToken gives g an API token, or takes it away ("").

@@ -78,6 +78,12 @@ func Main(m *testing.M) int {
 // StartCluster starts a cluster on a running API server, with the package's record keys,
 // until ctx ends, and waits until its caches synced.
 func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
+	return StartClusterWith(ctx, name, k, RecordKeys, opts...)
+}
+
+// StartClusterWith is StartCluster with record keys of the caller's (a test that rotates
+// them).
+func StartClusterWith(ctx context.Context, name string, k *testenv.Kube, keys cluster.Keys, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
 	c, err := ctrlcluster.New(k.Config, func(o *ctrlcluster.Options) {
 		o.Scheme = flux.NewScheme()
 		o.Cache = cluster.CacheOptions(name)
@@ -86,7 +92,7 @@ func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...fun
 		return nil, err
 	}
 	go func() { _ = c.Start(ctx) }()
-	cl := cluster.New(name, "", c, RecordKeys)
+	cl := cluster.New(name, "", c, keys)
 	for _, o := range opts {
 		o(cl)
 	}

@@ -29,8 +29,39 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- /* The Sovereign's FQDN, the one name the platform gives a Sovereign (its bootstrap kit
+sets global.sovereignFQDN: ${SOVEREIGN_FQDN}); empty when not set. 0.2's sovereignDomain and
+locationCode are refused with what to set instead. */ -}}
+{{- define "flux-webhook.sovereignFQDN" -}}
+{{- if or (hasKey .Values "sovereignDomain") (hasKey .Values "locationCode") -}}
+{{- fail "sovereignDomain and locationCode were replaced in chart 0.3.0 by global.sovereignFQDN, the Sovereign's one FQDN: set global.sovereignFQDN to <locationCode>.<sovereignDomain> (the host stays flux-webhook.<locationCode>.<sovereignDomain>) and remove both (platform/flux-webhook/README.md, Upgrading)" -}}
+{{- end -}}
+{{- dig "sovereignFQDN" "" (.Values.global | default dict) -}}
+{{- end -}}
+
+{{- /* /hook's host: flux-webhook.<sovereignFQDN>, the Blueprint's endpoint. */ -}}
 {{- define "flux-webhook.host" -}}
-flux-webhook.{{ .Values.locationCode }}.{{ .Values.sovereignDomain }}
+flux-webhook.{{ include "flux-webhook.sovereignFQDN" . }}
+{{- end -}}
+
+{{- /* Where statuses go: giteaUrl, else the Sovereign's Gitea, https://gitea.<sovereignFQDN>
+(as the platform's bp-gitea serves it), else empty (logged only). */ -}}
+{{- define "flux-webhook.giteaUrl" -}}
+{{- $fqdn := include "flux-webhook.sovereignFQDN" . -}}
+{{- .Values.giteaUrl | default (ternary (printf "https://gitea.%s" $fqdn) "" (ne $fqdn "")) -}}
+{{- end -}}
+
+{{- /* The NetworkPolicy flavor: cilium or kubernetes. auto: a CiliumNetworkPolicy where the
+cluster serves cilium.io/v2 (Gateway traffic reaches the pod as Cilium's ingress entity and the
+API server is the kube-apiserver entity: no Kubernetes NetworkPolicy can name either), a
+Kubernetes NetworkPolicy elsewhere. */ -}}
+{{- define "flux-webhook.networkPolicyFlavor" -}}
+{{- $f := .Values.networkPolicy.flavor | default "auto" -}}
+{{- if eq $f "auto" -}}
+{{- ternary "cilium" "kubernetes" (.Capabilities.APIVersions.Has "cilium.io/v2") -}}
+{{- else -}}
+{{- $f -}}
+{{- end -}}
 {{- end -}}
 
 {{- /* The namespace of the kubeconfig Secrets registering more clusters. */ -}}
@@ -70,4 +101,18 @@ empty when the quantity is empty. Fails on a quantity it cannot read. */ -}}
         operator: In
         values:
           {{- toYaml . | nindent 10 }}
+{{- end -}}
+
+{{- /* CiliumNetworkPolicy peers: one endpoint selector per namespace, by Cilium's namespace
+label; and a toPorts of TCP ports. */ -}}
+{{- define "flux-webhook.ciliumNamespaces" -}}
+{{- $out := list -}}
+{{- range . }}{{ $out = append $out (dict "matchLabels" (dict "k8s:io.kubernetes.pod.namespace" .)) }}{{ end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{- define "flux-webhook.ciliumPorts" -}}
+{{- $ports := list -}}
+{{- range . }}{{ $ports = append $ports (dict "port" (toString .) "protocol" "TCP") }}{{ end -}}
+{{- toYaml (list (dict "ports" $ports)) -}}
 {{- end -}}
