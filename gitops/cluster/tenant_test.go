@@ -169,11 +169,12 @@ func TestClusterObjectCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	local, _ := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigLocalAddress}) // the tenant's API server is on loopback
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Keys: fluxtest.RecordKeys, MaxObjects: max,
+		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Policy: local, Keys: fluxtest.RecordKeys, MaxObjects: max,
 			TooManyRetry: time.Second, Events: fluxtest.Local.GetEventRecorder(cluster.EventSource), Log: logr.Discard()}).Start(runCtx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
