@@ -55,7 +55,7 @@ bench-binary: testbin
 
 ## bench-ci: every benchmark once, at 50 objects per cluster and 2 registered clusters: proof that they run
 bench-ci: testbin
-	$(TESTBIN_ENV) FLUX_WEBHOOK_BENCH_OBJECTS=50 FLUX_WEBHOOK_BENCH_CLUSTERS=2 FLUX_WEBHOOK_BENCH_IDLE=5s go test -count=1 -timeout 20m -run '^$$' -bench . -benchtime 1x -benchmem ./benchmarks
+	$(TESTBIN_ENV) FLUX_WEBHOOK_BENCH_OBJECTS=50 FLUX_WEBHOOK_BENCH_CLUSTERS=2 FLUX_WEBHOOK_BENCH_IDLE=5s go test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x -benchmem ./benchmarks
 
 ## fuzz: every fuzz target for FUZZTIME each, corpus kept in testdata/fuzz
 fuzz:
