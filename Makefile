@@ -45,7 +45,7 @@ demo:
 
 ## bench: the figures of benchmarks/README.md on real API servers: the flux-webhook binary as
 ## users run it (fan-out vs a raw client-go loop, memory, API calls, registered clusters) and
-## the in-process benchmarks beside it (~60 min on 2 cores)
+## the in-process benchmarks beside it (long: see benchmarks/README.md for smaller runs)
 bench: testbin
 	$(TESTBIN_ENV) go test -count=1 -timeout 180m -run '^$$' -bench . -benchmem ./benchmarks
 
