@@ -96,6 +96,10 @@ func (o Outcome) Reported() bool { return o.Requested() || o.Result == ResultSup
 type ClusterTargets struct {
 	Cluster string `json:"cluster"`
 	Targets int    `json:"targets"`
+	// Refused, when set, is how many Flux objects of the cluster follow what was pushed
+	// while the cluster may not follow its repository (it is neither public nor granted to
+	// the cluster): none of them is requested or reported (Targets is 0).
+	Refused int `json:"refused,omitempty"`
 }
 
 // ClusterError says why a cluster was left out.
@@ -118,7 +122,8 @@ type HookResponse struct {
 	// or, with 200, why nothing was done: "ignored" or "no-match".
 	Result string `json:"result"`
 	Reason string `json:"reason,omitempty"`
-	// Clusters says how many targets the push matched in each cluster.
+	// Clusters says how many targets the push matched in each cluster, and in which
+	// clusters it was refused.
 	Clusters []ClusterTargets `json:"clusters,omitempty"`
 	// Targets lists them, up to a bound (TargetsOmitted says how many more there are).
 	Targets        []Outcome `json:"targets,omitempty"`

@@ -83,7 +83,8 @@ func startService(b *testing.B, k *testenv.Kube, kubeconfig string, flags ...str
 	args := append([]string{"serve", "--kubeconfig", kubeconfig,
 		"--listen", addr(0), "--platform-listen", addr(1), "--health-listen", addr(2), "--metrics-listen", addr(3),
 		"--namespace", serviceNS, "--hook-key-secret", serviceNS + "/" + hookKeySecret, "--record-key-secret", serviceNS + "/" + recordKeySecret,
-		"--cluster-secrets-namespace", clustersNS, "--insecure-kubeconfig", cluster.KubeconfigLocalAddress}, flags...) // the API servers are on loopback
+		"--cluster-secrets-namespace", clustersNS, "--insecure-kubeconfig", cluster.KubeconfigLocalAddress, // the API servers are on loopback
+		"--cluster-default-repositories", "*"}, flags...) // every registered cluster follows the pushed (private) repository
 	s.Service = testenv.NewService(b, "flux-webhook", binaryPath(b), s.ready, args...)
 	if d := os.Getenv("FLUX_WEBHOOK_BENCH_LOGS"); d != "" {
 		// Registered after NewService's: runs before it, the log still there.

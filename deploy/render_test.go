@@ -521,6 +521,8 @@ func TestValuesRefused(t *testing.T) {
 		{"shared token switch misspelt", `{"sharedToken": {"enable": true}}`, "'enable' not allowed", false},
 		{"clusters namespace not a DNS label", `{"clusters": {"secretsNamespace": "Flux_Clusters"}}`, "/clusters/secretsNamespace", false},
 		{"insecure kubeconfig category unknown", `{"clusters": {"insecureKubeconfig": ["everything"]}}`, "/clusters/insecureKubeconfig/0", false},
+		{"default grant with an empty entry", `{"clusters": {"defaultRepositories": "acme/*,,beta/*"}}`, "/clusters/defaultRepositories", false},
+		{"default grant of an owner without its repositories", `{"clusters": {"defaultRepositories": "{cluster}"}}`, "/clusters/defaultRepositories", false},
 		{"HTTPRoute without a Gateway", `{"httpRoute": {"parentRefs": []}}`, "/httpRoute/parentRefs", false},
 		{"HTTPRoute timeout not a Gateway duration", `{"httpRoute": {"timeouts": {"request": "35 minutes"}}}`, "/httpRoute/timeouts/request", false},
 		{"hook senders: none", `{"networkPolicy": {"hookFromNamespaces": []}}`, "/networkPolicy/hookFromNamespaces", false},
@@ -585,6 +587,8 @@ func TestChartSettings(t *testing.T) {
 		"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": ns + "-clusters",
 		"FLUX_WEBHOOK_CLUSTER_NAME":              "local",
 		"GOMEMLIMIT":                             "230MiB",
+		// Each organization's vcluster, registered under its name, follows its repositories.
+		"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": "{cluster}/*",
 	} {
 		if defaults[name] != want {
 			t.Errorf("default %s=%q, want %q", name, defaults[name], want)
@@ -612,7 +616,10 @@ func TestChartSettings(t *testing.T) {
 		{`{"clusters": {"insecureKubeconfig": ["exec", "http"], "secretsNamespace": "vclusters"}}`,
 			map[string]string{"FLUX_WEBHOOK_INSECURE_KUBECONFIG": "exec,http", "FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "vclusters"}},
 		{`{"clusters": {"enabled": false, "insecureKubeconfig": ["exec"]}}`,
-			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": ""}},
+			map[string]string{"FLUX_WEBHOOK_CLUSTER_SECRETS_NAMESPACE": "", "FLUX_WEBHOOK_INSECURE_KUBECONFIG": "", "FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": ""}},
+		{`{"clusters": {"defaultRepositories": ""}}`, map[string]string{"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": ""}},
+		{`{"clusters": {"defaultRepositories": "platform/*, {cluster}/*"}}`,
+			map[string]string{"FLUX_WEBHOOK_CLUSTER_DEFAULT_REPOSITORIES": "platform/*, {cluster}/*"}},
 		{`{"giteaUrl": "https://gitea.example.eu", "clusterName": "fra1", "region": "eu-central"}`,
 			map[string]string{"FLUX_WEBHOOK_GITEA_URL": "https://gitea.example.eu", "FLUX_WEBHOOK_CLUSTER_NAME": "fra1", "FLUX_WEBHOOK_REGION": "eu-central"}},
 		// The Sovereign's Gitea by default, giteaUrl when set.

@@ -39,6 +39,10 @@ type Push struct {
 	// this one's delivery was verified): every object it feeds is owed a warning, nothing is
 	// requested.
 	Head string
+	// Public says the forge shows the repository (Subject) to anyone: every registered
+	// cluster follows the push. Otherwise only those granted it do (the local cluster
+	// follows every push). False when the forge was not asked.
+	Public bool
 	// OCI, when set, is the registry push this is: the Flux objects fed are those pulling
 	// that tag of that OCI repository. Repository, Ref and SHA are then the Git repository,
 	// reference and commit the artifact was built from, as it records them; all "" when it
@@ -55,6 +59,16 @@ type OCI struct {
 	URL string
 	// Tag is the tag (or chart version) pushed.
 	Tag string
+}
+
+// Subject is the repository a registered cluster must be granted (unless it is Public) to
+// follow the push: the pushed repository; for a registry push, the repository its artifact
+// names (Repository), else its package ("owner/name"), which an owner's grant covers.
+func (p Push) Subject() string {
+	if p.Repository == "" && p.OCI != nil {
+		return p.OCI.Package
+	}
+	return p.Repository
 }
 
 // What names what was pushed, for answers and logs: a reference of a repository, or a tag

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/labstack/echo/v4"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -85,6 +86,9 @@ func (s *Server) handleHook(c echo.Context) error {
 		}
 	}
 	switch {
+	case len(result.Targets) == 0 && slices.ContainsFunc(result.Clusters, func(c api.ClusterTargets) bool { return c.Refused > 0 }):
+		res.Result, res.Reason = "no-match", "no Flux source follows "+acc.Push.What()+" in a cluster that may follow it: the clusters refused may follow only public repositories and those granted to them"
+		return s.reply(c, http.StatusOK, res, key, keep)
 	case len(result.Targets) == 0:
 		res.Result, res.Reason = "no-match", "no Flux source in any cluster follows "+acc.Push.What()
 		return s.reply(c, http.StatusOK, res, key, keep)

@@ -44,6 +44,9 @@ type Repository struct {
 	URLs []string
 	// DefaultBranch is the branch a push naming no reference means.
 	DefaultBranch string
+	// Public says anyone may read it: the forge says it is neither private nor internal,
+	// and its owner is visible to all.
+	Public bool
 }
 
 // Forge answers what a push claims, from the forge's own API.
@@ -148,6 +151,7 @@ func (in *Intake) now() time.Time {
 // Accept verifies the push p claims on behalf of principal and requests its reconciles.
 func (in *Intake) Accept(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
 	in.init()
+	p.Public = false // the forge's answer alone says so (verify)
 	if p.OCI != nil {
 		return in.acceptOCI(ctx, principal, p)
 	}
@@ -206,7 +210,7 @@ func (in *Intake) verify(ctx context.Context, p *gitops.Push) (ignored string, e
 			return "", fmt.Errorf("%w: %s is not at %q", ErrContradicted, info.FullName, Clip(u, 100))
 		}
 	}
-	p.Repository, p.URLs = info.FullName, info.URLs
+	p.Repository, p.URLs, p.Public = info.FullName, info.URLs, info.Public
 	key := claimKey{strings.ToLower(p.Repository), p.Ref, p.SHA}
 	if v, ok := in.verified.Get(key); ok && in.now().Sub(v.(verifiedClaim).at) < verifiedTTL {
 		p.Head = v.(verifiedClaim).head

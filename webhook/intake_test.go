@@ -181,3 +181,35 @@ func TestIntakeCachesGiteasAnswers(t *testing.T) {
 		t.Fatalf("%d calls after the windows, want 4", forge.calls)
 	}
 }
+
+// Whether a push is public is the forge's answer alone: what the sender claims is reset,
+// and without the forge nothing is public (registered clusters then follow their grants).
+func TestIntakePublic(t *testing.T) {
+	head := strings.Repeat("a", 40)
+	urls := []string{"http://gitea.example/acme/app"}
+	for _, tt := range []struct {
+		name   string
+		forge  bool
+		public bool
+	}{
+		{"gitea says public", true, true},
+		{"gitea says private or internal", true, false},
+		{"no forge asked", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &recordingRequester{}
+			in := &Intake{Requester: req}
+			if tt.forge {
+				in.Forge = &fakeForge{repo: &Repository{FullName: "acme/app", URLs: urls, Public: tt.public},
+					refs: map[string][]string{"refs/heads/main": {head}}, commits: map[string]bool{head: true}}
+			}
+			claimed := gitops.Push{Repository: "acme/app", URLs: urls, Ref: "refs/heads/main", SHA: head, Public: true}
+			if _, err := in.Accept(t.Context(), credentials.Principal{Kind: credentials.Webhook}, claimed); err != nil {
+				t.Fatal(err)
+			}
+			if len(req.pushes) != 1 || req.pushes[0].Public != tt.public {
+				t.Fatalf("requested %+v, want public %v", req.pushes, tt.public)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -12,6 +13,10 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 )
+
+// maxRevisionBytes bounds the revision annotation an artifact may record for flux-webhook
+// to read a commit from it: a reference of MaxRefLength, "@sha256:" and a SHA-256 commit id.
+const maxRevisionBytes = MaxRefLength + len("@sha256:") + 64
 
 // Artifact is a tag of the forge's registry, as the registry serves it.
 type Artifact struct {
@@ -22,16 +27,20 @@ type Artifact struct {
 	// and the Flux revision ("main@sha1:<commit>") it was built from, as `flux push
 	// artifact --source --revision` records them.
 	Source, Revision string
+	// Unread, when set, says why the manifest's annotations were not read (it is larger
+	// than flux-webhook reads): the tag is still requested, its results go to the stream
+	// and the logs only.
+	Unread string
 }
 
 // acceptOCI verifies a registry push: the sender speaks for the OCI repository, the
 // registry holds the tag, and the commit the artifact records is one of a repository of the
-// forge the sender speaks for too; only then do statuses go to that commit. An artifact that
-// records none (or one flux-webhook cannot verify) is still requested: its results are in
-// the stream and the logs.
+// forge the sender speaks for too, of the package's own owner; only then do statuses go to
+// that commit. An artifact that records none (or one flux-webhook cannot verify) is still
+// requested: its results are in the stream and the logs.
 func (in *Intake) acceptOCI(ctx context.Context, principal credentials.Principal, p gitops.Push) (Accepted, error) {
 	oci := *p.OCI
-	p.OCI, p.Repository, p.Ref, p.SHA, p.Before, p.URLs, p.Head = &oci, "", "", "", "", nil, ""
+	p.OCI, p.Repository, p.Ref, p.SHA, p.Before, p.URLs, p.Head, p.Public = &oci, "", "", "", "", nil, "", false
 	if !principal.MaySpeakFor(oci.Package) {
 		return Accepted{}, fmt.Errorf("%w: a %s may not push for %s", credentials.ErrForbidden, principal, oci.Package)
 	}
@@ -51,6 +60,10 @@ func (in *Intake) acceptOCI(ctx context.Context, principal credentials.Principal
 }
 
 // verifyOCI reads the pushed tag from the forge's registry, and the commit it records.
+// Whoever may push to the package wrote the artifact's annotations, and a signed package
+// event speaks for every package: the commit is believed only when the revision is a
+// well-formed one (a reference Git accepts, a commit id) and names a repository of the
+// package's own owner that has that commit.
 func (in *Intake) verifyOCI(ctx context.Context, principal credentials.Principal, p *gitops.Push) error {
 	logger := log.FromContext(ctx)
 	art, err := in.Forge.Artifact(ctx, p.OCI.Package, p.OCI.Tag)
@@ -61,25 +74,37 @@ func (in *Intake) verifyOCI(ctx context.Context, principal credentials.Principal
 		return unavailable(err)
 	}
 	p.OCI.URL = art.URL
+	only := func(msg string, kv ...any) error {
+		logger.Info(msg+": results in the stream and the logs only", append([]any{"package", p.OCI.Package, "tag", p.OCI.Tag}, kv...)...)
+		return nil
+	}
+	if art.Unread != "" {
+		return only("artifact's annotations not read", "reason", art.Unread)
+	}
+	if len(art.Revision) > maxRevisionBytes {
+		return only("artifact's revision refused", "reason", fmt.Sprintf("%d bytes, more than %d", len(art.Revision), maxRevisionBytes))
+	}
 	ref, commit := flux.ParseRevision(art.Revision)
 	if art.Source == "" || commit == "" {
-		logger.Info("artifact records no commit: results in the stream and the logs only", "package", p.OCI.Package, "tag", p.OCI.Tag)
-		return nil
+		return only("artifact records no commit")
+	}
+	if ref != "" && !ValidRefName(ref) {
+		return only("artifact's revision refused", "reason", "its reference is not one Git accepts", "revision", Clip(art.Revision, 100))
 	}
 	repo, ok := "", false
 	if in.Repositories != nil {
 		repo, ok = in.Repositories.Of(art.Source)
 	}
 	if !ok || !principal.MaySpeakFor(repo) {
-		logger.Info("artifact's source is no repository of the forge this sender speaks for: results in the stream and the logs only",
-			"package", p.OCI.Package, "tag", p.OCI.Tag, "source", Clip(art.Source, 200))
-		return nil
+		return only("artifact's source is no repository of the forge this sender speaks for", "source", Clip(art.Source, 200))
+	}
+	if owner, _, _ := strings.Cut(repo, "/"); !strings.EqualFold(owner, packageOwner(p.OCI.Package)) {
+		return only("artifact's source is a repository of another owner than the package's", "source", repo)
 	}
 	info, err := in.repository(ctx, repo)
 	if err != nil {
 		if errors.Is(err, ErrContradicted) {
-			logger.Info("artifact's source repository not found: results in the stream and the logs only", "source", repo)
-			return nil
+			return only("artifact's source repository not found", "source", repo)
 		}
 		return err
 	}
@@ -88,10 +113,14 @@ func (in *Intake) verifyOCI(ctx context.Context, principal credentials.Principal
 	case err != nil:
 		return unavailable(err)
 	case !exists:
-		logger.Info("artifact's commit not in its source repository: results in the stream and the logs only",
-			"source", info.FullName, "commit", api.ShortSHA(commit))
-		return nil
+		return only("artifact's commit not in its source repository", "source", info.FullName, "commit", api.ShortSHA(commit))
 	}
-	p.Repository, p.Ref, p.SHA, p.URLs = info.FullName, ref, commit, info.URLs
+	p.Repository, p.Ref, p.SHA, p.URLs, p.Public = info.FullName, ref, commit, info.URLs, info.Public
 	return nil
+}
+
+// packageOwner returns the owner of a package "owner/name".
+func packageOwner(pkg string) string {
+	owner, _, _ := strings.Cut(pkg, "/")
+	return owner
 }

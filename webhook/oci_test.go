@@ -46,6 +46,21 @@ func TestIntakeOCI(t *testing.T) {
 		{"a source elsewhere", org("acme"), claim("acme/manifests"), built("https://github.com/acme/fleet", "main@sha1:"+commit), nil, ""},
 		{"a source the sender does not speak for", org("acme"), claim("acme/manifests"), built("http://gitea.example/beta/fleet", "main@sha1:"+commit), nil, ""},
 		{"a token of another owner", org("beta"), claim("acme/manifests"), built("", ""), credentials.ErrForbidden, ""},
+		// A signed event speaks for every package: the commit is believed for a repository
+		// of the package's own owner only.
+		{"the webhook, a package naming another owner's repository", credentials.Principal{Kind: credentials.Webhook}, claim("beta/manifests"),
+			&Artifact{URL: "oci://gitea.example/beta/manifests", Source: "http://gitea.example/acme/fleet", Revision: "main@sha1:" + commit}, nil, ""},
+		{"a full reference", org("acme"), claim("acme/manifests"), built("http://gitea.example/acme/fleet", "refs/heads/main@sha1:"+commit), nil, commit},
+		{"no reference", org("acme"), claim("acme/manifests"), built("http://gitea.example/acme/fleet", "sha1:"+commit), nil, commit},
+		{"a 100,000-byte reference", org("acme"), claim("acme/manifests"),
+			built("http://gitea.example/acme/fleet", strings.Repeat("m", 100000)+"@sha1:"+commit), nil, ""},
+		{"a reference of 256 bytes", org("acme"), claim("acme/manifests"),
+			built("http://gitea.example/acme/fleet", strings.Repeat("m", 256)+"@sha1:"+commit), nil, ""},
+		{"a reference Git refuses", org("acme"), claim("acme/manifests"), built("http://gitea.example/acme/fleet", "main..x@sha1:"+commit), nil, ""},
+		{"a reference with a control character", org("acme"), claim("acme/manifests"), built("http://gitea.example/acme/fleet", "ma\nin@sha1:"+commit), nil, ""},
+		{"a reference with a bidirectional override", org("acme"), claim("acme/manifests"), built("http://gitea.example/acme/fleet", "ma\u202ein@sha1:"+commit), nil, ""},
+		{"a manifest too large to read", org("acme"), claim("acme/manifests"),
+			&Artifact{URL: "oci://gitea.example/acme/manifests", Unread: "its manifest is 300000 bytes"}, nil, ""},
 		{"a tag the registry does not have", org("acme"), claim("acme/other"), built("", ""), ErrContradicted, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,11 +81,17 @@ func TestIntakeOCI(t *testing.T) {
 				t.Fatalf("requested %d times", len(req.pushes))
 			}
 			p := req.pushes[0]
-			if p.OCI.URL != "oci://gitea.example/acme/manifests" || p.SHA != tt.sha {
+			if p.OCI.URL != tt.artifact.URL || p.SHA != tt.sha {
 				t.Fatalf("requested %+v %+v, want the registry's URL and commit %q", p, p.OCI, tt.sha)
 			}
 			if (tt.sha != "") != (p.Repository == "acme/fleet") {
 				t.Fatalf("repository %q", p.Repository)
+			}
+			if tt.sha == "" && (p.Ref != "" || p.Public) {
+				t.Fatalf("without a commit, reference %.40q, public %v", p.Ref, p.Public)
+			}
+			if len(p.Ref) > MaxRefLength {
+				t.Fatalf("a reference of %d bytes requested", len(p.Ref))
 			}
 		})
 	}

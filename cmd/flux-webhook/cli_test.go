@@ -51,6 +51,7 @@ func TestCLI(t *testing.T) {
 		{"bad-duration", []string{"serve", "--hook-key-secret", "ns/name", "--result-timeout", "soon"}, nil, 2},
 		{"negative-duration", []string{"serve", "--hook-key-secret", "ns/name", "--result-timeout", "-1m"}, nil, 2},
 		{"bad-cluster-name", []string{"serve", "--hook-key-secret", "ns/name", "--cluster-name", "EU_1"}, nil, 2},
+		{"bad-default-repositories", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--cluster-default-repositories", "acme/*,,{cluster}"}, nil, 2},
 		{"gitea-url-without-token", []string{"serve", "--hook-key-secret", "ns/name", "--gitea-url", "https://gitea.example.com"}, nil, 2},
 		{"bad-status-target-url", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--status-target-url", "https://grafana.example.com/d/flux?var-app={app}"}, nil, 2},
 		{"relative-status-target-url", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--status-target-url", "/{repository}/commit/{commit}"}, nil, 2},

@@ -242,6 +242,9 @@ func serviceArgs(kubeconfig string, ports []int, extra ...string) []string {
 		"--webhook-key-secret", fluxNS + "/" + webhookKeySecret,
 		"--record-key-secret", fluxNS + "/" + recordKeySecret,
 		"--cluster-secrets-namespace", clustersNS,
+		// What the shipped manifests set: a cluster registered under an organization's name
+		// follows that organization's repositories (TestTenantFollowsOnlyGrantedRepositories).
+		"--cluster-default-repositories", "{cluster}/*",
 		"--token-grace", "3s",
 		"--gitea-url", e2e.gitea.URL,
 		"--gitea-token-secret", fluxNS + "/" + giteaSecret,

@@ -43,8 +43,14 @@ func TestTenantCannotForgeStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	repo, err := e2e.gitea.CreateRepo(ctx, "tenant-"+randomSuffix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Granted its own (private) repository: the platform's it is not.
 	reg := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clustersNS, Name: "vc-tenant",
-		Labels: map[string]string{cluster.ClusterLabel: "tenant"}}, Data: map[string][]byte{"config": kc}}
+		Labels:      map[string]string{cluster.ClusterLabel: "tenant"},
+		Annotations: map[string]string{cluster.RepositoriesAnnotation: repo.FullName}}, Data: map[string][]byte{"config": kc}}
 	if err := e2e.kube.Client.Create(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +61,6 @@ func TestTenantCannotForgeStatuses(t *testing.T) {
 			return bytes.Contains(b, []byte(`"cluster removed","cluster":"tenant"`))
 		})
 	})
-	repo, err := e2e.gitea.CreateRepo(ctx, "tenant-"+randomSuffix())
-	if err != nil {
-		t.Fatal(err)
-	}
 	tenantApp := &app{name: "app", branch: "main", repo: repo}
 	if err := repo.WriteFile("deploy/cm.yaml", configMap("tenant", "v1")); err != nil {
 		t.Fatal(err)

@@ -161,6 +161,7 @@ type clusterOptions struct {
 	Name               string
 	Region             string
 	SecretsNamespace   string
+	DefaultGrant       string
 	QPS                float32
 	Burst              int
 	MaxObjects         int
@@ -173,6 +174,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "cluster-name", "local", "name of this cluster in commit status contexts (flux/<cluster>/<kind>/<namespace>/<name>)")
 	fs.StringVar(&o.Region, "region", "", "region of this cluster, for region-wide reconciles")
 	fs.StringVar(&o.SecretsNamespace, "cluster-secrets-namespace", "", "namespace whose Secrets labelled "+cluster.ClusterLabel+"=<name> register more clusters, by a kubeconfig under key kubeconfig or config (vcluster's vc-<name>), with an optional "+cluster.RegionLabel+" label; whoever may write Secrets there decides which API servers flux-webhook connects to (default: none, only this cluster)")
+	fs.StringVar(&o.DefaultGrant, "cluster-default-repositories", "", "the repositories a registered cluster follows besides public ones when its Secret has no "+cluster.RepositoriesAnnotation+" annotation: owner/name, owner/* or *, comma-separated; "+cluster.ClusterPlaceholder+" stands for the cluster's name ("+cluster.ClusterPlaceholder+"/*: a cluster registered under an organization's name follows that organization's repositories). A cluster follows a push of another repository only if Gitea says it is public (default: none, public repositories only)")
 	fs.StringSliceVar(&o.GitURLAliases, "git-url-alias", nil, "EXTERNAL=INTERNAL base URLs of one Gitea, e.g. https://gitea.example.com=http://gitea-http.gitea.svc:3000: pushes reporting the first also match GitRepositories fetching through the second (repeatable)")
 	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, call its own pod's, node's or cloud's metadata services, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 50, "queries per second to each registered cluster's API")
@@ -272,6 +274,9 @@ func (o *serveOptions) validate() (secretRefs, error) {
 		if _, err := flux.ParseAlias(a); err != nil {
 			return refs, fmt.Errorf("%w: --git-url-alias: %v", errUsage, err)
 		}
+	}
+	if err := cluster.CheckDefaultGrant(o.cluster.DefaultGrant); err != nil {
+		return refs, fmt.Errorf("%w: --cluster-default-repositories: %v", errUsage, err)
 	}
 	proxies, err := server.ParseTrustedProxies(o.hook.TrustedProxies)
 	if err != nil {

@@ -312,7 +312,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		policy, _ := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
 		svc.runnables = append(svc.runnables, &cluster.Secrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
 			QPS: o.cluster.QPS, Burst: o.cluster.Burst, MaxObjects: o.cluster.MaxObjects, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
-			Log: logger.WithName("clusters")})
+			DefaultGrant: o.cluster.DefaultGrant, Log: logger.WithName("clusters")})
 	}
 	return svc, nil
 }

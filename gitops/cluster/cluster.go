@@ -96,6 +96,9 @@ type Cluster struct {
 
 	synced atomic.Bool
 	up     atomic.Bool
+	// grant is what the cluster follows besides public repositories (Follows); nil: every
+	// repository (the local cluster). Registered clusters always have one.
+	grant atomic.Pointer[Grant]
 	// locks serialise the requests of one replica on one object: concurrent deliveries of
 	// a burst then queue for a few milliseconds instead of failing each other's optimistic
 	// locks. Striped: bounded memory whatever the number of objects.

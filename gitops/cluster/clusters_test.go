@@ -76,10 +76,12 @@ func TestClusters(t *testing.T) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() {
+		// Granted their organization by default (the Secrets have no annotation: grant_test.go).
 		// The test's API servers listen on loopback: a category the service refuses unless
 		// allowed.
 		local, _ := cluster.ParseKubeconfigPolicy([]string{cluster.KubeconfigLocalAddress})
-		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Policy: local, Keys: fluxtest.RecordKeys, Log: logr.Discard()}).Start(runCtx)
+		_ = (&cluster.Secrets{Client: cs, Namespace: ns, Clusters: set, QPS: 50, Burst: 100, Policy: local, Keys: fluxtest.RecordKeys, Log: logr.Discard(),
+			DefaultGrant: "org/*"}).Start(runCtx)
 		done <- struct{}{}
 	}()
 	go func() {

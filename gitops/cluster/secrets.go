@@ -66,6 +66,10 @@ type Secrets struct {
 	Keys Keys
 	// Policy says which risky kubeconfig categories are allowed (none by default).
 	Policy KubeconfigPolicy
+	// DefaultGrant is the grant (ParseGrant; ClusterPlaceholder stands for the cluster's
+	// name) of a cluster whose Secret has no RepositoriesAnnotation; "" grants none: the
+	// cluster follows public repositories only. Check it with CheckDefaultGrant.
+	DefaultGrant string
 	// Events records a refusal on the Secret (the local cluster's recorder); optional.
 	Events recorder.EventRecorder
 	Log    logr.Logger
@@ -79,6 +83,14 @@ type registered struct {
 	cluster string
 	digest  [32]byte
 	c       *Cluster
+	grant   grantSource
+}
+
+// grantSource is where a cluster's grant came from: the Secret's annotation (as written),
+// or the default.
+type grantSource struct {
+	annotated bool
+	value     string
 }
 
 // tooManyRetry is how long a cluster unregistered for holding too many Flux objects waits
@@ -147,8 +159,21 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		return
 	}
 	digest := sha256.Sum256(append([]byte(name+"\x00"+region+"\x00"), kubeconfig...))
+	src := grantSource{}
+	src.value, src.annotated = s.Annotations[RepositoriesAnnotation]
 	if cur, ok := w.running[s.Name]; ok && cur.digest == digest {
-		return // a resync, or a change of something else
+		// A resync, or a change of something else: the grant, taken at once by the running
+		// cluster (its next push), without a restart of its cache.
+		if cur.grant != src {
+			if c := w.Clusters.Get(name); c != nil {
+				old := c.GrantString()
+				c.SetGrant(w.grant(s, name, src))
+				cur.grant = src
+				w.running[s.Name] = cur
+				logger.Info("cluster grant changed", "cluster", name, "repositories", c.GrantString(), "before", old)
+			}
+		}
+		return
 	}
 	// Checked before anything is connected to or read: no exec plugin, no file path, no
 	// proxy, no impersonation, TLS verified, unless the operator allowed the category.
@@ -172,6 +197,7 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 	c.DiscoveryInterval = w.DiscoveryInterval
 	c.MaxObjects = cmp.Or(w.MaxObjects, DefaultMaxObjects)
 	c.TooMany = func(err error) { w.tooMany(ctx, s, c, err) }
+	c.SetGrant(w.grant(s, name, src))
 	if cur, ok := w.running[s.Name]; ok && cur.cluster != name {
 		w.removeLocked(s.Name) // the Secret now names another cluster
 	}
@@ -181,8 +207,31 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		logger.Error(fmt.Errorf("cluster %q is this cluster's own name", name), "ignoring cluster secret")
 		return
 	}
-	w.running[s.Name] = registered{cluster: name, digest: digest, c: c}
-	logger.Info("cluster registered", "cluster", name, "region", region, "server", cfg.Host)
+	w.running[s.Name] = registered{cluster: name, digest: digest, c: c, grant: src}
+	logger.Info("cluster registered", "cluster", name, "region", region, "server", cfg.Host, "repositories", c.GrantString())
+}
+
+// grant returns the grant of a Secret's cluster: its annotation's, else the default. An
+// annotation that does not parse grants none (the cluster follows public repositories
+// only): logged and recorded as an Event on the Secret, never widened to the default.
+func (w *Secrets) grant(s *corev1.Secret, cluster string, src grantSource) Grant {
+	if !src.annotated {
+		g, err := DefaultGrant(w.DefaultGrant, cluster)
+		if err != nil { // checked at start: not reached
+			w.Log.Error(err, "default grant refused: public repositories only", "cluster", cluster)
+		}
+		return g
+	}
+	g, err := ParseGrant(src.value)
+	if err != nil {
+		w.Log.Error(err, "cluster grant refused: public repositories only", "secret", s.Namespace+"/"+s.Name, "cluster", cluster,
+			"annotation", RepositoriesAnnotation)
+		if w.Events != nil {
+			w.Events.Eventf(s, nil, corev1.EventTypeWarning, "GrantRefused", "RegisterCluster",
+				"annotation %s: %s: the cluster follows public repositories only", RepositoriesAnnotation, err.Error())
+		}
+	}
+	return g
 }
 
 // refuse leaves a Secret's cluster unregistered (stopping it if it ran): the reason is

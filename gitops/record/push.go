@@ -49,6 +49,11 @@ type Pushed struct {
 	Ref  string   `json:"ref,omitempty"`
 	Tag  string   `json:"tag,omitempty"`
 	Name string   `json:"name,omitempty"`
+	// Subject and Public are who may follow the push (gitops.Push.Subject, .Public): the
+	// worker asks each registered cluster again before requesting it there, so that a grant
+	// withdrawn since the push was accepted holds.
+	Subject string `json:"subject,omitempty"`
+	Public  bool   `json:"public,omitempty"`
 }
 
 // ClusterWork is a push's work in one cluster.

@@ -229,8 +229,18 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 	clusters := r.Clusters.Clusters()
 	errs := make([]error, len(clusters))
 	objs := make([][]client.Object, len(clusters))
+	refused := make([]bool, len(clusters))
+	followers := 0
+	for i, c := range clusters {
+		if refused[i] = !c.Follows(push.Subject(), push.Public); !refused[i] {
+			followers++
+		}
+	}
 	forEach(clusters, func(i int, c *cluster.Cluster) {
 		if !c.Ready() {
+			if refused[i] {
+				return // not asked either way
+			}
 			errs[i] = fmt.Errorf("%w: cluster %s never reached (caches not synced)", cluster.ErrUnavailable, c.Name)
 			return
 		}
@@ -239,10 +249,11 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 			errs[i] = fmt.Errorf("%w: %s", cluster.ErrUnavailable, cluster.PublicError(ctx, c.Name, err))
 		}
 	})
-	res := gitops.Result{Token: tok, RequestedAt: at}
+	// The clusters that may not follow the push: counted in the answer, nothing more.
+	res := gitops.Result{Token: tok, RequestedAt: at, Clusters: refuse(ctx, push, clusters, refused, objs)}
 	total := 0
 	for i, c := range clusters {
-		if errs[i] != nil {
+		if errs[i] != nil && !refused[i] {
 			res.Unreachable = append(res.Unreachable, api.ClusterError{Cluster: c.Name, Error: publicOf(errs[i])})
 		}
 		total += len(objs[i])
@@ -256,7 +267,8 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 		// fetches), a warning owed on each target (or each cluster).
 		return r.superseded(ctx, req, push.Head, clusters, objs, res, perCluster)
 	}
-	rec := record.Push{Request: req, Pushed: &record.Pushed{URLs: pushed.URLs, Ref: pushed.Ref, Tag: pushed.Tag, Name: pushed.Name}}
+	rec := record.Push{Request: req, Pushed: &record.Pushed{URLs: pushed.URLs, Ref: pushed.Ref, Tag: pushed.Tag, Name: pushed.Name,
+		Subject: push.Subject(), Public: push.Public}}
 	queued := 0
 	for i, c := range clusters {
 		n := 0
@@ -282,7 +294,7 @@ func (r *Requester) Accept(ctx context.Context, push gitops.Push) (gitops.Result
 		rec.Request.Aggregate = req.PushKey()
 	}
 	if queued == 0 {
-		if len(res.Targets) == 0 && len(res.Unreachable) > 0 && len(res.Unreachable) == len(clusters) {
+		if len(res.Targets) == 0 && len(res.Unreachable) > 0 && len(res.Unreachable) == followers {
 			return res, errors.Join(errs...) // nothing could be asked: the sender retries
 		}
 		return res, nil

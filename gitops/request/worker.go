@@ -248,6 +248,12 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 	}
 	req := rec.Request
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("repository", req.Repository, "commit", req.SHA, "delivery", req.Delivery))
+	if !c.Follows(rec.Pushed.Subject, rec.Pushed.Public) {
+		if err := w.withdrawn(ctx, c, rec); client.IgnoreNotFound(err) != nil {
+			return nil, false, fmt.Errorf("record push refused in %s: %w", c.Name, err)
+		}
+		return nil, false, nil
+	}
 	giveUp := w.ResultTimeout > 0 && w.now().Sub(req.RequestedAt) > w.ResultTimeout
 	var failed error
 	if !c.Ready() {

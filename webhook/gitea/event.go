@@ -18,8 +18,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/openova-io/flux-webhook/gitops"
 	"github.com/openova-io/flux-webhook/gitops/flux"
@@ -29,8 +27,6 @@ import (
 
 // Limits of what a push event may carry; far above anything Gitea produces.
 const (
-	// maxRefLength: Git itself has no hard limit, Gitea's database column is 255.
-	maxRefLength = 255
 	// maxNameLength: Gitea allows 100 characters per owner and per repository name.
 	maxNameLength = 2*100 + 1
 )
@@ -306,7 +302,7 @@ func (e *PushEvent) validate() error {
 		return errors.New("repository.full_name is not owner/name")
 	case e.Ref == "":
 		return errors.New("ref is missing")
-	case !validRef(e.Ref):
+	case !webhook.ValidRef(e.Ref):
 		return errors.New("ref is not a full Git reference")
 	case e.After == "":
 		return errors.New("after is missing")
@@ -325,30 +321,6 @@ func (e *PushEvent) validate() error {
 // validFullName reports whether name is a repository's "owner/name" as Gitea allows them.
 func validFullName(name string) bool {
 	return len(name) <= maxNameLength && fullNamePattern.MatchString(name) && !strings.Contains(name, "..")
-}
-
-// validRef reports whether ref is a full reference Git accepts (git check-ref-format's
-// rules), and is fit for a log line and a commit status: no control or invisible
-// formatting characters (bidirectional overrides, zero-width characters). Other Unicode is
-// allowed, as Git and Gitea allow it in branch names.
-func validRef(ref string) bool {
-	if len(ref) > maxRefLength || !strings.HasPrefix(ref, "refs/") || !utf8.ValidString(ref) ||
-		strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, ".") ||
-		strings.Contains(ref, "..") || strings.Contains(ref, "@{") {
-		return false
-	}
-	if strings.ContainsFunc(ref, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || strings.ContainsRune(`~^:?*[\`, r) || r == utf8.RuneError ||
-			unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || !unicode.IsPrint(r)
-	}) {
-		return false
-	}
-	for _, c := range strings.Split(ref, "/") {
-		if c == "" || strings.HasPrefix(c, ".") || strings.HasSuffix(c, ".lock") {
-			return false
-		}
-	}
-	return true
 }
 
 // decodeJSON decodes one JSON document into v as Go's decoder matches names

@@ -216,7 +216,7 @@ func FuzzDecodePush(f *testing.F) {
 		}
 		// Whatever decodes is complete enough to act on.
 		if ev.Repository == nil || !fullNamePattern.MatchString(ev.Repository.FullName) ||
-			!strings.HasPrefix(ev.Ref, "refs/") || len(ev.URLs()) == 0 || !validRef(ev.Ref) {
+			!strings.HasPrefix(ev.Ref, "refs/") || len(ev.URLs()) == 0 || !webhook.ValidRef(ev.Ref) {
 			t.Fatalf("accepted incomplete event %+v", ev)
 		}
 		// ... and means one thing only: Go's own decoder, which keeps the last of repeated

@@ -53,6 +53,7 @@ type Gitea struct {
 	TargetURL *TargetURL
 
 	summaries sync.Mutex // serialises pull request summaries: one comment per pull request
+	registry  registry   // reads of the registry: bounded, cached by digest
 
 	meMu    sync.Mutex
 	me      int64    // the bot's user id, for meToken
@@ -364,7 +365,8 @@ func (g *Gitea) Repository(ctx context.Context, fullName string) (*webhook.Repos
 	if err := notFound("get repository", resp, err); err != nil {
 		return nil, err
 	}
-	info := &webhook.Repository{FullName: r.FullName, DefaultBranch: r.DefaultBranch}
+	info := &webhook.Repository{FullName: r.FullName, DefaultBranch: r.DefaultBranch,
+		Public: !r.Private && !r.Internal && r.Owner != nil && r.Owner.Visibility == sdk.VisibleTypePublic}
 	for _, u := range []string{r.CloneURL, r.SSHURL, r.HTMLURL} {
 		if u != "" {
 			info.URLs = append(info.URLs, u)

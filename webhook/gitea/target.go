@@ -15,7 +15,7 @@ import (
 
 // maxTargetPath bounds the path after /hook/ as sent: a repository's full name and a
 // reference at their longest, every byte percent-escaped.
-const maxTargetPath = 3 * (maxNameLength + 1 + maxRefLength)
+const maxTargetPath = 3 * (maxNameLength + 1 + webhook.MaxRefLength)
 
 // tokenPrefix begins flux-webhook's scoped tokens (fwh1.repo.<owner>/<name>.<mac>,
 // fwh1.org.<owner>.<mac>): a path segment beginning with it holds one, put there by a
@@ -89,10 +89,10 @@ func ParseTarget(raw string) (webhook.Target, error) {
 	switch {
 	case ref == "":
 	case strings.HasPrefix(ref, "refs/"):
-		if !validRef(ref) {
+		if !webhook.ValidRef(ref) {
 			return bad("the reference is not a full Git reference")
 		}
-	case !validRef("refs/heads/"+ref) || !validRef("refs/tags/"+ref):
+	case !webhook.ValidRefName(ref):
 		return bad("the reference is not a branch or tag name")
 	}
 	return webhook.Target{Repository: full, Ref: ref}, nil

@@ -154,10 +154,10 @@ func FuzzParseTarget(f *testing.F) {
 		switch {
 		case got.Ref == "":
 		case strings.HasPrefix(got.Ref, "refs/"):
-			if !validRef(got.Ref) {
+			if !webhook.ValidRef(got.Ref) {
 				t.Fatalf("%q: reference %q", raw, got.Ref)
 			}
-		case !validRef("refs/heads/"+got.Ref) || !validRef("refs/tags/"+got.Ref):
+		case !webhook.ValidRef("refs/heads/"+got.Ref) || !webhook.ValidRef("refs/tags/"+got.Ref):
 			t.Fatalf("%q: short reference %q", raw, got.Ref)
 		}
 		decoded := got.Repository
