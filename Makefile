@@ -17,7 +17,7 @@ FUZZTIME ?= 20s
 TESTBIN_ENV = $(shell hack/testbin.sh --print)
 # The parts `make demo` needs, and only those (hack/testbin.sh's component names): a newcomer's
 # first command builds no more than it runs.
-DEMO_PARTS := envtest crds gitea runner flux
+DEMO_PARTS := envtest crds gitea runner flux kwok
 
 .PHONY: all build test unit demo bench bench-binary bench-ci testbin fuzz fuzz-keep lint clean
 
@@ -29,7 +29,7 @@ build:
 testbin:
 	hack/testbin.sh >/dev/null
 
-## test: everything, against the real parts (cold: ~25 min to build them once; then minutes)
+## test: everything, against the real parts (cold: ~38-42 min to build them once; then minutes)
 test: testbin
 	$(TESTBIN_ENV) go test -count=1 -timeout 30m ./...
 

@@ -78,6 +78,14 @@ func run(m *testing.M) int {
 			return fail(err)
 		}
 	}
+	// Flagger's: the service follows canaries.
+	flagger, err := testenv.Paths().RequireFlagger()
+	if err != nil {
+		return fail(fmt.Errorf("%w (hack/testbin.sh flagger)", err))
+	}
+	if err := env.kube.InstallCRDs(ctx, filepath.Join(flagger, "crd.yaml")); err != nil {
+		return fail(err)
+	}
 	dc, err := discovery.NewDiscoveryClientForConfig(env.kube.Config)
 	if err != nil {
 		return fail(err)

@@ -27,9 +27,12 @@ import (
 	"testing"
 	"time"
 
+	"code.gitea.io/sdk/gitea"
+	flaggerv1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -742,11 +745,15 @@ func findKind(t *testing.T, objs []*unstructured.Unstructured, kind string) *uns
 }
 
 // pipeline is one Gitea repository feeding a GitRepository, and built from it a HelmChart,
-// a Kustomization and a HelmRelease of the chart, in namespace ns (sources first).
+// a Kustomization and a HelmRelease of the chart, in namespace ns (sources first); the
+// Kustomization applies a Deployment whose Canary is followed.
 type pipeline struct {
 	ns, cluster string
 	repo        *testenv.Repo
 	objs        []client.Object // source first
+	// workload are the Deployment the Kustomization applies (its inventory says so), its
+	// primary and its Canary, whose status the test writes as Flagger does.
+	workload []client.Object
 	// oci are an OCIRepository and a Kustomization built from it, which only the platform
 	// reconcile selects (no push feeds them).
 	oci        []client.Object
@@ -794,17 +801,108 @@ func newPipeline(t *testing.T, ns, cluster string) *pipeline {
 			Interval: hour, Path: "./", Prune: true,
 			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.OCIRepositoryKind, Name: "app-oci"}}},
 	}
-	for _, o := range slices.Concat(p.objs, p.oci) {
+	deployment := func(name string) *appsv1.Deployment {
+		labels := map[string]string{"app": name}
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "registry.example/web:v0"}}}}}}
+	}
+	p.workload = []client.Object{deployment("web"), deployment("web-primary"),
+		&flaggerv1.Canary{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}, Spec: flaggerv1.CanarySpec{
+			TargetRef: flaggerv1.LocalObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"},
+			Service:   flaggerv1.CanaryService{Port: 80},
+			Analysis:  &flaggerv1.CanaryAnalysis{Interval: "10s", Iterations: 1, Threshold: 2}}}}
+	for _, o := range slices.Concat(p.objs, p.oci, p.workload) {
 		if err := env.kube.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := p.flagger(ctx, "s0", "s0", flaggerv1.CanaryPhaseSucceeded, 0); err != nil {
+		t.Fatal(err)
+	}
 	return p
+}
+
+// canaryContext is the status context of the pipeline's canary.
+func (p *pipeline) canaryContext() string {
+	return api.Target{Cluster: p.cluster, Kind: flux.CanaryKind, Namespace: p.ns, Name: "web"}.Context()
+}
+
+// flagger writes the Canary's status as Flagger does (through the status subresource).
+func (p *pipeline) flagger(ctx context.Context, applied, promoted string, phase flaggerv1.CanaryPhase, failedChecks int) error {
+	c := &flaggerv1.Canary{}
+	if err := env.kube.Client.Get(ctx, client.ObjectKeyFromObject(p.workload[2]), c); err != nil {
+		return err
+	}
+	now := metav1.Now()
+	status := map[flaggerv1.CanaryPhase]corev1.ConditionStatus{flaggerv1.CanaryPhaseSucceeded: corev1.ConditionTrue, flaggerv1.CanaryPhaseProgressing: corev1.ConditionUnknown}[phase]
+	c.Status = flaggerv1.CanaryStatus{Phase: phase, LastAppliedSpec: applied, LastPromotedSpec: promoted, FailedChecks: failedChecks,
+		Iterations: 1, LastTransitionTime: now,
+		Conditions: []flaggerv1.CanaryCondition{{Type: flaggerv1.PromotedType, Status: status, Reason: string(phase), LastUpdateTime: now, LastTransitionTime: now}}}
+	return env.kube.Client.Status().Update(ctx, c)
+}
+
+// canary plays Flagger on the template push i applied: an analysis with a failed check
+// (and the Event saying why, which the pending status quotes), then the promotion (the
+// primary runs the target's image), and waits for the canary's status on sha to say so.
+func (p *pipeline) canary(ctx context.Context, sha string, i int) error {
+	c := env.kube.Client
+	spec, image := fmt.Sprintf("s%d", i), fmt.Sprintf("registry.example/web:v%d", i)
+	if err := p.flagger(ctx, spec, fmt.Sprintf("s%d", i-1), flaggerv1.CanaryPhaseProgressing, 1); err != nil {
+		return err
+	}
+	canary := &flaggerv1.Canary{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(p.workload[2]), canary); err != nil {
+		return err
+	}
+	now := metav1.Now()
+	halt := fmt.Sprintf("Halt web.%s advancement success-rate 98.00 < 99", p.ns)
+	if err := c.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: fmt.Sprintf("web.halt-%d", i)},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "flagger.app/v1beta1", Kind: flux.CanaryKind, Namespace: p.ns, Name: "web", UID: canary.UID},
+		Type:           corev1.EventTypeWarning, Reason: "Synced", Message: halt, Source: corev1.EventSource{Component: "flagger"},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1}); err != nil {
+		return err
+	}
+	if err := p.waitCanary(ctx, sha, "pending", "analysis 1/1, 1/2 failed checks: "+halt); err != nil {
+		return err
+	}
+	for _, d := range p.workload[:2] {
+		dep := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(d), dep); err != nil {
+			return err
+		}
+		dep.Spec.Template.Spec.Containers[0].Image = image
+		if err := c.Update(ctx, dep); err != nil {
+			return err
+		}
+	}
+	if err := p.flagger(ctx, spec, spec, flaggerv1.CanaryPhaseSucceeded, 0); err != nil {
+		return err
+	}
+	return p.waitCanary(ctx, sha, "success", "promoted "+image)
+}
+
+// waitCanary waits until the canary's latest status on sha has state and description.
+func (p *pipeline) waitCanary(ctx context.Context, sha, state, description string) error {
+	var last *gitea.Status
+	return poll(ctx, time.Minute, fmt.Sprintf("%s %q on %s", p.canaryContext(), description, sha[:12]), func() (bool, error) {
+		all, err := p.repo.Statuses(ctx, sha)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range all {
+			if s.Context == p.canaryContext() && (last == nil || s.ID > last.ID) {
+				last = s
+			}
+		}
+		return last != nil && string(last.State) == state && last.Description == description, nil
+	})
 }
 
 // cleanup deletes the Flux objects, so later runs' services find nothing of this one.
 func (p *pipeline) cleanup(t *testing.T) {
-	for _, o := range slices.Concat(p.objs, p.oci) {
+	for _, o := range slices.Concat(p.objs, p.oci, p.workload) {
 		if err := env.kube.Client.Delete(context.Background(), o); err != nil {
 			t.Errorf("delete %s: %v", o.GetName(), err)
 		}
@@ -1132,7 +1230,10 @@ func (p *pipeline) push(ctx context.Context, proxy *apiProxy, i int) error {
 	if err := p.answer(ctx, p.sha, p.version); err != nil {
 		return err
 	}
-	return p.waitStates(ctx, sha, "success")
+	if err := p.waitStates(ctx, sha, "success"); err != nil {
+		return err
+	}
+	return p.canary(ctx, sha, i)
 }
 
 // deliver posts the push of sha to main to /hook as Gitea delivers a native webhook, and
@@ -1172,6 +1273,8 @@ func (p *pipeline) answer(ctx context.Context, sha, version string) error {
 	for _, mark := range []func() error{
 		func() error { return testenv.MarkGitRepositoryReady(ctx, c, gr, rev, "") },
 		func() error { return testenv.MarkHelmChartReady(ctx, c, hc, rev, version, "") },
+		// What it applied: the Deployment of the canary.
+		func() error { return testenv.SetKustomizationInventory(ctx, c, ks, p.ns+"_web_apps_Deployment") },
 		func() error { return testenv.MarkKustomizationApplied(ctx, c, ks, rev, "") },
 		func() error { return testenv.MarkHelmReleaseReady(ctx, c, hr, hc, version, "") },
 	} {

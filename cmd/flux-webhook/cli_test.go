@@ -79,6 +79,20 @@ func TestCLI(t *testing.T) {
 		{"completion-unknown-shell", []string{"completion", "tcsh"}, nil, 2},
 		{"completion-two-shells", []string{"completion", "bash", "zsh"}, nil, 2},
 		{"reconcile-missing-token-file", []string{"reconcile", "--server", "https://fw.example.com", "--token-file", "/nonexistent"}, nil, 1},
+		{"enroll-help", []string{"enroll", "--help"}, nil, 0},
+		{"enrollment-help", []string{"enrollment", "--help"}, nil, 0},
+		{"enroll-no-scope", []string{"enroll", "--hook-key-file", "testdata/hook-key.txt", "--enroll-token-file", "testdata/hook-key.txt", "--url", "https://fw.example.com", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"enroll-no-token", []string{"enroll", "--organization", "acme", "--hook-key-file", "testdata/hook-key.txt", "--url", "https://fw.example.com", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"enroll-webhook-of-repository", []string{"enroll", "--repository", "acme/app", "--webhook", "--webhook-key-file", "x", "--hook-key-file", "testdata/hook-key.txt", "--enroll-token-file", "x", "--url", "https://fw.example.com", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"enroll-bad-url", []string{"enroll", "--organization", "acme", "--hook-key-file", "testdata/hook-key.txt", "--enroll-token-file", "x", "--url", "fw.example.com/hook", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"enroll-reserved-secret-name", []string{"enroll", "--organization", "acme", "--secret-name", "GITEA_TOKEN", "--hook-key-file", "testdata/hook-key.txt", "--enroll-token-file", "x", "--url", "https://fw.example.com", "--gitea-url", "https://gitea.example.com"}, nil, 2},
+		{"enroll-same-token-as-key", []string{"enroll", "--organization", "acme", "--hook-key-file", "testdata/hook-key.txt", "--enroll-token-file", "testdata/hook-key.txt", "--url", "https://fw.example.com", "--gitea-url", "https://gitea.example.com"}, nil, 1},
+		{"enrollment-bad-output", []string{"enrollment", "-o", "xml"}, nil, 2},
+		{"serve-enroll-without-token", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--enroll-organization", "acme", "--enroll-url", "https://fw.example.com"}, nil, 2},
+		{"serve-enroll-settings-without-scope", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--enroll-url", "https://fw.example.com"}, nil, 2},
+		{"serve-enroll-bad-organization", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--enroll-organization", "acme/app"}, nil, 2},
+		{"serve-enroll-token-is-gitea-token", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--enroll-organization", "acme", "--enroll-url", "https://fw.example.com", "--enroll-token-secret", "ns/g"}, nil, 2},
+		{"serve-enroll-webhook-without-key", []string{"serve", "--hook-key-secret", "ns/name", "--record-key-secret", "ns/record", "--gitea-url", "https://gitea.example.com", "--gitea-token-secret", "ns/g", "--enroll-followed", "--enroll-url", "https://fw.example.com", "--enroll-token-secret", "ns/e", "--enroll-webhook"}, nil, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

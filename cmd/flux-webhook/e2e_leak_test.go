@@ -165,7 +165,7 @@ func secrets(ctx context.Context) map[string]string {
 		out[name+" ("+tok[len(tok)-8:]+")"] = tok
 	}
 	derived.Unlock()
-	for name, secret := range map[string]string{"hook key": hookKeySecret, "webhook key": webhookKeySecret, "record key": recordKeySecret, "platform": platformSecret, "Gitea": giteaSecret} {
+	for name, secret := range map[string]string{"hook key": hookKeySecret, "webhook key": webhookKeySecret, "record key": recordKeySecret, "platform": platformSecret, "Gitea": giteaSecret, "enrollment": enrollSecret} {
 		s := &corev1.Secret{}
 		if err := e2e.kube.Client.Get(ctx, client.ObjectKey{Namespace: fluxNS, Name: secret}, s); err == nil {
 			if v := strings.TrimSpace(string(s.Data["token"])); v != "" {

@@ -21,13 +21,20 @@ import (
 
 // The end-to-end tests run the real flux-webhook binary against a real API server with the
 // Flux CRDs, the real source-controller and kustomize-controller, a real Gitea and its
-// Actions runner, all on loopback, started once for the package.
+// Actions runner, Deployments rolled out by the real kube-controller-manager and
+// kube-scheduler on a node kwok simulates, and the real Flagger, all on loopback, started
+// once for the package.
 var e2e struct {
-	kube        *testenv.Kube
-	proxy       *testenv.Proxy // the service reaches the API server through it
-	gitea       *testenv.Gitea
-	runner      *testenv.Runner
-	flux        *testenv.Flux
+	kube   *testenv.Kube
+	proxy  *testenv.Proxy // the service reaches the API server through it
+	gitea  *testenv.Gitea
+	runner *testenv.Runner
+	flux   *testenv.Flux
+	// workloads roll Deployments out (kube-controller-manager, kube-scheduler, kwok);
+	// flagger analyses canaries, asking prometheus (the test's query API) for metrics.
+	workloads   *testenv.Workloads
+	flagger     *testenv.Flagger
+	prometheus  *testenv.Prometheus
 	bin         string
 	dir         string
 	hookURL     string // http://127.0.0.1:PORT
@@ -104,6 +111,19 @@ func runE2E(m *testing.M) int {
 		return fail(err)
 	}
 	defer e2e.flux.Stop()
+	if e2e.workloads, err = testenv.StartWorkloads(ctx, e2e.kube, filepath.Join(e2e.dir, "workloads")); err != nil {
+		return fail(err)
+	}
+	defer e2e.workloads.Stop()
+	if e2e.prometheus, err = testenv.StartPrometheus(); err != nil {
+		return fail(err)
+	}
+	defer e2e.prometheus.Stop()
+	// Before the service starts: it serves the Canary kind from the start.
+	if e2e.flagger, err = testenv.StartFlagger(ctx, e2e.kube, filepath.Join(e2e.dir, "flagger")); err != nil {
+		return fail(err)
+	}
+	defer e2e.flagger.Stop()
 	if e2e.runner, err = testenv.StartRunner(ctx, e2e.gitea, filepath.Join(e2e.dir, "runner")); err != nil {
 		return fail(err)
 	}

@@ -115,11 +115,18 @@ func configMap(name, value string) string {
 
 func newApp(t testing.TB, name, branch string) *app {
 	t.Helper()
-	ctx := t.Context()
-	repo, err := e2e.gitea.CreateRepo(ctx, name)
+	repo, err := e2e.gitea.CreateRepo(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newAppOf(t, repo, name, branch)
+}
+
+// newAppOf is newApp for a repository created already (an organization's), its Flux
+// objects named name.
+func newAppOf(t testing.TB, repo *testenv.Repo, name, branch string) *app {
+	t.Helper()
+	ctx := t.Context()
 	a := &app{name: name, branch: branch, repo: repo}
 	a.branch = "main"
 	sha := a.commit(t, "deploy/configmap.yaml", configMap(name, "v1"), "v1")

@@ -77,7 +77,7 @@ line wins.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %v", errUsage, err) })
-	root.AddCommand(newServeCmd(), newTokenCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newEnrollCmd(), newEnrollmentCmd(), newReconcileCmd(), newVersionCmd(), newCompletionCmd())
 	// Every command reads its flags from the environment too, then checks them (its own
 	// PreRunE): a usage error is found before anything is done.
 	for _, c := range root.Commands() {

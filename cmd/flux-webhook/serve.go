@@ -36,6 +36,7 @@ import (
 	"github.com/openova-io/flux-webhook/gitops/report"
 	"github.com/openova-io/flux-webhook/gitops/request"
 	"github.com/openova-io/flux-webhook/internal/credentials"
+	"github.com/openova-io/flux-webhook/internal/probe"
 	"github.com/openova-io/flux-webhook/internal/version"
 	"github.com/openova-io/flux-webhook/server"
 	"github.com/openova-io/flux-webhook/webhook"
@@ -50,6 +51,7 @@ type serveOptions struct {
 	cluster clusterOptions
 	report  reportOptions
 	probe   probeOptions
+	enroll  enrollOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -83,6 +85,7 @@ or warning (superseded by a newer push, suspended, or Flux settled on another re
 	o.cluster.BindFlags(fs)
 	o.report.BindFlags(fs)
 	o.probe.BindFlags(fs)
+	o.enroll.BindFlags(fs)
 	o.kube.BindFlags(fs)
 	o.log.BindFlags(fs)
 	fs.SortFlags = false
@@ -103,6 +106,9 @@ func (o *serveOptions) check() error {
 func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	refs, err := o.validate()
 	if err != nil {
+		return err
+	}
+	if err := o.enroll.validate(o, refs); err != nil {
 		return err
 	}
 	logger, err := o.log.Logger(stderr)
@@ -178,10 +184,12 @@ func newManager(cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.
 	}
 	lease, renew, retry := o.probe.LeaseDuration, o.probe.RenewDeadline, o.probe.RetryPeriod
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                  flux.NewScheme(),
-		Logger:                  logger,
-		Metrics:                 metricsserver.Options{BindAddress: o.probe.MetricsListen},
-		HealthProbeBindAddress:  o.probe.HealthListen,
+		Scheme:  flux.NewScheme(),
+		Logger:  logger,
+		Metrics: metricsserver.Options{BindAddress: o.probe.MetricsListen},
+		// The probes are served by internal/probe (controller-runtime's format, plus notes):
+		// the checks added to the manager go there.
+		HealthProbeBindAddress:  "0",
 		LeaderElection:          o.probe.LeaderElect,
 		LeaderElectionID:        "flux-webhook",
 		LeaderElectionNamespace: leNamespace,
@@ -201,6 +209,11 @@ func newManager(cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
+	probes := &probe.Probes{}
+	if err := mgr.Add(probes.Server(o.probe.HealthListen)); err != nil {
+		return nil, err
+	}
+	mgr = probe.Manager{Manager: mgr, Probes: probes}
 	if o.probe.LeaderElect {
 		err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			logger.Info("elected leader: this replica posts the results", "lease", leNamespace+"/flux-webhook")
@@ -314,6 +327,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 			QPS: o.cluster.QPS, Burst: o.cluster.Burst, MaxObjects: o.cluster.MaxObjects, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
 			DefaultGrant: o.cluster.DefaultGrant, Log: logger.WithName("clusters")})
 	}
+	o.enroll.wire(svc, mgr, o, keys, clientset, dyn, clusters, out.repositories, logger)
 	return svc, nil
 }
 

@@ -1,6 +1,8 @@
 package flux
 
 import (
+	"slices"
+
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -101,8 +103,28 @@ func (k helmRelease) Judge(o client.Object, w Want, sources map[Ref]client.Objec
 
 func (helmRelease) Origin(client.Object) string { return "" }
 
-// Slim: its values, post-renderers and release history.
+// Applies: the Deployments of its inventory (what its release applied).
+func (helmRelease) Applies(o client.Object) []Ref {
+	h := o.(*helmv2.HelmRelease)
+	if h.Status.Inventory == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(h.Status.Inventory.Entries))
+	for _, e := range h.Status.Inventory.Entries {
+		ids = append(ids, e.ID)
+	}
+	return deploymentsOf(ids)
+}
+
+// Slim: its values, post-renderers and release history; of its inventory, all but the
+// Deployments.
 func (helmRelease) Slim(o client.Object) {
 	h := o.(*helmv2.HelmRelease)
 	h.Spec.Values, h.Spec.ValuesFrom, h.Spec.PostRenderers, h.Status.History = nil, nil, nil, nil
+	if inv := h.Status.Inventory; inv != nil {
+		inv.Entries = slices.DeleteFunc(inv.Entries, func(e helmv2.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok })
+		if len(inv.Entries) == 0 {
+			h.Status.Inventory = nil
+		}
+	}
 }

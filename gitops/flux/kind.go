@@ -177,7 +177,7 @@ func (s Status) Condition(t string) *metav1.Condition {
 }
 
 // kinds is the registry, in request order.
-var kinds = []Kind{gitRepository{}, ociRepository{}, helmRepository{}, helmChart{}, kustomization{}, helmRelease{}}
+var kinds = []Kind{gitRepository{}, ociRepository{}, helmRepository{}, helmChart{}, kustomization{}, helmRelease{}, canary{}}
 
 // byType finds the kind of a typed object.
 var byType = map[reflect.Type]Kind{}

@@ -1,6 +1,8 @@
 package flux
 
 import (
+	"slices"
+
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -84,11 +86,31 @@ func (k kustomization) Judge(o client.Object, w Want, sources map[Ref]client.Obj
 
 func (kustomization) Origin(client.Object) string { return "" }
 
-// Slim: its inventory (every object it applied) and history, patches, images, post-build
-// substitutions, health checks, components and dependencies.
+// Applies: the Deployments of its inventory (what it applied last).
+func (kustomization) Applies(o client.Object) []Ref {
+	k := o.(*kustomizev1.Kustomization)
+	if k.Status.Inventory == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(k.Status.Inventory.Entries))
+	for _, e := range k.Status.Inventory.Entries {
+		ids = append(ids, e.ID)
+	}
+	return deploymentsOf(ids)
+}
+
+// Slim: of its inventory (every object it applied), all but the Deployments (a canary's
+// target is found by them); its history, patches, images, post-build substitutions, health
+// checks, components and dependencies.
 func (kustomization) Slim(o client.Object) {
 	k := o.(*kustomizev1.Kustomization)
-	k.Status.Inventory, k.Status.History = nil, nil
+	if inv := k.Status.Inventory; inv != nil {
+		inv.Entries = slices.DeleteFunc(inv.Entries, func(e kustomizev1.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok })
+		if len(inv.Entries) == 0 {
+			k.Status.Inventory = nil
+		}
+	}
+	k.Status.History = nil
 	k.Spec.Patches, k.Spec.Images, k.Spec.PostBuild, k.Spec.HealthChecks, k.Spec.Components = nil, nil, nil, nil, nil
 	k.Spec.DependsOn = nil
 }

@@ -177,3 +177,53 @@ func Summary(counts map[string]int, n int, first string) api.Status {
 	st.Description = Text(st.Description)
 	return st
 }
+
+// What a canary's status says (Flagger's verdict on the template a push applied to its
+// target).
+
+// CanaryPending is a canary's status while Flagger analyses: how far (progress), how many of
+// its checks failed of those it allows, and Flagger's last word on why, if any.
+func CanaryPending(progress string, failed, threshold int, why string) api.Status {
+	d := progress
+	if failed > 0 {
+		d += fmt.Sprintf(", %d/%d failed checks", failed, threshold)
+		if why != "" {
+			d += ": " + why
+		}
+	}
+	return api.Status{State: api.StatePending, Description: record.Bounded(d)}
+}
+
+// Promoted is a canary's final status when Flagger promoted the template: the images its
+// primary runs.
+func Promoted(images []string) api.Status {
+	return api.Status{State: api.StateSuccess, Description: record.Bounded("promoted " + strings.Join(images, ", "))}
+}
+
+// RolledBack is a canary's final status when Flagger rolled the template back, with its
+// reason.
+func RolledBack(reason string) api.Status {
+	return api.Status{State: api.StateFailure, Description: record.Bounded("rolled back: " + reason)}
+}
+
+// CanaryTimedOut is a canary's final status when Flagger decided nothing within what its
+// analysis may take.
+func CanaryTimedOut(after time.Duration, progress string) api.Status {
+	return api.Status{State: api.StateError, Description: record.Bounded(fmt.Sprintf("no verdict from Flagger within %s: %s", after.Round(time.Second), progress))}
+}
+
+// CanaryDeleted is the final status of a canary deleted before Flagger decided.
+func CanaryDeleted() api.Status {
+	return api.Status{State: api.StateError, Description: "deleted before Flagger answered"}
+}
+
+// NotFollowed is a canary's final status when it cannot be followed any more.
+func NotFollowed(why string) api.Status {
+	return api.Status{State: api.StateError, Description: record.Bounded("not followed: " + why)}
+}
+
+// ApplierDeleted is a canary's final status when the object that applied its target was
+// deleted before Flagger decided.
+func ApplierDeleted() api.Status {
+	return api.Status{State: api.StateError, Description: "what applied its target was deleted before Flagger answered"}
+}

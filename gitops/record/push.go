@@ -38,7 +38,8 @@ type Push struct {
 	Clusters []ClusterWork `json:"clusters,omitempty"`
 	// Results are the final states of its targets, by status context, when its statuses
 	// are per cluster (Request.Aggregate): a set, so that a result recorded twice (by a
-	// reporter that took over) counts once.
+	// reporter that took over) counts once. "" is a result awaited: a canary of a
+	// Kustomization that applied the commit, whose status Flagger decides later.
 	Results map[string]string `json:"results,omitempty"`
 	Owed    []Owed            `json:"owed"`
 }

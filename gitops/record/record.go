@@ -32,13 +32,16 @@ const Annotation = "flux-webhook.openova.io/request"
 //     "owner/name" of at most 100+1+100 bytes, reference at most 255 bytes, commit ids of 40
 //     or 64 hex digits, delivery id at most 128 printable bytes;
 //   - descriptions (Flux's messages) are cut to maxStoredDescription bytes;
-//   - superseded requests keep only their commit and the commit that superseded them;
+//   - superseded requests keep only their commit and the commit that superseded them (and
+//     the names of the canaries they still owe a status);
+//   - a request follows at most MaxFollowers canaries;
 //
 // so that a record at its largest (TestRecordAtItsLargest) stays under maxRecordBytes.
 const (
 	// maxRecordBytes is the most the encoded record takes on one object: a few KiB of the
-	// 256 KiB Kubernetes allows for all of an object's annotations.
-	maxRecordBytes = 8 << 10
+	// 256 KiB Kubernetes allows for all of an object's annotations (16 rather than 8 for the
+	// canaries a request may follow: MaxFollowers of them at their largest take ~4.5 KiB).
+	maxRecordBytes = 16 << 10
 
 	// maxSuperseded bounds the superseded requests kept on one object until their warning
 	// is posted. The reporter posts every superseded request of an object in one pass (two
@@ -102,7 +105,57 @@ type Request struct {
 	// Final is set once the one final status has been posted; Description is its text.
 	Final       bool   `json:"final,omitempty"`
 	Description string `json:"description,omitempty"`
+	// Followers are the statuses the request owes beyond the object's own: the objects whose
+	// own controller acts on what the object applied (Flagger's canaries of the Deployments
+	// a Kustomization applied), found when the object was seen applying the commit. At most
+	// MaxFollowers.
+	Followers []Follower `json:"followers,omitempty"`
 }
+
+// MaxFollowers bounds Request.Followers: the canaries followed for one request of one
+// object (a Kustomization applying more canary targets has the first MaxFollowers
+// followed, and the rest logged). About 300 bytes each at most, one intent at a time.
+const MaxFollowers = 8
+
+// Follower is one status a request owes under the context of another object than its own
+// (see Request.Followers), and how far it got.
+type Follower struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Since is when the request's object was seen applying the commit; Base what the
+	// follower's status said then (its kind's baseline, opaque here).
+	Since time.Time `json:"since,omitzero"`
+	Base  string    `json:"base,omitempty"`
+	// Shown identifies the pending description posted last, so that progress is posted
+	// once per step.
+	Shown string `json:"shown,omitempty"`
+	// Posted, Intent, IntentSince, Final and Lost are as for a request.
+	Posted      string      `json:"posted,omitempty"`
+	Intent      *api.Status `json:"intent,omitempty"`
+	IntentSince time.Time   `json:"intentSince,omitzero"`
+	Final       bool        `json:"final,omitempty"`
+	Lost        bool        `json:"lost,omitempty"`
+}
+
+// Target returns the follower's target in cluster.
+func (f Follower) Target(cluster string) api.Target {
+	return api.Target{Cluster: cluster, Kind: f.Kind, Namespace: f.Namespace, Name: f.Name}
+}
+
+// Following reports whether some of the request's followers are owed a final status.
+func (q Request) Following() bool {
+	for _, f := range q.Followers {
+		if !f.Final {
+			return true
+		}
+	}
+	return false
+}
+
+// Unfinished reports whether the request still owes a status: its own final one, or a
+// follower's.
+func (q Request) Unfinished() bool { return !q.Final || q.Following() }
 
 // Name names the request's push for people: its commit, shortened, or for an artifact
 // that records none, its tag.
@@ -226,7 +279,14 @@ func (q *Request) SameProgress(seen Request) bool {
 // it inherits is one being posted for the current request, which is dropped: the warning is
 // what goes out now.
 func (q *Request) compact() Request {
-	return Request{Token: q.Token, SHA: q.SHA, Version: q.Version, Aggregate: q.Aggregate, Posted: q.Posted, Final: q.Final}
+	c := Request{Token: q.Token, SHA: q.SHA, Version: q.Version, Aggregate: q.Aggregate, Posted: q.Posted, Final: q.Final}
+	// Its followers not finished yet are owed the warning too; of them only what names them.
+	for _, f := range q.Followers {
+		if !f.Final {
+			c.Followers = append(c.Followers, Follower{Kind: f.Kind, Namespace: f.Namespace, Name: f.Name, Posted: f.Posted})
+		}
+	}
+	return c
 }
 
 // Bounded returns a description fit for a status and the record: control characters become
@@ -259,7 +319,7 @@ func (r Record) RepositoryOf(s Superseded) string {
 
 // Pending reports whether the record still owes Gitea a status.
 func (r Record) Pending() bool {
-	return len(r.Superseded) > 0 || (r.Current != nil && !r.Current.Final)
+	return len(r.Superseded) > 0 || (r.Current != nil && r.Current.Unfinished())
 }
 
 // ErrFull: a superseded request was dropped to keep the record within its bounds.
@@ -321,7 +381,7 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 		}
 	}
 	cur := r.Current
-	if cur != nil && !cur.Final && cur.SHA == req.SHA && cur.Repository == req.Repository && cur.Version == req.Version {
+	if cur != nil && cur.Unfinished() && cur.SHA == req.SHA && cur.Repository == req.Repository && cur.Version == req.Version {
 		return r, nil, false
 	}
 	out.PatchedAt, out.Sealed = r.PatchedAt, r.Sealed
@@ -345,7 +405,7 @@ func (r Record) Supersede(req Request) (out Record, dropped []Superseded, ok boo
 		}
 		out.Superseded = append(out.Superseded, s)
 	}
-	if cur != nil && !cur.Final && (cur.SHA != req.SHA || cur.Version != req.Version) {
+	if cur != nil && cur.Unfinished() && (cur.SHA != req.SHA || cur.Version != req.Version) {
 		s := Superseded{Request: cur.compact(), By: req.Name()}
 		if cur.Repository != req.Repository {
 			s.Repository = cur.Repository

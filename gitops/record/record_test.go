@@ -2,6 +2,7 @@ package record
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got.Current != *rec.Current {
+	if !reflect.DeepEqual(*got.Current, *rec.Current) {
 		t.Fatalf("round trip: got %+v, want %+v", got.Current, rec.Current)
 	}
 	if _, err := Parse(map[string]string{Annotation: "{"}); err == nil {
@@ -162,6 +163,16 @@ func TestRecordAtItsLargest(t *testing.T) {
 		rec.Superseded[i].Intent, rec.Superseded[i].IntentSince, rec.Superseded[i].Posted = &in, at, api.StatePending
 	}
 	rec.Current.Lost = true
+	// Its canaries at their largest: every one followed, names as long as Kubernetes
+	// allows, one status on its way.
+	for i := range MaxFollowers {
+		f := Follower{Kind: "Canary", Namespace: strings.Repeat("n", 63), Name: fmt.Sprintf("%0253d", i), Since: at,
+			Base: strings.Repeat("h", 10) + " WaitingPromotion 1796000000", Shown: "zzzzzzz", Posted: api.StatePending}
+		if i == 0 {
+			f.Intent, f.IntentSince = &intent, at
+		}
+		rec.Current.Followers = append(rec.Current.Followers, f)
+	}
 	rec.PatchedAt = at
 	if len(rec.Superseded) != maxSuperseded || len(rec.Seen) != maxSeen {
 		t.Fatalf("lists not full: %d superseded, %d seen", len(rec.Superseded), len(rec.Seen))

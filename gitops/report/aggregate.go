@@ -135,6 +135,11 @@ func (a *Aggregator) flush(ctx context.Context) {
 				}
 				for _, r := range rs {
 					p.Results[r.cs.Context] = r.cs.State
+					for _, a := range r.cs.Awaits {
+						if _, ok := p.Results[a]; !ok {
+							p.Results[a] = "" // awaited: the cluster's status waits for it
+						}
+					}
 					if r.cs.State == api.StateSuccess {
 						continue
 					}
@@ -271,6 +276,9 @@ func (a *Aggregator) verdict(p *record.Push, cw record.ClusterWork) (api.Status,
 	n := 0
 	for ctxName, state := range p.Results {
 		if strings.HasPrefix(ctxName, clusterContext(cw.Cluster)+"/") {
+			if state == "" {
+				return api.Status{}, false // a canary's result still awaited
+			}
 			counts[state]++
 			n++
 		}

@@ -47,6 +47,10 @@ type CommitStatus struct {
 	// Push is the push record the result goes to when the statuses of the push are per
 	// cluster ("" when it goes to the forge).
 	Push string
+	// Awaits, with a final status of a push whose statuses are per cluster, are the contexts
+	// of the results that follow it (its object's canaries): the cluster's status waits for
+	// them too.
+	Awaits []string
 }
 
 // StatusPoster posts a commit status.
@@ -229,6 +233,10 @@ func (r *Reporter) enqueue(k flux.Kind) handler.TypedEventHandler[client.Object,
 		if _, ok := o.GetAnnotations()[record.Annotation]; ok {
 			out = append(out, r.target(level[0]))
 		}
+		if flux.IsFollower(k) {
+			// A canary: the appliers of its target report on it.
+			return append(out, r.appliersOf(ctx, k, o)...)
+		}
 		for depth := 0; depth < maxDependentDepth && len(level) > 0; depth++ {
 			var next []flux.Ref
 			for _, src := range level {
@@ -297,6 +305,30 @@ func (r *Reporter) enqueue(k flux.Kind) handler.TypedEventHandler[client.Object,
 	}
 }
 
+// appliersOf returns the targets carrying a record that applied what a follower o of kind
+// k follows (the Kustomizations whose inventory lists a canary's Deployment).
+func (r *Reporter) appliersOf(ctx context.Context, k flux.Kind, o client.Object) []api.Target {
+	var out []api.Target
+	for _, ref := range k.Sources(o) {
+		for _, ak := range r.Cluster.Kinds() {
+			if !flux.IsApplier(ak) {
+				continue
+			}
+			list := ak.NewList()
+			if err := r.Cluster.GetCache().List(ctx, list, client.MatchingFields{flux.IndexApplies: ref.String()}); err != nil {
+				log.FromContext(ctx).Error(err, "list appliers", "applied", ref.String())
+				continue
+			}
+			for _, a := range flux.Items(list) {
+				if _, ok := a.GetAnnotations()[record.Annotation]; ok {
+					out = append(out, r.target(flux.RefOf(a)))
+				}
+			}
+		}
+	}
+	return out
+}
+
 func (r *Reporter) target(ref flux.Ref) api.Target {
 	return api.Target{Cluster: r.Cluster.Name, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
 }
@@ -355,7 +387,13 @@ func (r *Reporter) report(ctx context.Context, t api.Target) (reconcile.Result, 
 		rec, _ = r.Cluster.OpenRecord(t.Kind, obj)
 	}
 	cur := rec.Current
-	if cur == nil || cur.Final {
+	if cur == nil {
+		return reconcile.Result{}, nil
+	}
+	if cur.Final {
+		if cur.Following() {
+			return r.follow(ctx, obj, *cur)
+		}
 		return reconcile.Result{}, nil
 	}
 	if cur.Intent != nil && api.Final(cur.Intent.State) {
@@ -390,7 +428,22 @@ func (r *Reporter) report(ctx context.Context, t api.Target) (reconcile.Result, 
 		}
 		v = observe.TimedOut(r.ResultTimeout, flux.Message(obj))
 	}
-	if err := r.deliver(ctx, t, obj, *cur, v); err != nil {
+	req := *cur
+	if v.State == api.StateSuccess {
+		// Applied: the canaries of what it applied are followed from now on.
+		if req, err = r.recordFollowers(ctx, obj, req); err != nil {
+			return reconcile.Result{}, err
+		}
+		// Their first status goes before the object's final one: a summary of the commit
+		// (on its pull request) waits for them.
+		if _, err := r.follow(ctx, obj, req); err != nil {
+			return reconcile.Result{}, err
+		}
+		if rec, err := r.Cluster.OpenRecord(t.Kind, obj); err == nil && rec.Current != nil && rec.Current.Token == req.Token {
+			req = *rec.Current
+		}
+	}
+	if err := r.deliver(ctx, t, obj, req, v); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
@@ -484,6 +537,9 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 		}
 		if post {
 			cs := CommitStatus{Repository: req.Repository, SHA: req.SHA, Context: t.Context(), Target: t, Status: st}
+			if api.Final(st.State) {
+				cs.Awaits = followerContexts(r.Cluster.Name, req)
+			}
 			if err := send(ctx, r.Poster, r.Aggregator, req, cs); err != nil {
 				statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
 				if !permanent(err) && r.now().Sub(since) < r.ResultTimeout {
@@ -530,6 +586,13 @@ func supersededStatus(s record.Superseded) api.Status { return observe.Supersede
 // fails and may succeed later, what was posted is removed and the pass is retried.
 func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj client.Object, rec record.Record) error {
 	logger := log.FromContext(ctx)
+	if err := r.reportSupersededFollowers(ctx, obj, rec); err != nil {
+		return err
+	}
+	rec, err := r.Cluster.OpenRecord(t.Kind, obj)
+	if err != nil {
+		return err
+	}
 	now := r.now()
 	var fresh, inherited []record.Superseded
 	for _, s := range rec.Superseded {
@@ -726,6 +789,7 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 	if c := rec.Current; c != nil && !c.Final {
 		pending = append(pending, record.Superseded{Request: *c})
 	}
+	r.reportDeletedFollowers(ctx, rec, ts.repository)
 	for i := range pending {
 		pending[i].Repository = rec.RepositoryOf(pending[i])
 	}
@@ -742,8 +806,12 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 		cs := CommitStatus{Repository: p.Repository, SHA: p.SHA, Context: t.Context(), Target: t, Status: st}
 		if err := send(ctx, r.Poster, r.Aggregator, p.Request, cs); err != nil {
 			statusPostErrors.WithLabelValues(r.Cluster.Name).Inc()
+			left := slices.Clone(pending[i:])
+			for j := range left {
+				left[j].Followers = nil // posted once already, above
+			}
 			r.mu.Lock()
-			r.tombstones[t] = tombstone{record.Record{Superseded: pending[i:]}, ts.repository}
+			r.tombstones[t] = tombstone{record.Record{Superseded: left}, ts.repository}
 			r.mu.Unlock()
 			return fmt.Errorf("post status %s: %w", t.Context(), err)
 		}
@@ -751,6 +819,40 @@ func (r *Reporter) reportDeleted(ctx context.Context, t api.Target) error {
 		r.finished(ctx, t, nil, p.Request, st)
 	}
 	return nil
+}
+
+// reportDeletedFollowers posts, once, the final statuses of the followers of a deleted
+// object's requests: superseded ones the warning, the current one's an error (nothing
+// tells any more which template of the target the push applied).
+func (r *Reporter) reportDeletedFollowers(ctx context.Context, rec record.Record, repository string) {
+	all := slices.Clone(rec.Superseded)
+	if c := rec.Current; c != nil {
+		all = append(all, record.Superseded{Request: *c})
+	}
+	for _, s := range all {
+		s.Repository = rec.RepositoryOf(s)
+		if r.Repositories != nil && !strings.EqualFold(s.Repository, repository) {
+			continue
+		}
+		for _, f := range s.Followers {
+			if f.Final {
+				continue
+			}
+			ft := f.Target(r.Cluster.Name)
+			st := observe.ApplierDeleted()
+			if s.By != "" {
+				st = supersededStatus(s)
+			}
+			cs := CommitStatus{Repository: s.Repository, SHA: s.SHA, Context: ft.Context(), Target: ft, Status: st}
+			if err := send(ctx, r.Poster, r.Aggregator, s.Request, cs); err != nil {
+				statusesLost.WithLabelValues(r.Cluster.Name).Inc()
+				log.FromContext(ctx).Error(err, "status lost", "repository", s.Repository, "commit", s.SHA, "context", ft.Context(), "state", st.State)
+				continue
+			}
+			statusesPosted.WithLabelValues(r.Cluster.Name, ft.Kind, st.State).Inc()
+			r.finished(ctx, ft, nil, s.Request, st)
+		}
+	}
 }
 
 // updateRecord changes the record on obj's metadata with an optimistic lock, re-reading the

@@ -27,7 +27,12 @@ import (
 // startReporter runs a reporter on the package's cluster until the test ends.
 func startReporter(t *testing.T, rec *fluxtest.Recorder, timeout time.Duration) {
 	t.Helper()
-	r := &report.Reporter{Cluster: fluxtest.Local, Poster: rec, Lookup: rec, ResultTimeout: timeout}
+	runReporter(t, &report.Reporter{Cluster: fluxtest.Local, Poster: rec, Lookup: rec, ResultTimeout: timeout})
+}
+
+// runReporter runs r until the test ends.
+func runReporter(t *testing.T, r *report.Reporter) {
+	t.Helper()
 	c, err := r.Controller()
 	if err != nil {
 		t.Fatal(err)

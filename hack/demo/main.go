@@ -1,15 +1,18 @@
 // Command demo runs flux-webhook end to end on this machine: a real Kubernetes API server
-// (envtest) with Flux's CRDs and real source-/kustomize-controllers, a real Gitea with an
-// Actions runner, and the flux-webhook binary. It pushes a commit, lets the example workflow
+// (envtest) with Flux's CRDs and real source-/kustomize-controllers, kube-controller-manager,
+// kube-scheduler and kwok (a simulated node) rolling Deployments out, a real Gitea with an
+// Actions runner, and the flux-webhook binary. It pushes a commit (a new image of the
+// application's Deployment, which the Kustomization health-checks), lets the example workflow
 // tell /hook/<owner>/<repo> (the short form), and prints the commit statuses Flux's answer
 // becomes; then it does the same with a broken manifest, and with its fix.
 //
 // It checks what it shows: each push's flux/ statuses are pending first, then exactly one
-// final state, the one it announced (the good push success, the broken push failure carrying
-// Flux's own message, the fix success), and the cluster holds what was pushed. Anything else
+// final state, the one it announced (the good push success once its Deployment rolled out,
+// the broken push failure carrying Flux's own message, the fix success), and the cluster
+// holds what was pushed. Anything else
 // makes it exit 1, after a table of every step, what it showed and how long it took.
 //
-//	make demo            (or: eval $(hack/testbin.sh envtest crds gitea runner flux) && go run ./hack/demo [-keep])
+//	make demo            (or: eval $(hack/testbin.sh envtest crds gitea runner flux kwok) && go run ./hack/demo [-keep])
 package main
 
 import (
@@ -35,6 +38,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -153,6 +157,14 @@ func (d *demo) run(ctx context.Context, keep bool) (err error) {
 		return err
 	}
 	defer flux.Stop()
+	var workloads *testenv.Workloads
+	if err := d.do("start kube-controller-manager, kube-scheduler, kwok", "start kube-controller-manager, kube-scheduler and kwok (a simulated node): Deployments roll out", func() (err error) {
+		workloads, err = testenv.StartWorkloads(ctx, kube, filepath.Join(dir, "workloads"))
+		return err
+	}); err != nil {
+		return err
+	}
+	defer workloads.Stop()
 
 	c := kube.Client
 	ports, err := testenv.FreePorts(3)
@@ -245,8 +257,8 @@ func (d *demo) run(ctx context.Context, keep bool) (err error) {
 		}
 		return sha, repo.Push(ctx, "main")
 	}
-	if err := d.do("push app v1, Flux applies it", "push app v1; create GitRepository and Kustomization flux-system/demo-app (interval 1h: only flux-webhook makes them move); Flux applies it", func() error {
-		first, err := commit("app v1", map[string]string{"deploy/configmap.yaml": configMap("app", "v1")})
+	if err := d.do("push app v1, Flux applies it", "push app v1; create GitRepository and Kustomization flux-system/demo-app (interval 1h: only flux-webhook makes them move; a health check on Deployment demo/app); Flux applies it", func() error {
+		first, err := commit("app v1", map[string]string{"deploy/configmap.yaml": configMap("app", "v1"), "deploy/deployment.yaml": deployment("app", "v1")})
 		if err != nil {
 			return err
 		}
@@ -260,7 +272,9 @@ func (d *demo) run(ctx context.Context, keep bool) (err error) {
 		if err := c.Create(ctx, &kustomizev1.Kustomization{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "demo-app"},
 			Spec: kustomizev1.KustomizationSpec{Interval: metav1.Duration{Duration: time.Hour}, Path: "./deploy", Prune: true,
-				TargetNamespace: "demo", SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: "GitRepository", Name: "demo-app"}},
+				TargetNamespace: "demo", SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: "GitRepository", Name: "demo-app"},
+				HealthChecks: []meta.NamespacedObjectKindReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "app", Namespace: "demo"}},
+				Timeout:      &metav1.Duration{Duration: time.Minute}},
 		}); err != nil {
 			return err
 		}
@@ -308,8 +322,16 @@ func (d *demo) run(ctx context.Context, keep bool) (err error) {
 	} else {
 		r.shown = fmt.Sprintf("demo/app value=%q", cm.Data["value"])
 	}
+	d2 := &appsv1.Deployment{}
+	image := ""
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "app"}, d2); err != nil {
+		r.shown += "; " + err.Error()
+	} else {
+		image = d2.Spec.Template.Spec.Containers[0].Image
+		r.shown += fmt.Sprintf("; Deployment demo/app image %s, %d/%d replicas available", image, d2.Status.AvailableReplicas, d2.Status.Replicas)
+	}
 	bad := c.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "Bad_Name"}, &corev1.ConfigMap{})
-	if cm.Data["value"] != "v2" || !apierrors.IsNotFound(bad) {
+	if cm.Data["value"] != "v2" || !apierrors.IsNotFound(bad) || image != appImage("app", "v2") || d2.Status.AvailableReplicas != 2 {
 		r.check = "FAILED"
 		failed = append(failed, "the cluster does not hold what was pushed: "+r.shown)
 	}
@@ -343,7 +365,8 @@ func pushes(workflow string) []push {
 	ok := map[string]gitea.StatusState{"gitrepository": gitea.StatusSuccess, "kustomization": gitea.StatusSuccess}
 	return []push{
 		{what: "push app v2 (with the workflow)", want: ok,
-			files: map[string]string{"deploy/configmap.yaml": configMap("app", "v2"), ".gitea/workflows/notify-flux.yaml": workflow}},
+			files: map[string]string{"deploy/configmap.yaml": configMap("app", "v2"), "deploy/deployment.yaml": deployment("app", "v2"),
+				".gitea/workflows/notify-flux.yaml": workflow}},
 		{what: "push a broken manifest", fluxMessage: true,
 			want:  map[string]gitea.StatusState{"gitrepository": gitea.StatusSuccess, "kustomization": gitea.StatusFailure},
 			files: map[string]string{"deploy/broken.yaml": configMap("Bad_Name", "x")}},
@@ -564,3 +587,30 @@ func (d *demo) printTable(err error) {
 	fmt.Fprintf(w, "total\t%.1fs\t\t%s\n", time.Since(d.start).Seconds(), verdict)
 	w.Flush()
 }
+
+// deployment is the application: two replicas of its image at version, whose pods kwok
+// makes Ready 3 s after they start, so a push's rollout is seen pending, then healthy.
+func deployment(name, version string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: %[1]s
+  template:
+    metadata:
+      labels:
+        app: %[1]s
+      annotations:
+        %[3]s: 3s
+    spec:
+      containers:
+      - name: %[1]s
+        image: %[2]s
+`, name, appImage(name, version), testenv.ReadyAfterAnnotation)
+}
+
+func appImage(name, version string) string { return "registry.example/" + name + ":" + version }

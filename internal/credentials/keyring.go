@@ -8,6 +8,7 @@ package credentials
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,6 +36,10 @@ const (
 	GiteaToken Purpose = "gitea token"
 	// RecordKey authenticates the request records flux-webhook writes on Flux objects.
 	RecordKey Purpose = "record key"
+	// EnrollToken is the Gitea API token enrollment writes Actions secrets, variables and
+	// organization webhooks with: more than posting statuses needs, so it is a token of its
+	// own and GiteaToken stays narrow.
+	EnrollToken Purpose = "gitea enrollment token"
 )
 
 // MinSecretBytes is the shortest value accepted for any purpose: 256 bits, what an HMAC-SHA256
@@ -53,7 +58,7 @@ var (
 
 // Keyring holds, per purpose, the values valid now: the current one, values the Secret
 // itself lists as still valid (a key being rotated), and for Grace after a change the value
-// it replaced.
+// it replaced (or, for a purpose held by HoldRotation, until its copies are replaced).
 type Keyring struct {
 	// Grace is how long a replaced value stays valid, so senders caught mid-rotation still
 	// get through.
@@ -63,6 +68,7 @@ type Keyring struct {
 
 	mu    sync.RWMutex
 	slots map[Purpose]*slot
+	holds map[Purpose]time.Duration // HoldRotation's maximum per purpose
 }
 
 type slot struct {
@@ -70,7 +76,10 @@ type slot struct {
 	extra         [][]byte // listed by the Secret itself as still valid
 	previous      []byte
 	previousUntil time.Time
-	refused       error // why the last value given was not taken
+	refused       error  // why the last value given was not taken
+	held          bool   // previous waits for Release (until previousUntil at most)
+	released      string // the fingerprint Release last named
+	changed       time.Time
 }
 
 func (k *Keyring) now() time.Time {
@@ -82,7 +91,7 @@ func (k *Keyring) now() time.Time {
 
 // Set makes value the current value of p, and extra values (a rotation's previous key)
 // valid beside it. Surrounding whitespace is dropped (a Secret written by hand often ends
-// with a newline). The value it replaces stays valid for Grace.
+// with a newline). The value it replaces stays valid for Grace (or as HoldRotation says).
 //
 // A value shorter than MinSecretBytes, or equal to a value of another purpose, is refused:
 // Set returns why, and p then has no current value (only the one it replaces, for Grace).
@@ -119,16 +128,102 @@ func (k *Keyring) Set(p Purpose, value string, extra ...string) error {
 		next, more = nil, nil
 	}
 	if s.current != nil && !equal(next, s.current) {
-		s.previous, s.previousUntil = s.current, k.now().Add(k.Grace)
+		s.previous, s.previousUntil, s.held, s.changed = s.current, k.now().Add(k.Grace), false, k.now()
+		// A held purpose keeps the replaced value until Release says every copy of what
+		// derives from it was replaced, at most its maximum; not for a value refused (there
+		// is nothing to replace the copies with), nor when the release came first.
+		if hold, ok := k.holds[p]; ok && next != nil && Fingerprint(next) != s.released {
+			s.previousUntil, s.held = k.now().Add(max(hold, k.Grace)), true
+		}
 	}
 	if len(v) == 0 {
-		s.previous = nil // an emptied Secret withdraws every value at once
+		s.previous, s.held = nil, false // an emptied Secret withdraws every value at once
 	}
 	s.current, s.extra, s.refused = next, more, err
 	if err != nil {
 		return fmt.Errorf("%s refused: %w", p, err)
 	}
 	return nil
+}
+
+// HoldRotation makes a value of p that is replaced stay valid, instead of for Grace, until
+// Release names the new value (and for Grace after that, for senders that read a copy of the
+// old one just before), at most max after the change. Enrollment holds the hook key: the
+// tokens derived from it sit in Gitea's Actions secrets, and the replaced key stays valid
+// until every one of them holds the new token.
+func (k *Keyring) HoldRotation(p Purpose, max time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holds == nil {
+		k.holds = map[Purpose]time.Duration{}
+	}
+	k.holds[p] = max
+}
+
+// Release ends the hold on p's replaced value once p's current value has the fingerprint fp
+// (Fingerprint): the replaced value then stays valid for Grace more. A release naming
+// another value changes nothing now; one that comes before the value it names (a replica
+// that reads the new Secret late) is remembered, and that change then waits Grace only.
+func (k *Keyring) Release(p Purpose, fp string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.slots[p]
+	if s == nil {
+		s = &slot{}
+		if k.slots == nil {
+			k.slots = map[Purpose]*slot{}
+		}
+		k.slots[p] = s
+	}
+	s.released = fp
+	if !s.held || s.current == nil || Fingerprint(s.current) != fp {
+		return
+	}
+	s.held = false
+	if until := k.now().Add(k.Grace); until.Before(s.previousUntil) {
+		s.previousUntil = until
+	}
+}
+
+// Rotation is how a purpose's last change stands.
+type Rotation struct {
+	// Current and Previous are the fingerprints of the current value and of the value it
+	// replaced ("" when there is none, or it is no longer valid).
+	Current, Previous string
+	// Changed is when the current value replaced the previous one.
+	Changed time.Time
+	// Until is how long the previous value stays valid at most; Held is true while it waits
+	// for Release.
+	Until time.Time
+	Held  bool
+}
+
+// Rotation returns how p's last change stands.
+func (k *Keyring) Rotation(p Purpose) Rotation {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	s := k.slots[p]
+	if s == nil {
+		return Rotation{}
+	}
+	var r Rotation
+	if s.current != nil {
+		r.Current = Fingerprint(s.current)
+	}
+	if s.previous != nil && k.now().Before(s.previousUntil) {
+		r.Previous, r.Changed, r.Until, r.Held = Fingerprint(s.previous), s.changed, s.previousUntil, s.held
+	}
+	return r
+}
+
+// Fingerprint names a value without revealing it: 12 hex digits of SHA-256 over a label and
+// the value. A key's fingerprint is its "generation" in logs, the enrollment record and
+// the CLI; from 48 bits of a hash of a key of at least 256, nothing of the key follows.
+func Fingerprint(v []byte) string {
+	h := sha256.New()
+	h.Write([]byte("flux-webhook key fingerprint v1\x00"))
+	h.Write(v)
+	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 // checkLocked returns why v may not become a value of p.

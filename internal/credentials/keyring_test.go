@@ -215,3 +215,112 @@ func FuzzHookBearer(f *testing.F) {
 		}
 	})
 }
+
+// A held rotation keeps the replaced value until Release names the new one, then for Grace;
+// never longer than the hold's maximum; a release that comes first, or names another value,
+// is handled as each replica may see it.
+func TestKeyringHeldRotation(t *testing.T) {
+	start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	now := start
+	grace, hold := 5*time.Minute, time.Hour
+	newKeyring := func() *Keyring {
+		k := &Keyring{Grace: grace, Now: func() time.Time { return now }}
+		k.HoldRotation(HookKey, hold)
+		if err := k.Set(HookKey, keyA); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	valid := func(k *Keyring, v string) bool { return k.Match(HookKey, []byte(v)) }
+	fpA, fpB, fpC := Fingerprint([]byte(keyA)), Fingerprint([]byte(keyB)), Fingerprint([]byte(keyC))
+	if fpA == fpB || len(fpA) != 12 || strings.Contains(keyA, fpA) {
+		t.Fatalf("fingerprints %q %q", fpA, fpB)
+	}
+
+	t.Run("released when every copy is written", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		_ = k.Set(HookKey, keyB)
+		now = start.Add(30 * time.Minute) // far past Grace: still held
+		if !valid(k, keyA) || !k.Rotation(HookKey).Held {
+			t.Fatal("held value refused before its release")
+		}
+		k.Release(HookKey, fpA) // names the old value: not this rotation's end
+		if !k.Rotation(HookKey).Held {
+			t.Fatal("a release naming the old value ended the hold")
+		}
+		k.Release(HookKey, fpB)
+		if r := k.Rotation(HookKey); r.Held || r.Previous != fpA || r.Current != fpB || !r.Until.Equal(now.Add(grace)) {
+			t.Fatalf("after the release: %+v", r)
+		}
+		now = now.Add(grace - time.Second)
+		if !valid(k, keyA) {
+			t.Fatal("replaced value refused within Grace after the release")
+		}
+		now = now.Add(2 * time.Second)
+		if valid(k, keyA) || !valid(k, keyB) {
+			t.Fatal("replaced value valid past Grace after the release, or the current one refused")
+		}
+	})
+	t.Run("never longer than the hold", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		_ = k.Set(HookKey, keyB)
+		now = start.Add(hold - time.Second)
+		if !valid(k, keyA) {
+			t.Fatal("held value refused within the hold")
+		}
+		now = start.Add(hold + time.Second)
+		if valid(k, keyA) {
+			t.Fatal("held value valid past the hold's maximum")
+		}
+	})
+	t.Run("release before the change", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		k.Release(HookKey, fpB) // the leader's record arrived before this replica's Secret
+		_ = k.Set(HookKey, keyB)
+		now = start.Add(grace + time.Second)
+		if valid(k, keyA) || k.Rotation(HookKey).Held {
+			t.Fatal("a change already released waited for another release")
+		}
+	})
+	t.Run("a second change before the first is released", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		_ = k.Set(HookKey, keyB)
+		_ = k.Set(HookKey, keyC) // keyA is dropped: one previous value at a time
+		if valid(k, keyA) || !valid(k, keyB) {
+			t.Fatal("want only the last replaced value valid")
+		}
+		k.Release(HookKey, fpB) // names the middle value: changes nothing
+		now = start.Add(10 * time.Minute)
+		if !valid(k, keyB) {
+			t.Fatal("a stale release ended the hold")
+		}
+		k.Release(HookKey, fpC)
+		now = now.Add(grace + time.Second)
+		if valid(k, keyB) {
+			t.Fatal("hold not released")
+		}
+	})
+	t.Run("a refused value is not held", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		_ = k.Set(HookKey, "short")
+		now = start.Add(grace + time.Second)
+		if valid(k, keyA) {
+			t.Fatal("the value a refused one would have replaced kept valid past Grace")
+		}
+	})
+	t.Run("other purposes keep Grace", func(t *testing.T) {
+		now = start
+		k := newKeyring()
+		_ = k.Set(WebhookKey, keyB)
+		_ = k.Set(WebhookKey, keyC)
+		now = start.Add(grace + time.Second)
+		if k.Match(WebhookKey, []byte(keyB)) {
+			t.Fatal("an unheld purpose kept its replaced value past Grace")
+		}
+	})
+}

@@ -1,7 +1,10 @@
 // Package testenv starts the real parts the integration tests and the demo run against:
 // a Kubernetes API server with etcd (controller-runtime envtest), a Gitea server on
-// loopback, a Gitea Actions runner in host mode, and Flux's source-controller and
-// kustomize-controller as local processes. It also writes Flux status the way Flux's
+// loopback, a Gitea Actions runner in host mode, Flux's source-controller and
+// kustomize-controller as local processes, kube-controller-manager, kube-scheduler and kwok
+// simulating a node (Workloads: Deployments roll out, their pods become Ready or not as kwok
+// stages say, no container ever runs and no pod IP is ever reached), and Flagger with a
+// Prometheus query API the test answers. It also writes Flux status the way Flux's
 // controllers do, for tests that run without them.
 //
 // The binaries are built once from the Go module proxy by hack/testbin.sh (`make testbin`)

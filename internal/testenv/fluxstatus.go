@@ -87,6 +87,19 @@ func MarkKustomizationApplied(ctx context.Context, c client.Client, key client.O
 	})
 }
 
+// SetKustomizationInventory sets the inventory of a Kustomization's status, as
+// kustomize-controller writes it after an apply: the objects' IDs,
+// "<namespace>_<name>_<group>_<kind>".
+func SetKustomizationInventory(ctx context.Context, c client.Client, key client.ObjectKey, ids ...string) error {
+	return updateStatus(ctx, c, key, &kustomizev1.Kustomization{}, func(o *kustomizev1.Kustomization) {
+		inv := &kustomizev1.ResourceInventory{}
+		for _, id := range ids {
+			inv.Entries = append(inv.Entries, kustomizev1.ResourceRef{ID: id, Version: "v1"})
+		}
+		o.Status.Inventory = inv
+	})
+}
+
 // MarkKustomizationFailed writes what kustomize-controller writes when revision fails to
 // apply: lastAttemptedRevision = revision, lastAppliedRevision unchanged, Ready=False with
 // reason (e.g. meta.ReconciliationFailedReason, meta.HealthCheckFailedReason) and message.

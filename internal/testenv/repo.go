@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -289,6 +290,59 @@ func (r *Repo) CreatePullRequest(ctx context.Context, head, base, title string) 
 		return nil, fmt.Errorf("create pull request %s→%s on %s: %w", head, base, r.FullName, err)
 	}
 	return pr, nil
+}
+
+// MergePullRequest merges the pull request index with a merge style of Gitea's (merge,
+// rebase, rebase-merge, squash), retrying while Gitea still checks whether it can be merged.
+// The merge moves the base branch as a push does: Gitea's push webhooks fire.
+func (r *Repo) MergePullRequest(ctx context.Context, index int64, style gitea.MergeStyle) error {
+	c, err := r.g.Client(ctx)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ok, resp, err := c.MergePullRequest(r.Owner, r.Name, index, gitea.MergePullRequestOption{Style: style,
+			Title: fmt.Sprintf("Merge pull request #%d (%s)", index, style)})
+		if err == nil && ok {
+			return nil
+		}
+		// 405 while Gitea has not yet found the pull request mergeable.
+		if time.Now().After(deadline) || resp != nil && resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != http.StatusConflict {
+			return fmt.Errorf("merge pull request %d of %s (%s): %v", index, r.FullName, style, errOr(err, resp))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func errOr(err error, resp *gitea.Response) any {
+	if err != nil {
+		return err
+	}
+	if resp != nil {
+		return resp.Status
+	}
+	return "not merged"
+}
+
+// BranchHead returns the commit a branch points at, as Gitea has it.
+func (r *Repo) BranchHead(ctx context.Context, branch string) (string, error) {
+	c, err := r.g.Client(ctx)
+	if err != nil {
+		return "", err
+	}
+	b, _, err := c.GetRepoBranch(r.Owner, r.Name, branch)
+	if err != nil {
+		return "", fmt.Errorf("branch %s of %s: %w", branch, r.FullName, err)
+	}
+	if b.Commit == nil {
+		return "", fmt.Errorf("branch %s of %s: no commit", branch, r.FullName)
+	}
+	return b.Commit.ID, nil
 }
 
 // CombinedStatus returns the combined commit status of sha (state "" when it has none).

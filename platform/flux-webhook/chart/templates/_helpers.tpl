@@ -64,6 +64,12 @@ Kubernetes NetworkPolicy elsewhere. */ -}}
 {{- end -}}
 {{- end -}}
 
+{{- /* "true" when enrollment has something to enroll (otherwise it is off). */ -}}
+{{- define "flux-webhook.enrolling" -}}
+{{- $e := .Values.enrollment -}}
+{{- if or $e.organizations $e.repositories $e.scopesConfigMap $e.followed }}true{{ end -}}
+{{- end -}}
+
 {{- /* The namespace of the kubeconfig Secrets registering more clusters. */ -}}
 {{- define "flux-webhook.clustersNamespace" -}}
 {{- .Values.clusters.secretsNamespace | default (printf "%s-clusters" .Release.Namespace) -}}
