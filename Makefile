@@ -22,7 +22,7 @@ TESTBIN_ENV = $(shell hack/testbin.sh --print)
 # first command builds no more than it runs.
 DEMO_PARTS := envtest crds gitea runner flux kwok
 
-.PHONY: all build test unit demo bench bench-ci testbin fuzz fuzz-keep lint clean
+.PHONY: all build test unit demo bench bench-binary bench-ci testbin fuzz fuzz-keep lint clean
 
 all: lint test build
 
@@ -46,14 +46,19 @@ demo:
 	hack/testbin.sh $(DEMO_PARTS) >/dev/null
 	$(TESTBIN_ENV) go run ./hack/demo
 
-## bench: the figures of benchmarks/README.md on real API servers: fan-out vs a raw client-go
-## loop, cache memory with and without slimming, /hook's cost (~20 min on 2 cores)
+## bench: the figures of benchmarks/README.md on real API servers: the flux-webhook binary as
+## users run it (fan-out vs a raw client-go loop, memory, API calls, registered clusters) and
+## the in-process benchmarks beside it (long: see benchmarks/README.md for smaller runs)
 bench: testbin
-	$(TESTBIN_ENV) go test -count=1 -timeout 120m -run '^$$' -bench . -benchmem ./benchmarks
+	$(TESTBIN_ENV) go test -count=1 -timeout 180m -run '^$$' -bench . -benchmem ./benchmarks
 
-## bench-ci: every benchmark once, at 50 objects per cluster: proof that they run
+## bench-binary: the binary's benchmarks only, the figures the README quotes (BENCH=<regexp> for fewer)
+bench-binary: testbin
+	$(TESTBIN_ENV) go test -count=1 -timeout 120m -run '^$$' -bench '$(or $(BENCH),BenchmarkBinary)' -benchtime 1x ./benchmarks
+
+## bench-ci: every benchmark once, at 50 objects per cluster and 2 registered clusters: proof that they run
 bench-ci: testbin
-	$(TESTBIN_ENV) FLUX_WEBHOOK_BENCH_OBJECTS=50 go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x -benchmem ./benchmarks
+	$(TESTBIN_ENV) FLUX_WEBHOOK_BENCH_OBJECTS=50 FLUX_WEBHOOK_BENCH_CLUSTERS=2 FLUX_WEBHOOK_BENCH_IDLE=5s go test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x -benchmem ./benchmarks
 
 ## fuzz: every fuzz target for FUZZTIME each, corpus kept in testdata/fuzz
 fuzz:

@@ -36,6 +36,9 @@ const (
 //	FLUX_WEBHOOK_BENCH_OBJECTS   Flux objects per cluster, a list (default 1000,5000); the
 //	                             cache and /hook benchmarks use the largest
 //	FLUX_WEBHOOK_BENCH_SERVERS   API servers the fan-out spans, a list (default 1,3)
+//	FLUX_WEBHOOK_BENCH_CLUSTERS  registered clusters of BenchmarkBinaryClusters, a list
+//	                             (default 10,50,200)
+//	FLUX_WEBHOOK_BENCH_IDLE      how long idle requests are counted (default 1m)
 //	FLUX_WEBHOOK_BENCH_MEMPROFILES  a directory: the cache benchmark writes a heap profile
 //	                             of each cache there (go tool pprof)
 func objectCounts() []int { return intList("FLUX_WEBHOOK_BENCH_OBJECTS", []int{1000, 5000}) }

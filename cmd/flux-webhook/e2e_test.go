@@ -288,8 +288,9 @@ func TestNativeWebhookPushIsAppliedAndReported(t *testing.T) {
 	fixed := a.commit(t, "deploy/broken.yaml", "", "fix")
 	a.waitFinal(t, fixed, "Kustomization", "success")
 
-	// The audit trail in Kubernetes: Events on the Kustomization for each push (recorded
-	// asynchronously, after the status).
+	// The audit trail in Kubernetes, for each push (recorded asynchronously, after the
+	// status): the request's Event, one per push and cluster, on the source it requested
+	// (counting what it requested there), and the result's on the Kustomization.
 	seen := map[string]bool{}
 	waitFor(t, 10*time.Second, "Events for each push", func() bool {
 		var evs eventsv1.EventList
@@ -297,7 +298,8 @@ func TestNativeWebhookPushIsAppliedAndReported(t *testing.T) {
 			return false
 		}
 		for _, e := range evs.Items {
-			if e.Regarding.Name == a.name && e.Regarding.Kind == "Kustomization" {
+			on := map[string]string{"ReconcileRequested": "GitRepository", "ResultReported": "Kustomization"}[e.Reason]
+			if e.Regarding.Name == a.name && e.Regarding.Kind == on {
 				for _, s := range []string{sha, broken, fixed} {
 					if strings.Contains(e.Note, s) {
 						seen[e.Reason+" "+s[:7]] = true

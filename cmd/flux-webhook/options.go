@@ -164,6 +164,7 @@ type clusterOptions struct {
 	DefaultGrant       string
 	QPS                float32
 	Burst              int
+	MaxObjects         int
 	KindDiscovery      time.Duration
 	JobQPS             float64
 	JobBurst           int
@@ -178,6 +179,7 @@ func (o *clusterOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.InsecureKubeconfig, "insecure-kubeconfig", nil, "allow registered clusters' kubeconfigs these refused categories: "+strings.Join(cluster.KubeconfigCategories, ", ")+" (each lets whoever writes a cluster Secret make flux-webhook run a program, read a file of its pod, skip TLS verification, call its own pod's, node's or cloud's metadata services, ...)")
 	fs.Float32Var(&o.QPS, "cluster-qps", 50, "queries per second to each registered cluster's API")
 	fs.IntVar(&o.Burst, "cluster-burst", 300, "burst of queries to each registered cluster's API")
+	fs.IntVar(&o.MaxObjects, "cluster-max-objects", cluster.DefaultMaxObjects, "most Flux objects cached of one registered cluster: one holding more is counted before its objects are listed (or as they come) and not cached, refused as a cluster Secret is (log, flux_webhook_clusters_refused_total{reason=\"too-many-objects\"}, an Event on its Secret), and counted again every minute")
 	fs.Float64Var(&o.JobQPS, "job-qps", jobs.DefaultQPS, "patches per second a platform job makes in each cluster: kept below the clients' QPS, so that pushes always have most of it")
 	fs.IntVar(&o.JobBurst, "job-burst", jobs.DefaultBurst, "burst of a platform job's patches in each cluster")
 	fs.DurationVar(&o.KindDiscovery, "kind-discovery-interval", time.Minute, "how often each cluster is asked which Flux kinds it serves: a Flux CRD installed later is used from then on, without a restart")
@@ -298,6 +300,9 @@ func (o *serveOptions) validate() (secretRefs, error) {
 	}
 	if o.cluster.KindDiscovery < time.Second {
 		return refs, fmt.Errorf("%w: --kind-discovery-interval must be at least 1s", errUsage)
+	}
+	if o.cluster.MaxObjects < 1 {
+		return refs, fmt.Errorf("%w: --cluster-max-objects must be positive", errUsage)
 	}
 	if o.cluster.QPS <= 0 || o.cluster.Burst <= 0 || o.kube.QPS <= 0 || o.kube.Burst <= 0 {
 		return refs, fmt.Errorf("%w: --kube-qps, --kube-burst, --cluster-qps and --cluster-burst must be positive", errUsage)

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -124,6 +126,13 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	// same structured logger: every line of the log is one JSON object.
 	klog.SetLogger(logger)
 	version.RegisterMetric()
+	// Unless GOMEMLIMIT is set, the garbage collector's soft limit is 90% of the container's
+	// memory limit (its cgroup's): it works harder before the kernel would kill the process.
+	if limit, err := memlimit.Set(memlimit.WithRatio(memoryLimitRatio)); err != nil {
+		logger.Error(err, "memory limit not read from the container")
+	} else if limit < math.MaxInt64 {
+		logger.Info("memory limit", "gomemlimit", limit)
+	}
 	traces, err := tracing.FromEnv(nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -215,7 +224,7 @@ func newManager(cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.
 		GracefulShutdownTimeout:       ptr(gracefulShutdown),
 		// Only the Flux kinds the cluster serves are cached (their informers are made as
 		// they are discovered); a read of anything else through the cache is an error.
-		Cache: cluster.CacheOptions(),
+		Cache: cluster.CacheOptions(o.cluster.Name),
 		// Secrets are read by name through their own watches; reconcile jobs and push
 		// records (ConfigMaps) by name or label through the API reader.
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
@@ -338,7 +347,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	if o.cluster.SecretsNamespace != "" {
 		policy, _ := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
 		svc.runnables = append(svc.runnables, &cluster.Secrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
-			QPS: o.cluster.QPS, Burst: o.cluster.Burst, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, MaxObjects: o.cluster.MaxObjects, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
 			DefaultGrant: o.cluster.DefaultGrant, Log: logger.WithName("clusters")})
 	}
 	o.enroll.wire(svc, mgr, o, keys, clientset, dyn, clusters, out.repositories, logger)
@@ -402,6 +411,11 @@ func (svc *service) readyChecks() map[string]healthz.Checker {
 		"record-key": func(*http.Request) error { return svc.recordKey.Ready() },
 	}
 }
+
+// memoryLimitRatio is the share of the container's memory limit GOMEMLIMIT is set to when
+// not given: the rest is for what the Go runtime does not count (stacks' and the binary's
+// pages, the kernel's buffers of its connections).
+const memoryLimitRatio = 0.9
 
 // gracefulShutdown bounds the manager's stop on SIGTERM: in-flight requests finish (the
 // hook server gives them 20 s), runnables stop, and the process exits inside Kubernetes'

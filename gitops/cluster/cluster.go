@@ -25,8 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/lru"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -85,6 +85,12 @@ type Cluster struct {
 	// DiscoveryInterval is how often the cluster is asked which Flux kinds it serves (a CRD
 	// installed later is picked up then); zero means discoveryInterval. Set before Watch.
 	DiscoveryInterval time.Duration
+	// MaxObjects, when positive, caps the Flux objects cached of the cluster: before a kind's
+	// objects are listed the API server is asked how many there are, and the cache's are
+	// counted at every probe; beyond it TooMany is called (once, with ErrTooManyObjects), and
+	// the kinds not listed yet are not. Set both before Watch.
+	MaxObjects int
+	TooMany    func(error)
 	cluster.Cluster
 	events recorder.EventRecorder
 
@@ -117,6 +123,13 @@ type Cluster struct {
 	kindsChanged chan struct{}
 	stop         context.CancelFunc // remote clusters: stops their cache
 	done         chan struct{}      // remote clusters: closed when the cache stopped
+
+	objects    objects
+	requesting requesting
+	// budgetClients are the clients of each Budget, made on first use (budgetClient).
+	budgetOnce    sync.Once
+	budgetClients [budgets]client.Client
+	budgetErr     error
 }
 
 // writtenEntries bounds Cluster.written: the objects of the pushes of the last seconds.
@@ -177,19 +190,12 @@ func New(name, region string, c cluster.Cluster, keys Keys) *Cluster {
 func NewRemote(name, region string, cfg *rest.Config, keys Keys) (*Cluster, error) {
 	c, err := cluster.New(cfg, func(o *cluster.Options) {
 		o.Scheme = flux.NewScheme()
-		o.Cache = CacheOptions()
+		o.Cache = CacheOptions(name)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
 	return New(name, region, c, keys), nil
-}
-
-// CacheOptions are the cache options of every cluster: objects slimmed to what flux-webhook
-// reads (flux.CacheTransform), and a read of a kind the cache does not serve is an error,
-// not a new cluster-wide watch.
-func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: flux.CacheTransform, ReaderFailOnMissingInformer: true}
 }
 
 // Run starts a remote cluster's cache and its Watch in the background, until Stop.
@@ -217,6 +223,7 @@ func (c *Cluster) Stop() {
 	c.stop()
 	<-c.done
 	clusterUp.DeleteLabelValues(c.Name, c.Region)
+	clusterObjects.DeleteLabelValues(c.Name)
 	kindServed.DeletePartialMatch(prometheus.Labels{"cluster": c.Name})
 }
 
@@ -234,14 +241,19 @@ func (c *Cluster) Watch(ctx context.Context) {
 		logger.Error(err, "cluster discovery")
 		return
 	}
+	end := beginListing()
 	for c.discover(ctx, disco) != nil {
+		end()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(probeInterval):
 		}
+		end = beginListing()
 	}
-	if !c.GetCache().WaitForCacheSync(ctx) {
+	synced := c.GetCache().WaitForCacheSync(ctx)
+	end()
+	if !synced {
 		return
 	}
 	c.synced.Store(true)
@@ -267,6 +279,9 @@ func (c *Cluster) Watch(ctx context.Context) {
 			}
 		}
 		clusterUp.WithLabelValues(c.Name, c.Region).Set(map[bool]float64{true: 1, false: 0}[up])
+		if err := c.count(ctx); err != nil && ctx.Err() == nil {
+			logger.Error(err, "count cached objects")
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -338,6 +353,20 @@ func (c *Cluster) discover(ctx context.Context, disco discovery.DiscoveryInterfa
 	c.mu.Lock()
 	c.unusable = unusable
 	c.mu.Unlock()
+	if c.MaxObjects > 0 && len(added) > 0 {
+		// Counted before they are listed: a cluster over its cap is not cached at all.
+		n, err := c.precount(ctx, added)
+		if err != nil {
+			return err
+		}
+		if n += c.Objects(); n > c.MaxObjects {
+			c.tooMany(n)
+			return fmt.Errorf("%w: cluster %s holds more than %d", ErrTooManyObjects, c.Name, c.MaxObjects)
+		}
+	}
+	if len(added) > 0 && c.synced.Load() {
+		defer beginListing()() // a kind picked up later is listed now
+	}
 	for _, k := range added {
 		if err := flux.SetupIndexes(ctx, c.GetFieldIndexer(), k); err != nil {
 			return err
@@ -448,6 +477,32 @@ func (c *Cluster) Object(ctx context.Context, t api.Target) (client.Object, erro
 		return nil, err
 	}
 	return obj, nil
+}
+
+// Dependents returns the cached objects of kind k that build from src (flux.IndexSource), as
+// the cache holds them, without a copy of each: read them, never change them.
+func (c *Cluster) Dependents(ctx context.Context, k flux.Kind, src flux.Ref) ([]client.Object, error) {
+	inf, err := c.GetCache().GetInformer(ctx, k.New())
+	if err != nil {
+		return nil, err
+	}
+	if ix, ok := inf.(interface{ GetIndexer() toolscache.Indexer }); ok {
+		// The field index as controller-runtime names it, for every namespace.
+		if items, err := ix.GetIndexer().ByIndex("field:"+flux.IndexSource, "__all_namespaces/"+src.String()); err == nil {
+			out := make([]client.Object, 0, len(items))
+			for _, it := range items {
+				if o, ok := it.(client.Object); ok {
+					out = append(out, o)
+				}
+			}
+			return out, nil
+		}
+	}
+	list := k.NewList()
+	if err := c.GetCache().List(ctx, list, client.MatchingFields{flux.IndexSource: src.String()}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	return flux.Items(list), nil
 }
 
 // Sources returns what o builds from, and what those build from, as far as the cluster's

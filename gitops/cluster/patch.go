@@ -26,28 +26,36 @@ const FieldOwner = "flux-webhook"
 // for the same objects.
 var conflictBackoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 20, Cap: 250 * time.Millisecond}
 
-// ReadMetadata reads o's metadata from the API server, past the cache.
-func (c *Cluster) ReadMetadata(ctx context.Context, o client.Object) (*metav1.PartialObjectMetadata, error) {
+// ReadMetadata reads o's metadata from the API server, past the cache, on budget b.
+func (c *Cluster) ReadMetadata(ctx context.Context, b Budget, o client.Object) (*metav1.PartialObjectMetadata, error) {
 	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	cl, err := c.budgetClient(b)
 	if err != nil {
 		return nil, err
 	}
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(gvk)
-	if err := c.GetAPIReader().Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
+	if err := cl.Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
 		return nil, fmt.Errorf("read %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(o), err)
 	}
 	return m, nil
 }
 
-// PatchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock.
-// change edits the annotations of a copy of the freshest metadata known (from, when given,
+// PatchMetadata merge-patches o's annotations, and nothing else, with an optimistic lock, on
+// budget b (the patch, and the read after a conflict). change edits the annotations of a copy of the freshest metadata known (from, when given,
 // else o; its annotations never nil); on a conflict the metadata is read again from the API
 // server and change runs again. It returns the metadata as the API server answered, or nil
 // when change returned ErrNoChange.
-func (c *Cluster) PatchMetadata(ctx context.Context, o client.Object, from *metav1.PartialObjectMetadata,
+func (c *Cluster) PatchMetadata(ctx context.Context, b Budget, o client.Object, from *metav1.PartialObjectMetadata,
 	change func(m *metav1.PartialObjectMetadata) error) (*metav1.PartialObjectMetadata, error) {
 	gvk, err := apiutil.GVKForObject(o, c.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	cl, err := c.budgetClient(b)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +74,7 @@ func (c *Cluster) PatchMetadata(ctx context.Context, o client.Object, from *meta
 	var next *metav1.PartialObjectMetadata
 	err = retry.RetryOnConflict(conflictBackoff, func() error {
 		if !first {
-			if err := c.GetAPIReader().Get(ctx, key, m); err != nil {
+			if err := cl.Get(ctx, key, m); err != nil {
 				return err
 			}
 		}
@@ -78,7 +86,7 @@ func (c *Cluster) PatchMetadata(ctx context.Context, o client.Object, from *meta
 		if err := change(next); err != nil {
 			return err
 		}
-		return c.GetClient().Patch(ctx, next, client.MergeFromWithOptions(m, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+		return cl.Patch(ctx, next, client.MergeFromWithOptions(m, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
 	})
 	switch {
 	case errors.Is(err, ErrNoChange):

@@ -155,7 +155,7 @@ func (c *Cluster) SealRecord(kind string, m metav1.Object, rec record.Record) er
 // of the newer record it replaced, if any were pending, are lost with it: only the object's
 // writer could remove it, and only its own statuses go with it.
 func (c *Cluster) Retire(ctx context.Context, kind string, o client.Object) error {
-	m, err := c.PatchMetadata(ctx, o, nil, func(m *metav1.PartialObjectMetadata) error {
+	m, err := c.PatchMetadata(ctx, Bookkeeping, o, nil, func(m *metav1.PartialObjectMetadata) error {
 		rec, err := record.Open(c.keys.Values(credentials.RecordKey), c.recordID(kind, m), m.Annotations)
 		if err != nil || !c.older(kind, m, rec) {
 			return ErrNoChange // not (or no longer) the old record: nothing of ours to retire

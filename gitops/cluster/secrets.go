@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -54,6 +55,13 @@ type Secrets struct {
 	Burst int
 	// DiscoveryInterval is each remote cluster's (Cluster.DiscoveryInterval).
 	DiscoveryInterval time.Duration
+	// MaxObjects caps the Flux objects cached of each registered cluster (Cluster.MaxObjects;
+	// DefaultMaxObjects when zero): a cluster over it is unregistered, and tried again after
+	// tooManyRetry.
+	MaxObjects int
+	// TooManyRetry is how long a cluster over MaxObjects waits before it is counted again;
+	// tooManyRetry when zero.
+	TooManyRetry time.Duration
 	// Keys seal and open the request records of the clusters' objects.
 	Keys Keys
 	// Policy says which risky kubeconfig categories are allowed (none by default).
@@ -68,11 +76,13 @@ type Secrets struct {
 
 	mu      sync.Mutex
 	running map[string]registered // by Secret name
+	secrets toolscache.Store      // the informer's: a Secret is read again from it to retry
 }
 
 type registered struct {
 	cluster string
 	digest  [32]byte
+	c       *Cluster
 	grant   grantSource
 }
 
@@ -83,18 +93,23 @@ type grantSource struct {
 	value     string
 }
 
+// tooManyRetry is how long a cluster unregistered for holding too many Flux objects waits
+// before it is counted again (a few list calls of one object each).
+const tooManyRetry = time.Minute
+
 // NeedLeaderElection is false: every replica needs every cluster's cache to serve /hook.
 func (w *Secrets) NeedLeaderElection() bool { return false }
 
 // Start follows the Secrets until ctx ends, then stops the remote clusters.
 func (w *Secrets) Start(ctx context.Context) error {
 	w.running = map[string]registered{}
-	for _, reason := range append([]string{"invalid-name", "no-kubeconfig", "invalid-kubeconfig"}, KubeconfigCategories...) {
+	for _, reason := range append([]string{"invalid-name", "no-kubeconfig", "invalid-kubeconfig", reasonTooManyObjects}, KubeconfigCategories...) {
 		clustersRefused.WithLabelValues(reason) // 0, not absent, for alerts
 	}
 	lw := toolscache.NewFilteredListWatchFromClient(w.Client.CoreV1().RESTClient(), "secrets", w.Namespace,
 		func(o *metav1.ListOptions) { o.LabelSelector = ClusterLabel })
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	w.secrets = inf.GetStore()
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.apply(ctx, o) },
 		UpdateFunc: func(_, o any) { w.apply(ctx, o) },
@@ -180,6 +195,8 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		return
 	}
 	c.DiscoveryInterval = w.DiscoveryInterval
+	c.MaxObjects = cmp.Or(w.MaxObjects, DefaultMaxObjects)
+	c.TooMany = func(err error) { w.tooMany(ctx, s, c, err) }
 	c.SetGrant(w.grant(s, name, src))
 	if cur, ok := w.running[s.Name]; ok && cur.cluster != name {
 		w.removeLocked(s.Name) // the Secret now names another cluster
@@ -190,7 +207,7 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		logger.Error(fmt.Errorf("cluster %q is this cluster's own name", name), "ignoring cluster secret")
 		return
 	}
-	w.running[s.Name] = registered{cluster: name, digest: digest, grant: src}
+	w.running[s.Name] = registered{cluster: name, digest: digest, c: c, grant: src}
 	logger.Info("cluster registered", "cluster", name, "region", region, "server", cfg.Host, "repositories", c.GrantString())
 }
 
@@ -226,6 +243,31 @@ func (w *Secrets) refuse(s *corev1.Secret, reason string, err error) {
 		w.Events.Eventf(s, nil, corev1.EventTypeWarning, "ClusterRefused", "RegisterCluster", "not registered: %s", err.Error())
 	}
 	w.removeLocked(s.Name)
+}
+
+// reasonTooManyObjects is the refusal reason of a cluster over its object cap.
+const reasonTooManyObjects = "too-many-objects"
+
+// tooMany unregisters c, the cluster of Secret s, which holds more Flux objects than a
+// cluster may have cached (its cache stops, and its memory goes with it): logged, counted
+// and recorded as an Event on the Secret, as any refusal. The Secret is tried again after
+// tooManyRetry.
+func (w *Secrets) tooMany(ctx context.Context, s *corev1.Secret, c *Cluster, err error) {
+	w.mu.Lock()
+	if cur, ok := w.running[s.Name]; !ok || cur.c != c {
+		w.mu.Unlock()
+		return // replaced or removed meanwhile
+	}
+	retry := cmp.Or(w.TooManyRetry, tooManyRetry)
+	w.refuse(s, reasonTooManyObjects, fmt.Errorf("%w; flux-webhook keeps no cache of it and counts again in %s", err, retry))
+	w.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-time.After(retry):
+		if o, ok, _ := w.secrets.Get(s); ok {
+			w.apply(ctx, o)
+		}
+	}
 }
 
 func (w *Secrets) remove(secret string) {

@@ -318,7 +318,7 @@ func sourcesFirst(objs map[flux.Ref]client.Object) []client.Object {
 
 // annotate merge-patches requestedAt on o's metadata only, retrying on conflict.
 func annotate(ctx context.Context, c *cluster.Cluster, o client.Object, token string) error {
-	_, err := c.PatchMetadata(ctx, o, nil, func(m *metav1.PartialObjectMetadata) error {
+	_, err := c.PatchMetadata(ctx, cluster.Requests, o, nil, func(m *metav1.PartialObjectMetadata) error {
 		m.Annotations[meta.ReconcileRequestAnnotation] = token
 		return nil
 	})

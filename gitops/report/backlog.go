@@ -188,7 +188,7 @@ func (b *Backlog) requested(ctx context.Context, t api.Target, key string) bool 
 	if err != nil {
 		return false
 	}
-	m, err := c.ReadMetadata(ctx, obj)
+	m, err := c.ReadMetadata(ctx, cluster.Bookkeeping, obj)
 	if err != nil {
 		return false
 	}

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/openova-io/flux-webhook/api"
+	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/flux"
 	"github.com/openova-io/flux-webhook/gitops/observe"
 	"github.com/openova-io/flux-webhook/gitops/record"
@@ -302,7 +303,7 @@ func (r *Reporter) deliverFollower(ctx context.Context, obj client.Object, req r
 	} else if post {
 		// Recorded before, by a reporter that stopped or whose post failed: is it still
 		// owed, and (if Gitea is asked) was it posted?
-		m, err := r.Cluster.ReadMetadata(ctx, obj)
+		m, err := r.Cluster.ReadMetadata(ctx, cluster.Bookkeeping, obj)
 		if err != nil {
 			return err
 		}

@@ -240,13 +240,22 @@ func (r *Reporter) enqueue(k flux.Kind) handler.TypedEventHandler[client.Object,
 		for depth := 0; depth < maxDependentDepth && len(level) > 0; depth++ {
 			var next []flux.Ref
 			for _, src := range level {
+				sk, err := flux.Lookup(src.Kind)
+				if err != nil {
+					continue
+				}
 				for _, dk := range r.Cluster.Kinds() {
-					list := dk.NewList()
-					if err := r.Cluster.GetCache().List(ctx, list, client.MatchingFields{flux.IndexSource: src.String()}); err != nil {
+					if dk.Stage() <= sk.Stage() {
+						continue // what builds from an object is requested after it: a later stage
+					}
+					// Read only (names, whether a record is there): the cache's objects as they
+					// are, not a copy of each (a source's event would copy all it feeds).
+					deps, err := r.Cluster.Dependents(ctx, dk, src)
+					if err != nil {
 						log.FromContext(ctx).Error(err, "list dependents", "source", src.String())
 						continue
 					}
-					for _, d := range flux.Items(list) {
+					for _, d := range deps {
 						ref := flux.Ref{Kind: dk.Name(), Namespace: d.GetNamespace(), Name: d.GetName()}
 						if seen[ref] {
 							continue
@@ -324,8 +333,13 @@ func (r *Reporter) target(ref flux.Ref) api.Target {
 	return api.Target{Cluster: r.Cluster.Name, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
 }
 
-// Reconcile reports on one target: superseded requests first, then the current one.
+// Reconcile reports on one target: superseded requests first, then the current one. While a
+// push is being requested in the cluster, it waits: its writes do not compete with the
+// push's patches (cluster.Busy).
 func (r *Reporter) Reconcile(ctx context.Context, t api.Target) (reconcile.Result, error) {
+	if wait := r.Cluster.Busy(); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
 	res, err := r.report(ctx, t)
 	if errors.Is(err, errMoved) {
 		// Someone changed the record under us: look again at once.
@@ -386,7 +400,9 @@ func (r *Reporter) report(ctx context.Context, t api.Target) (reconcile.Result, 
 		// A final status was on its way when the last reporter stopped: finish that one.
 		return reconcile.Result{}, r.deliver(ctx, t, obj, *cur, *cur.Intent)
 	}
-	if cur.Posted == "" {
+	if cur.Posted == "" && cur.Aggregate == "" {
+		// Per object, pending is posted once. Per cluster the aggregator posts the cluster's
+		// pending once the push is requested there: nothing to write on the object.
 		if err := r.deliver(ctx, t, obj, *cur, observe.Requested(cur.SHA)); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -481,7 +497,13 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 	if st.State != "" && req.Posted != st.State {
 		post := true
 		since := req.IntentSince
-		if req.Intent == nil || *req.Intent != st {
+		switch {
+		case req.Aggregate != "":
+			// Per-cluster statuses: the result goes into the push record, a set (recorded
+			// twice, it counts once), which posts nothing itself: no intent to record on the
+			// object first. Retried until a result timeout past the request's own.
+			since = req.RequestedAt.Add(r.ResultTimeout)
+		case req.Intent == nil || *req.Intent != st:
 			since = r.now()
 			err := r.updateRecord(ctx, obj, func(rec *record.Record) error {
 				// On a conflict this runs on the API server's record: a cache behind our
@@ -496,7 +518,7 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 			if err != nil {
 				return err
 			}
-		} else {
+		default:
 			// The intent was recorded before: by this reporter, whose post failed, or by one
 			// that stopped. Without a write of ours to lose an optimistic-lock race, only a
 			// read from the API server shows whether the request was finished or given up
@@ -558,8 +580,8 @@ func (r *Reporter) deliver(ctx context.Context, t api.Target, obj client.Object,
 func supersededStatus(s record.Superseded) api.Status { return observe.Superseded(s.By) }
 
 // reportSuperseded posts the warning of every superseded request of the record, in one pass
-// whatever their number: one record write records the intent of all of them, the posts
-// follow, and one more write removes the posted ones. A request whose intent a stopped
+// whatever their number: one record write records the intent of all of them (of those whose
+// statuses are per object), the posts follow, and one more write removes the posted ones. A request whose intent a stopped
 // reporter recorded is first looked up in Gitea, so that nothing is posted twice. When a post
 // fails and may succeed later, what was posted is removed and the pass is retried.
 func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj client.Object, rec record.Record) error {
@@ -583,12 +605,15 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 			fresh = append(fresh, s)
 		}
 	}
-	if len(fresh) > 0 {
+	// A request whose statuses are per cluster goes to the push record, a set: no intent to
+	// record on the object first.
+	own := slices.ContainsFunc(fresh, func(s record.Superseded) bool { return s.Aggregate == "" })
+	if own {
 		err := r.updateRecord(ctx, obj, func(rec *record.Record) error {
 			for i := range rec.Superseded {
 				q := &rec.Superseded[i]
 				for _, f := range fresh {
-					if q.Token == f.Token && !q.Final && q.SameProgress(f.Request) {
+					if f.Aggregate == "" && q.Token == f.Token && !q.Final && q.SameProgress(f.Request) {
 						in := record.SupersededIntent
 						q.Intent, q.IntentSince = &in, now
 					}
@@ -599,15 +624,15 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 		if err != nil {
 			return err
 		}
-		for i := range fresh {
-			in := record.SupersededIntent
-			fresh[i].Intent, fresh[i].IntentSince = &in, now
-		}
+	}
+	for i := range fresh {
+		in := record.SupersededIntent
+		fresh[i].Intent, fresh[i].IntentSince = &in, now
 	}
 	if len(inherited) > 0 {
 		// Only a read from the API server shows whether they were finished since (the cache
 		// can lag behind our own last write).
-		m, err := r.Cluster.ReadMetadata(ctx, obj)
+		m, err := r.Cluster.ReadMetadata(ctx, cluster.Bookkeeping, obj)
 		if err != nil {
 			return err
 		}
@@ -673,7 +698,7 @@ func (r *Reporter) reportSuperseded(ctx context.Context, t api.Target, obj clien
 
 // asSeen returns errMoved unless the record on the API server holds req as seen, not final.
 func (r *Reporter) asSeen(ctx context.Context, obj client.Object, req record.Request) error {
-	m, err := r.Cluster.ReadMetadata(ctx, obj)
+	m, err := r.Cluster.ReadMetadata(ctx, cluster.Bookkeeping, obj)
 	if err != nil {
 		return err
 	}
@@ -839,7 +864,7 @@ func (r *Reporter) updateRecord(ctx context.Context, obj client.Object, change f
 // updateMetadata is updateRecord with access to the other annotations.
 func (r *Reporter) updateMetadata(ctx context.Context, obj client.Object, change func(*record.Record, map[string]string) error) error {
 	kind := flux.KindOf(obj)
-	m, err := r.Cluster.PatchMetadata(ctx, obj, nil, func(m *metav1.PartialObjectMetadata) error {
+	m, err := r.Cluster.PatchMetadata(ctx, cluster.Bookkeeping, obj, nil, func(m *metav1.PartialObjectMetadata) error {
 		rec, err := r.Cluster.OpenRecord(kind, m)
 		if err != nil {
 			return errMoved // replaced by one flux-webhook did not write: not ours to change

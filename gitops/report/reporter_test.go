@@ -168,6 +168,9 @@ func TestReportSuperseded(t *testing.T) {
 	startReporter(t, rec, time.Minute)
 	p := newPipeline(t)
 	first := p.push(t)
+	// Both pending before the next push (a request superseded before its pending is posted
+	// gets its warning only).
+	fluxtest.WaitStates(t, rec, first, p.ctx(sourcev1.GitRepositoryKind), api.StatePending)
 	fluxtest.WaitStates(t, rec, first, p.ctx(kustomizev1.KustomizationKind), api.StatePending)
 	second := p.push(t)
 	for _, kind := range []string{sourcev1.GitRepositoryKind, kustomizev1.KustomizationKind} {

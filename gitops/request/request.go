@@ -371,7 +371,9 @@ func targetOf(c *cluster.Cluster, o client.Object) api.Target {
 // the cluster's API server stopped answering: the objects not yet done then get an error
 // outcome at once, instead of each waiting out its own timeout.
 func RequestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, req record.Request, workers int) (out []api.Outcome, failed error) {
+	defer c.Requesting()() // the reporter's bookkeeping there waits meanwhile
 	out = make([]api.Outcome, len(objs))
+	patched := make([]bool, len(objs))
 	var mu sync.Mutex
 	down := func() error { mu.Lock(); defer mu.Unlock(); return failed }
 	for start := 0; start < len(objs); {
@@ -388,8 +390,8 @@ func RequestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, re
 		for range min(workers, end-start) {
 			wg.Go(func() {
 				for i := range next {
-					o, unavailable := requestOne(ctx, c, objs[i], req, down())
-					out[i] = o
+					o, p, unavailable := requestOne(ctx, c, objs[i], req, down())
+					out[i], patched[i] = o, p
 					if unavailable != nil {
 						mu.Lock()
 						if failed == nil {
@@ -407,13 +409,66 @@ func RequestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, re
 		wg.Wait()
 		start = end
 	}
+	requested(ctx, c, objs, patched, req)
 	// Objects deleted since the cache saw them are left out.
 	out = slices.DeleteFunc(out, func(o api.Outcome) bool { return o.Result == "" })
 	return out, failed
 }
 
-// requestOne requests one object; unavailable, when set, says the API server did not answer.
-func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req record.Request, down error) (res api.Outcome, unavailable error) {
+// requested records, for a push in one cluster, one Kubernetes Event on each of the objects
+// of the first stage it requested (the sources it matched: one GitRepository, typically),
+// counting by kind what it requested there. One per push and cluster, not one per object:
+// each object carries its own sealed request record (commit, repository, delivery, time),
+// and the log a line per target; Events have a client of their own (controller-runtime's
+// recorder), and a push's patches never wait for them.
+func requested(ctx context.Context, c *cluster.Cluster, objs []client.Object, patched []bool, req record.Request) {
+	byKind := map[string]int{}
+	var kinds []string
+	stage, total := -1, 0
+	var first []client.Object
+	for i, p := range patched {
+		if !p {
+			continue
+		}
+		k, _ := flux.KindFor(objs[i]) // matched: a known kind
+		if byKind[k.Name()] == 0 {
+			kinds = append(kinds, k.Name())
+		}
+		byKind[k.Name()]++
+		total++
+		switch {
+		case stage < 0 || k.Stage() < stage:
+			stage, first = k.Stage(), []client.Object{objs[i]}
+		case k.Stage() == stage:
+			first = append(first, objs[i])
+		}
+	}
+	if total == 0 {
+		return
+	}
+	counts := make([]string, 0, len(kinds))
+	for _, k := range kinds {
+		counts = append(counts, fmt.Sprintf("%d %s", byKind[k], k))
+	}
+	if len(first) > maxRequestedEvents {
+		log.FromContext(ctx).Info("reconcile requested Events left out", "sources", len(first)-maxRequestedEvents)
+		first = first[:maxRequestedEvents]
+	}
+	for _, o := range first {
+		c.Events().Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
+			"push of %s to %s %s (delivery %s): reconcile requested for %d Flux objects in this cluster (%s)",
+			req.SHA, req.Repository, req.Ref, req.Delivery, total, strings.Join(counts, ", "))
+	}
+}
+
+// maxRequestedEvents bounds the ReconcileRequested Events of one push in one cluster: one
+// per source it requested there, and a push that feeds hundreds of sources in one cluster
+// (a repository every tenant namespace follows) gets this many.
+const maxRequestedEvents = 20
+
+// requestOne requests one object; requested says this call set its requestedAt, unavailable,
+// when set, that the API server did not answer.
+func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req record.Request, down error) (res api.Outcome, requested bool, unavailable error) {
 	k, _ := flux.KindFor(o) // matched: a known kind
 	t := targetOf(c, o)
 	res = api.Outcome{Target: t, Result: api.ResultRequested}
@@ -427,7 +482,7 @@ func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req re
 		patched, deferred, err := Reconcile(ctx, c, o, req)
 		switch {
 		case err != nil && apierrors.IsNotFound(err):
-			return api.Outcome{}, nil // deleted since the cache saw it
+			return api.Outcome{}, false, nil // deleted since the cache saw it
 		case err != nil:
 			res.Result, res.Error = api.ResultError, cluster.PublicError(ctx, c.Name, err)
 			if cluster.Unavailable(err) || ctx.Err() != nil {
@@ -440,13 +495,12 @@ func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req re
 		case deferred:
 			res.Result = api.ResultCoalesced
 		default:
-			c.Events().Eventf(o, nil, corev1.EventTypeNormal, "ReconcileRequested", "RequestReconcile",
-				"push of %s to %s %s (delivery %s)", req.SHA, req.Repository, req.Ref, req.Delivery)
+			requested = true
 		}
 	}
 	targetsRequested.WithLabelValues(c.Name, t.Kind, res.Result).Inc()
 	log.FromContext(ctx).Info("target", "kind", t.Kind, "namespace", t.Namespace, "name", t.Name, "result", res.Result, "reason", res.Error)
-	return res, unavailable
+	return res, requested, unavailable
 }
 
 // holds reports whether o's record, as this replica knows it, holds the request of token.
@@ -502,7 +556,7 @@ func Reconcile(ctx context.Context, c *cluster.Cluster, o client.Object, req rec
 		from = nil
 	}
 	logger := log.FromContext(ctx).WithValues("kind", ref.Kind, "namespace", ref.Namespace, "name", ref.Name)
-	m, err := c.PatchMetadata(ctx, o, from, func(m *metav1.PartialObjectMetadata) error {
+	m, err := c.PatchMetadata(ctx, cluster.Requests, o, from, func(m *metav1.PartialObjectMetadata) error {
 		rec, err := c.OpenRecord(ref.Kind, m)
 		if err != nil {
 			c.Rejected(ctx, ref.Kind, m, err) // replaced by this request's record

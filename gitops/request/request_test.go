@@ -179,21 +179,27 @@ func TestRequestFanOut(t *testing.T) {
 			t.Fatalf("%s %s: record %+v, %v", o.Kind, o.Name, rec.Current, err)
 		}
 	}
-	// An Event on each patched object names repository, sha and delivery.
-	fluxtest.WaitFor(t, "ReconcileRequested events", func() bool {
+	// One Event per push and cluster, on the source it requested, names repository, sha and
+	// delivery, and counts what was requested; none on each object.
+	events := func(ns string) []eventsv1.Event {
 		var evs eventsv1.EventList
-		if err := fluxtest.Kube.Client.List(t.Context(), &evs, client.InNamespace(apps)); err != nil {
-			return false
+		if err := fluxtest.Kube.Client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
 		}
-		n := 0
-		for _, e := range evs.Items {
-			if e.Reason == "ReconcileRequested" && strings.Contains(e.Note, sha) && strings.Contains(e.Note, repo) &&
-				strings.Contains(e.Note, "delivery-"+sha[:8]) {
-				n++
-			}
-		}
-		return n == 3 // apps, from-chart, podinfo
-	})
+		return slices.DeleteFunc(evs.Items, func(e eventsv1.Event) bool {
+			return e.Reason != "ReconcileRequested" || !strings.Contains(e.Note, sha)
+		})
+	}
+	fluxtest.WaitFor(t, "a ReconcileRequested event", func() bool { return len(events(src)) > 0 })
+	evs := events(src)
+	if len(evs) != 1 || evs[0].Regarding.Kind != "GitRepository" || evs[0].Regarding.Name != "app" || !strings.Contains(evs[0].Note, repo) ||
+		!strings.Contains(evs[0].Note, "delivery-"+sha[:8]) ||
+		!strings.Contains(evs[0].Note, "reconcile requested for 7 Flux objects in this cluster (1 GitRepository, 2 HelmChart, 2 Kustomization, 2 HelmRelease)") {
+		t.Fatalf("events %+v", evs)
+	}
+	if evs := events(apps); len(evs) > 0 {
+		t.Fatalf("an event per object: %+v", evs)
+	}
 }
 
 func TestRequestIsIdempotent(t *testing.T) {

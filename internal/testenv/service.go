@@ -94,6 +94,9 @@ func (s *Service) Restart(ctx context.Context, readyURL string) error {
 	return nil
 }
 
+// Pid returns the process id, e.g. to read its memory from /proc.
+func (s *Service) Pid() int { return s.proc.cmd.Process.Pid }
+
 // Stop sends SIGTERM, then SIGKILL after a grace period.
 func (s *Service) Stop() { s.proc.stop() }
 

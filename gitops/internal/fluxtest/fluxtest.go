@@ -86,7 +86,7 @@ func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...fun
 func StartClusterWith(ctx context.Context, name string, k *testenv.Kube, keys cluster.Keys, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
 	c, err := ctrlcluster.New(k.Config, func(o *ctrlcluster.Options) {
 		o.Scheme = flux.NewScheme()
-		o.Cache = cluster.CacheOptions()
+		o.Cache = cluster.CacheOptions(name)
 	})
 	if err != nil {
 		return nil, err
