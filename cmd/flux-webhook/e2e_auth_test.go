@@ -52,12 +52,13 @@ func tokenFor(scope string) string {
 func (a *app) token() string { return tokenFor(a.repo.FullName) }
 
 // unfollowed is a real repository with one commit that no Flux object follows: a push of it
-// is verified by Gitea and answered no-match.
+// is verified by Gitea and answered no-match. Its token is derived at each call: a test that
+// rotates the hook key (TestTokenRotation, TestEnrollment) makes an earlier one stale.
 var unfollowed struct {
-	once  sync.Once
-	event []byte
-	token string
-	err   error
+	once     sync.Once
+	event    []byte
+	fullName string
+	err      error
 }
 
 func unfollowedPush(t testing.TB) (event []byte, token string) {
@@ -82,12 +83,12 @@ func unfollowedPush(t testing.TB) (event []byte, token string) {
 			return
 		}
 		unfollowed.event = (&app{branch: "main", repo: repo}).pushEvent(sha)
-		unfollowed.token = tokenFor(repo.FullName)
+		unfollowed.fullName = repo.FullName
 	})
 	if unfollowed.err != nil {
 		t.Fatal(unfollowed.err)
 	}
-	return unfollowed.event, unfollowed.token
+	return unfollowed.event, tokenFor(unfollowed.fullName)
 }
 
 // A native Gitea webhook of content type form, with a secret: Gitea signs the JSON payload,
