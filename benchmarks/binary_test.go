@@ -152,26 +152,31 @@ func waitLogLines(b *testing.B, path string, n int, timeout time.Duration, want 
 // memory returns the process's resident set and its peak (VmRSS, VmHWM), in bytes.
 func (s *service) memory(b *testing.B) (rss, hwm float64) {
 	b.Helper()
+	v := s.status(b)
+	return v["VmRSS"], v["VmHWM"]
+}
+
+// status returns the service's /proc/<pid>/status sizes (VmRSS, VmHWM, RssAnon, RssFile…)
+// in bytes.
+func (s *service) status(b *testing.B) map[string]float64 {
+	b.Helper()
 	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Pid()))
 	if err != nil {
 		b.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(f), "\n") {
 		name, v, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		if !ok || !strings.HasSuffix(v, " kB") {
 			continue
 		}
 		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if name == "VmRSS" {
-			rss = kb * 1024
-		} else {
-			hwm = kb * 1024
-		}
+		out[name] = kb * 1024
 	}
-	return rss, hwm
+	return out
 }
 
 // scrapeAll returns every sample of the service's /metrics: name{labels} → value.

@@ -108,9 +108,15 @@ func serviceMemory(b *testing.B, k *testenv.Kube) (rss, hwm, heap float64) {
 	svc := startService(b, k, k.Kubeconfig, "--cluster-name", "local")
 	defer svc.Stop()
 	time.Sleep(memorySettle)
-	rss, hwm = svc.memory(b)
-	heap = sum(svc.scrapeAll(b), "go_gc_heap_live_bytes")
-	return rss, hwm, heap
+	st := svc.status(b)
+	m := svc.scrapeAll(b)
+	heap = sum(m, "go_gc_heap_live_bytes")
+	// Where the resident set is: the binary's mapped pages (RssFile) and the process's own
+	// memory (RssAnon): the Go heap in use, goroutine stacks, and what the runtime holds.
+	b.Logf("VmRSS %.1f MiB = RssFile %.1f (the binary's pages) + RssAnon %.1f; heap in use %.1f MiB (live %.1f), heap idle not returned %.1f MiB, stacks %.1f MiB, goroutines %.0f",
+		st["VmRSS"]/mib, st["RssFile"]/mib, st["RssAnon"]/mib, m["go_memstats_heap_inuse_bytes"]/mib, heap/mib,
+		(m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"])/mib, m["go_memstats_stack_inuse_bytes"]/mib, m["go_goroutines"])
+	return st["VmRSS"], st["VmHWM"], heap
 }
 
 // inflate gives the tenant's n Kustomizations what a tenant can write into them: a 200 KiB

@@ -120,10 +120,6 @@ func inventoryDeployment(id string) (Ref, bool) {
 	return Ref{Kind: deploymentKind, Namespace: parts[0], Name: parts[1]}, true
 }
 
-// IndexApplies indexes appliers (Kustomizations, HelmReleases) by the Deployments their
-// inventory lists, as Ref.String(): from a canary's target to what applied it.
-const IndexApplies = "flux-webhook.openova.io/applies"
-
 // CanaryBaseline is what a Canary's status said when the object applying its target was
 // seen to have applied a pushed commit: Flagger's hash of the target's pod template it last
 // took up, its phase, and when Flagger last wrote its status (Flagger's own clock, to the

@@ -122,7 +122,8 @@ func (helmRelease) Slim(o client.Object) {
 	h := o.(*helmv2.HelmRelease)
 	h.Spec.Values, h.Spec.ValuesFrom, h.Spec.PostRenderers, h.Status.History = nil, nil, nil, nil
 	if inv := h.Status.Inventory; inv != nil {
-		inv.Entries = slices.DeleteFunc(inv.Entries, func(e helmv2.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok })
+		// A slice of its own length: the decoded one has room for every entry.
+		inv.Entries = slices.Clone(slices.DeleteFunc(inv.Entries, func(e helmv2.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok }))
 		if len(inv.Entries) == 0 {
 			h.Status.Inventory = nil
 		}

@@ -105,7 +105,8 @@ func (kustomization) Applies(o client.Object) []Ref {
 func (kustomization) Slim(o client.Object) {
 	k := o.(*kustomizev1.Kustomization)
 	if inv := k.Status.Inventory; inv != nil {
-		inv.Entries = slices.DeleteFunc(inv.Entries, func(e kustomizev1.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok })
+		// A slice of its own length: the decoded one has room for every entry.
+		inv.Entries = slices.Clone(slices.DeleteFunc(inv.Entries, func(e kustomizev1.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok }))
 		if len(inv.Entries) == 0 {
 			k.Status.Inventory = nil
 		}

@@ -35,18 +35,6 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer, k Kind) erro
 	if err != nil {
 		return fmt.Errorf("index %s by source: %w", k.Name(), err)
 	}
-	if a, ok := k.(applier); ok {
-		err := indexer.IndexField(ctx, k.New(), IndexApplies, func(o client.Object) []string {
-			var keys []string
-			for _, r := range a.Applies(o) {
-				keys = append(keys, r.String())
-			}
-			return keys
-		})
-		if err != nil {
-			return fmt.Errorf("index %s by what it applied: %w", k.Name(), err)
-		}
-	}
 	return nil
 }
 

@@ -306,23 +306,32 @@ func (r *Reporter) enqueue(k flux.Kind) handler.TypedEventHandler[client.Object,
 }
 
 // appliersOf returns the targets carrying a record that applied what a follower o of kind
-// k follows (the Kustomizations whose inventory lists a canary's Deployment).
+// k follows (the Kustomizations whose inventory lists a canary's Deployment). The appliers
+// are scanned in the cache, not looked up in an index: a canary changes seldom beside the
+// number of appliers, and an index of every inventory's Deployments cost about 3 KiB per
+// Kustomization of five Deployments (benchmarks/README.md), whether a canary exists or not.
 func (r *Reporter) appliersOf(ctx context.Context, k flux.Kind, o client.Object) []api.Target {
+	refs := k.Sources(o)
+	if len(refs) == 0 {
+		return nil
+	}
 	var out []api.Target
-	for _, ref := range k.Sources(o) {
-		for _, ak := range r.Cluster.Kinds() {
-			if !flux.IsApplier(ak) {
+	for _, ak := range r.Cluster.Kinds() {
+		if !flux.IsApplier(ak) {
+			continue
+		}
+		list := ak.NewList()
+		// Read only: the cache's own objects, not copies of every applier.
+		if err := r.Cluster.GetCache().List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "list appliers", "kind", ak.Name())
+			continue
+		}
+		for _, a := range flux.Items(list) {
+			if _, ok := a.GetAnnotations()[record.Annotation]; !ok {
 				continue
 			}
-			list := ak.NewList()
-			if err := r.Cluster.GetCache().List(ctx, list, client.MatchingFields{flux.IndexApplies: ref.String()}); err != nil {
-				log.FromContext(ctx).Error(err, "list appliers", "applied", ref.String())
-				continue
-			}
-			for _, a := range flux.Items(list) {
-				if _, ok := a.GetAnnotations()[record.Annotation]; ok {
-					out = append(out, r.target(flux.RefOf(a)))
-				}
+			if slices.ContainsFunc(flux.Applied(a), func(d flux.Ref) bool { return slices.Contains(refs, d) }) {
+				out = append(out, r.target(flux.RefOf(a)))
 			}
 		}
 	}
