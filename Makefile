@@ -32,7 +32,7 @@ build:
 testbin:
 	hack/testbin.sh >/dev/null
 
-## test: everything, against the real parts (cold: ~38-42 min to build them once; then minutes)
+## test: everything, against the real parts (cold: ~60-71 min to build them once; then ~24 min)
 test: testbin
 	$(TESTBIN_ENV) go test -count=1 -timeout 30m ./...
 

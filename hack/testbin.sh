@@ -161,7 +161,7 @@ build_envtest() {
 	for c in "${kube_cmds[@]}"; do [ -x "$ENVTEST_DIR/$c" ] || kube_missing=1; done
 	if [ $kube_missing = 1 ]; then
 		local t0=$SECONDS out=$ENVTEST_DIR/.kube.tmp
-		log "building ${kube_cmds[*]} from k8s.io/kubernetes v$K8S_VERSION in one go build (cold: ~10 min)"
+		log "building ${kube_cmds[*]} from k8s.io/kubernetes v$K8S_VERSION in one go build (cold: ~25 min on 2 cores)"
 		rm -rf "$out"
 		mkdir -p "$out"
 		(cd "$d" && go build -trimpath -ldflags "$ld" -o "$out/" $(printf 'k8s.io/kubernetes/cmd/%s ' "${kube_cmds[@]}"))
