@@ -110,6 +110,17 @@ func deploymentsOf(ids []string) []Ref {
 	return out
 }
 
+// keepDeployments keeps, of an inventory's entries, the Deployments (id reads an entry's
+// ID), in a slice of their own length: the decoded one has room for every entry. nil when
+// none is a Deployment.
+func keepDeployments[E any](entries []E, id func(E) string) []E {
+	kept := slices.DeleteFunc(entries, func(e E) bool { _, ok := inventoryDeployment(id(e)); return !ok })
+	if len(kept) == 0 {
+		return nil
+	}
+	return slices.Clone(kept)
+}
+
 // inventoryDeployment parses an inventory entry ID of an apps Deployment. Names and
 // namespaces are DNS names: they never hold '_'.
 func inventoryDeployment(id string) (Ref, bool) {

@@ -1,8 +1,6 @@
 package flux
 
 import (
-	"slices"
-
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -122,9 +120,7 @@ func (helmRelease) Slim(o client.Object) {
 	h := o.(*helmv2.HelmRelease)
 	h.Spec.Values, h.Spec.ValuesFrom, h.Spec.PostRenderers, h.Status.History = nil, nil, nil, nil
 	if inv := h.Status.Inventory; inv != nil {
-		// A slice of its own length: the decoded one has room for every entry.
-		inv.Entries = slices.Clone(slices.DeleteFunc(inv.Entries, func(e helmv2.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok }))
-		if len(inv.Entries) == 0 {
+		if inv.Entries = keepDeployments(inv.Entries, func(e helmv2.ResourceRef) string { return e.ID }); inv.Entries == nil {
 			h.Status.Inventory = nil
 		}
 	}

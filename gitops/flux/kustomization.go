@@ -1,8 +1,6 @@
 package flux
 
 import (
-	"slices"
-
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -105,9 +103,7 @@ func (kustomization) Applies(o client.Object) []Ref {
 func (kustomization) Slim(o client.Object) {
 	k := o.(*kustomizev1.Kustomization)
 	if inv := k.Status.Inventory; inv != nil {
-		// A slice of its own length: the decoded one has room for every entry.
-		inv.Entries = slices.Clone(slices.DeleteFunc(inv.Entries, func(e kustomizev1.ResourceRef) bool { _, ok := inventoryDeployment(e.ID); return !ok }))
-		if len(inv.Entries) == 0 {
+		if inv.Entries = keepDeployments(inv.Entries, func(e kustomizev1.ResourceRef) string { return e.ID }); inv.Entries == nil {
 			k.Status.Inventory = nil
 		}
 	}
