@@ -186,10 +186,16 @@ func New(name, region string, c cluster.Cluster, keys Keys) *Cluster {
 }
 
 // NewRemote builds a cluster from a kubeconfig's rest.Config, with a cache of the Flux kinds
-// only. Start it with Run.
+// only. Start it with Run. Its responses are not gzip-compressed (DisableCompression): a
+// region's clusters are near, and each open watch held a gzip reader of 43 KiB besides the
+// CPU of compressing every event on the API server and inflating it here. Its scheme and
+// the mappings of the kinds it reads are shared with every other cluster.
 func NewRemote(name, region string, cfg *rest.Config, keys Keys) (*Cluster, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.DisableCompression = true
 	c, err := cluster.New(cfg, func(o *cluster.Options) {
-		o.Scheme = flux.NewScheme()
+		o.Scheme = flux.SharedScheme()
+		o.MapperProvider = newMapper
 		o.Cache = CacheOptions(name)
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
@@ -102,8 +103,9 @@ type Reporter struct {
 
 	mu         sync.Mutex
 	tombstones map[api.Target]tombstone
-	// rekeyed brings objects to a pass after a rotation of the record key.
-	rekeyed chan event.TypedGenericEvent[api.Target]
+	// queue is the started controller's queue (its source.TypedFunc keeps it): a rotation
+	// of the record key brings objects to a pass through it.
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[api.Target]]
 }
 
 // tombstone is what the reporter keeps of an object deleted with requests pending: their
@@ -142,16 +144,14 @@ func (r *Reporter) Controller() (controller.TypedController[api.Target], error) 
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range r.Cluster.Kinds() {
-		if err := c.Watch(source.TypedKind(r.Cluster.GetCache(), k.New(), r.enqueue(k))); err != nil {
-			return nil, err
-		}
+	if err := c.Watch(&observed{r: r}); err != nil {
+		return nil, err
 	}
-	r.rekeyed = make(chan event.TypedGenericEvent[api.Target])
-	if err := c.Watch(source.TypedChannel(r.rekeyed, handler.TypedFuncs[api.Target, api.Target]{
-		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[api.Target], q workqueue.TypedRateLimitingInterface[api.Target]) {
-			q.Add(e.Object)
-		},
+	// The queue itself, for FollowRecordKey: a channel source would cost each cluster a
+	// buffer of 1,024 events and two goroutines for what happens at a key's rotation.
+	if err := c.Watch(source.TypedFunc[api.Target](func(_ context.Context, q workqueue.TypedRateLimitingInterface[api.Target]) error {
+		r.queue.Store(&q)
+		return nil
 	})); err != nil {
 		return nil, err
 	}
@@ -179,7 +179,8 @@ func (r *Reporter) FollowRecordKey(ctx context.Context) {
 		case <-t.C:
 		}
 		id := r.Cluster.RecordKeyID()
-		if id == last || id == "" {
+		q := r.queue.Load()
+		if id == last || id == "" || q == nil { // no queue yet: the controller is starting
 			continue
 		}
 		last = id
@@ -194,12 +195,8 @@ func (r *Reporter) FollowRecordKey(ctx context.Context) {
 				if _, ok := o.GetAnnotations()[record.Annotation]; !ok {
 					continue
 				}
-				select {
-				case r.rekeyed <- event.TypedGenericEvent[api.Target]{Object: r.target(flux.RefOf(o))}:
-					n++
-				case <-ctx.Done():
-					return
-				}
+				(*q).Add(r.target(flux.RefOf(o)))
+				n++
 			}
 		}
 		log.FromContext(ctx).Info("record key rotated: request records to seal again", "cluster", r.Cluster.Name, "objects", n)

@@ -205,10 +205,7 @@ func TestOldRecordPutBackPostsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithCancel(context.Background())
-	wdone := make(chan struct{})
-	go func() { defer close(wdone); _ = (&report.Witnesses{Clusters: cluster.NewSet(standby)}).Start(wctx) }()
-	t.Cleanup(func() { wcancel(); <-wdone })
+	startWitnesses(t, standby)
 	stopLeader := startReporterOn(t, fluxtest.Local, rec, time.Minute)
 
 	p := newPipeline(t)
@@ -329,4 +326,47 @@ func TestRecordKeyRotationLosesNoFinalStatus(t *testing.T) {
 	for _, kind := range []string{sourcev1.GitRepositoryKind, kustomizev1.KustomizationKind} {
 		fluxtest.WaitStates(t, rec, p.sha, ctxOf(kind), api.StatePending, api.StateSuccess)
 	}
+}
+
+// TestWitnessStandsAsideForTheReporter: while a cluster's reporter runs in the process, its
+// handlers witness the records and the cluster's witness registers none of its own (one
+// informer handler per kind, not two); once the reporter stops, the witness takes over again,
+// and a second reporter's start and stop on another cluster does not move it.
+func TestWitnessStandsAsideForTheReporter(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	rec := &fluxtest.Recorder{}
+	c, err := fluxtest.StartCluster(ctx, "local", fluxtest.Kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := fluxtest.StartCluster(ctx, "local", fluxtest.Kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWitnesses(t, c, other)
+	if report.Reporting(c) || report.Reporting(other) {
+		t.Fatal("a cluster without a reporter is reported as witnessed by one")
+	}
+	stop := startReporterOn(t, c, rec, time.Minute)
+	fluxtest.WaitFor(t, "the reporter witnessing once its handlers synced", func() bool { return report.Reporting(c) })
+	stopOther := startReporterOn(t, other, rec, time.Minute)
+	fluxtest.WaitFor(t, "the other reporter witnessing", func() bool { return report.Reporting(other) })
+	stopOther()
+	if report.Reporting(other) || !report.Reporting(c) {
+		t.Fatalf("after the other reporter stopped: reporting %v (this), %v (other); want true, false", report.Reporting(c), report.Reporting(other))
+	}
+	stop()
+	if report.Reporting(c) {
+		t.Fatal("the reporter stopped, its cluster still marked as witnessed by it")
+	}
+}
+
+// startWitnesses runs report.Witnesses on the clusters until the test ends.
+func startWitnesses(t *testing.T, cs ...*cluster.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = (&report.Witnesses{Clusters: cluster.NewSet(cs...)}).Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -32,7 +32,8 @@ func (w *Witnesses) Start(ctx context.Context) error {
 }
 
 // witness registers a handler on the informer of every kind the cluster serves, again when
-// they change, until ctx ends.
+// they change, until ctx ends; none while the cluster's reporter runs in this process and
+// witnesses in its own (observed).
 func witness(ctx context.Context, c *cluster.Cluster) {
 	type registration struct {
 		inf cache.Informer
@@ -40,8 +41,12 @@ func witness(ctx context.Context, c *cluster.Cluster) {
 	}
 	for {
 		changed := c.KindsChanged()
+		aside, _ := reporting.of(c)
 		var regs []registration
 		for _, k := range c.Kinds() {
+			if aside {
+				break // the reporter's handlers witness (observed)
+			}
 			kind := k.Name()
 			see := func(o any) {
 				if obj, ok := o.(client.Object); ok {
@@ -60,9 +65,20 @@ func witness(ctx context.Context, c *cluster.Cluster) {
 				regs = append(regs, registration{inf, reg})
 			}
 		}
-		select {
-		case <-ctx.Done():
-		case <-changed:
+		// Until the kinds change or this cluster's reporter starts or stops witnessing (other
+		// clusters' reporters change the set too: those do not matter here).
+		for wait := true; wait; {
+			now, next := reporting.of(c)
+			if now != aside {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				wait = false
+			case <-changed:
+				wait = false
+			case <-next:
+			}
 		}
 		for _, r := range regs {
 			_ = r.inf.RemoveEventHandler(r.reg)
