@@ -31,6 +31,9 @@ import (
 //	FLUX_WEBHOOK_BENCH_BINARY  the binary to measure instead of this tree's (built as the
 //	                           tests build it): e.g. an older build, for a before and after
 //	FLUX_WEBHOOK_BENCH_LOGS    a directory: each run's service log is kept there
+//	FLUX_WEBHOOK_BENCH_PPROF   a directory: the service runs with --pprof-listen, and the
+//	                           memory benchmarks keep its heap and goroutine profiles there
+//	                           (go tool pprof -sample_index=inuse_space <file>)
 
 // clustersNS holds the Secrets that register clusters, on the service's own API server.
 const clustersNS = "flux-webhook-clusters"
@@ -54,6 +57,7 @@ func binaryPath(b *testing.B) string {
 type service struct {
 	*testenv.Service
 	hook, ready, metrics string
+	pprof                string // base URL of /debug/pprof/, "" when not served
 	http                 *http.Client
 }
 
@@ -73,7 +77,7 @@ func startService(b *testing.B, k *testenv.Kube, kubeconfig string, flags ...str
 			b.Fatal(err)
 		}
 	}
-	ports, err := testenv.FreePorts(4)
+	ports, err := testenv.FreePorts(5)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,6 +89,10 @@ func startService(b *testing.B, k *testenv.Kube, kubeconfig string, flags ...str
 		"--namespace", serviceNS, "--hook-key-secret", serviceNS + "/" + hookKeySecret, "--record-key-secret", serviceNS + "/" + recordKeySecret,
 		"--cluster-secrets-namespace", clustersNS, "--insecure-kubeconfig", cluster.KubeconfigLocalAddress, // the API servers are on loopback
 		"--cluster-default-repositories", "*"}, flags...) // every registered cluster follows the pushed (private) repository
+	if os.Getenv("FLUX_WEBHOOK_BENCH_PPROF") != "" {
+		args = append(args, "--pprof-listen", addr(4))
+		s.pprof = "http://" + addr(4) + "/debug/pprof/"
+	}
 	s.Service = testenv.NewService(b, "flux-webhook", binaryPath(b), s.ready, args...)
 	if d := os.Getenv("FLUX_WEBHOOK_BENCH_LOGS"); d != "" {
 		// Registered after NewService's: runs before it, the log still there.
@@ -146,6 +154,31 @@ func waitLogLines(b *testing.B, path string, n int, timeout time.Duration, want 
 			b.Fatalf("%s: %d lines with %q after %s, want %d", path, got, want, timeout, n)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// profiles keeps the service's heap and goroutine profiles in FLUX_WEBHOOK_BENCH_PPROF,
+// named after the benchmark and label; nothing without it.
+func (s *service) profiles(b *testing.B, label string) {
+	b.Helper()
+	d := os.Getenv("FLUX_WEBHOOK_BENCH_PPROF")
+	if d == "" || s.pprof == "" {
+		return
+	}
+	base := strings.NewReplacer("/", "_", "=", "-").Replace(b.Name()) + "-" + label
+	for _, p := range []string{"heap", "goroutine"} {
+		resp, err := s.http.Get(s.pprof + p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%s profile: %v (%s)", p, err, resp.Status)
+		}
+		if err := os.WriteFile(filepath.Join(d, base+"."+p+".pb.gz"), body, 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

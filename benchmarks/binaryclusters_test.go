@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,8 @@ const upstreams = 2
 // them fed by the pushed repository. The service is started with the clusters registered,
 // and measured: VmRSS and VmHWM, goroutines, open watches (the proxies'), its requests to
 // the registered clusters while idle (a minute), then one push by HTTP until every object of
-// every cluster carries its requestedAt, and its requests meanwhile and until it is quiet.
+// every cluster carries its requestedAt, and its requests meanwhile and until it is quiet,
+// then VmRSS and VmHWM again (pushed-rss-MiB, pushed-hwm-MiB: the peak around the push).
 // Metrics per registered cluster: the growth over the smallest count of RSS, goroutines and
 // watches, idle requests per minute, requests per push.
 func BenchmarkBinaryClusters(b *testing.B) {
@@ -78,6 +80,7 @@ func BenchmarkBinaryClusters(b *testing.B) {
 				svc.waitClustersUp(b, names, 15*time.Minute)
 				time.Sleep(memorySettle)
 				rss, hwm := svc.memory(b)
+				svc.profiles(b, "rest")
 				m := svc.scrapeAll(b)
 				p := point{clusters: count, rss: rss, hwm: hwm, goroutines: sum(m, "go_goroutines")}
 				for _, px := range proxies {
@@ -105,18 +108,27 @@ func BenchmarkBinaryClusters(b *testing.B) {
 				if answer.targets() != count*perRegistered {
 					b.Fatalf("the push matched %d objects, want %d", answer.targets(), count*perRegistered)
 				}
+				// All at once: one after the other, 200 clusters' quiet took 10 minutes, and
+				// their periodic requests with it.
+				var quieted sync.WaitGroup
 				for _, px := range proxies[:count] {
-					quiet(px, 3*time.Second)
+					quieted.Go(func() { quiet(px, 3*time.Second) })
 				}
+				quieted.Wait()
 				push := map[string]int{}
 				for _, px := range proxies[:count] {
 					addCounts(push, px.take())
 				}
+				// After the push: each cluster's event broadcasters started with its first Event.
+				pushRSS, pushHWM := svc.memory(b)
+				svc.profiles(b, "pushed")
 				svc.Stop()
 
 				c := float64(count)
 				b.ReportMetric(rss/mib, "rss-MiB")
 				b.ReportMetric(hwm/mib, "hwm-MiB")
+				b.ReportMetric(pushRSS/mib, "pushed-rss-MiB")
+				b.ReportMetric(pushHWM/mib, "pushed-hwm-MiB")
 				b.ReportMetric(p.goroutines, "goroutines")
 				b.ReportMetric(p.watches, "watches")
 				b.ReportMetric(float64(calls(idle))/c/idleWindow.Minutes(), "idle-calls/cluster/min")
@@ -133,9 +145,10 @@ func BenchmarkBinaryClusters(b *testing.B) {
 					first = &p
 				}
 				b.Logf("%d registered clusters: VmRSS %.1f MiB, VmHWM %.1f MiB, %.0f goroutines, %.0f watches; idle, per cluster and minute: %s; "+
-					"one push of %d objects (%d per cluster): 202 in %s, all requested in %s; its requests per cluster: %s",
+					"one push of %d objects (%d per cluster): 202 in %s, all requested in %s; its requests per cluster: %s; after it VmRSS %.1f MiB, VmHWM %.1f MiB",
 					count, rss/mib, hwm/mib, p.goroutines, p.watches, formatCounts(idle, c*idleWindow.Minutes()),
-					count*perRegistered, perRegistered, hook.Round(time.Millisecond), done.Sub(start).Round(time.Millisecond), formatCounts(push, c))
+					count*perRegistered, perRegistered, hook.Round(time.Millisecond), done.Sub(start).Round(time.Millisecond), formatCounts(push, c),
+					pushRSS/mib, pushHWM/mib)
 			}
 		})
 	}

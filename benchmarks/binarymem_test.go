@@ -110,6 +110,7 @@ func serviceMemory(b *testing.B, k *testenv.Kube) (rss, hwm, heap float64) {
 	time.Sleep(memorySettle)
 	st := svc.status(b)
 	m := svc.scrapeAll(b)
+	svc.profiles(b, "settled")
 	heap = sum(m, "go_gc_heap_live_bytes")
 	// Where the resident set is: the binary's mapped pages (RssFile) and the process's own
 	// memory (RssAnon): the Go heap in use, goroutine stacks, and what the runtime holds.

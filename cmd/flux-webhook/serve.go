@@ -213,6 +213,7 @@ func newManager(cfg *rest.Config, o *serveOptions, refs secretRefs, logger logr.
 		// The probes are served by internal/probe (controller-runtime's format, plus notes):
 		// the checks added to the manager go there.
 		HealthProbeBindAddress:  "0",
+		PprofBindAddress:        o.probe.PprofListen,
 		LeaderElection:          o.probe.LeaderElect,
 		LeaderElectionID:        "flux-webhook",
 		LeaderElectionNamespace: leNamespace,
