@@ -328,3 +328,33 @@ func TestRequestThroughAlias(t *testing.T) {
 		t.Fatalf("with the alias: %v %v", fluxtest.Targets(res.Targets), err)
 	}
 }
+
+// TestWorkerWorksAPushOnceInACluster: the worker's queue is fed by every change of a push
+// record, from its informer's copy, which can be older than the worker's own write that
+// the push is done in the cluster; worked from such a copy again, the push requests,
+// logs and counts nothing a second time.
+func TestWorkerWorksAPushOnceInACluster(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	ns := fluxtest.Namespace(t)
+	repo := "org/once-" + fluxtest.RandomHex(3)
+	fluxtest.Create(t, fluxtest.GitRepository(ns, "app", "https://"+fluxtest.ForgeHost+"/"+repo+".git", &sourcev1.GitRepositoryRef{Branch: "main"}))
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local))
+	push := fluxtest.PushOf(repo, "refs/heads/main", fluxtest.NewSHA())
+	if _, err := r.Accept(ctx, push); err != nil {
+		t.Fatal(err)
+	}
+	key := record.Request{Repository: push.Repository, Ref: push.Ref, Before: push.Before, SHA: push.SHA}.PushKey()
+	stale, err := r.Store.Get(ctx, key) // the cluster not done yet: what a lagging informer holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, again, err := r.Worker.Work(ctx, fluxtest.Local, stale)
+	if err != nil || again || len(first) != 1 || first[0].Result != api.ResultRequested {
+		t.Fatalf("first work: %+v, again %v, %v; want the GitRepository requested", first, again, err)
+	}
+	second, again, err := r.Worker.Work(ctx, fluxtest.Local, stale)
+	if err != nil || again || len(second) != 0 {
+		t.Fatalf("the same push worked again from a stale copy: %+v, again %v, %v; want nothing", second, again, err)
+	}
+}

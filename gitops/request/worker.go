@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -67,6 +68,38 @@ type Worker struct {
 	mu     sync.Mutex
 	queues map[*cluster.Cluster]workqueue.TypedRateLimitingInterface[string]
 	store  toolscache.Store
+	// finished remembers the pushes this worker recorded done in a cluster: every change of
+	// a push record queues its key again in each cluster not done in the informer's copy,
+	// which can be older than this worker's write; worked again, such a push found every
+	// object requested already and logged and counted each target a second time (720
+	// targets for 500 objects in a push into 50 clusters, benchmarks/README.md).
+	finished *lru.Cache
+}
+
+// finishedEntries bounds Worker.finished: the clusters of the pushes of the last moments.
+// One forgotten is only worked again, writing nothing.
+const finishedEntries = 4096
+
+// finishedKey is a push in a cluster, in Worker.finished.
+type finishedKey struct{ cluster, push string }
+
+func (w *Worker) markFinished(cluster, push string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished == nil {
+		w.finished = lru.New(finishedEntries)
+	}
+	w.finished.Add(finishedKey{cluster, push}, struct{}{})
+}
+
+func (w *Worker) isFinished(cluster, push string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished == nil {
+		return false
+	}
+	_, ok := w.finished.Get(finishedKey{cluster, push})
+	return ok
 }
 
 // NeedLeaderElection is true: one replica requests each push.
@@ -245,7 +278,7 @@ func (w *Worker) Request(ctx context.Context, key string) ([]api.Outcome, error)
 func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push) (outs []api.Outcome, again bool, err error) {
 	key := rec.Key()
 	i := slices.IndexFunc(rec.Clusters, func(cw record.ClusterWork) bool { return cw.Cluster == c.Name })
-	if i < 0 || rec.Clusters[i].Done || rec.Pushed == nil {
+	if i < 0 || rec.Clusters[i].Done || rec.Pushed == nil || w.isFinished(c.Name, key) {
 		return nil, false, nil
 	}
 	req := rec.Request
@@ -307,6 +340,7 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 	if client.IgnoreNotFound(err) != nil {
 		return outs, false, fmt.Errorf("record push requested in %s: %w", c.Name, err)
 	}
+	w.markFinished(c.Name, key)
 	if failed != nil {
 		log.FromContext(ctx).Error(failed, "cluster given up on for this push", "owed", len(owe))
 	}
