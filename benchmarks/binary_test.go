@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,7 +34,9 @@ import (
 //	FLUX_WEBHOOK_BENCH_LOGS    a directory: each run's service log is kept there
 //	FLUX_WEBHOOK_BENCH_PPROF   a directory: the service runs with --pprof-listen, and the
 //	                           memory benchmarks keep its heap and goroutine profiles there
-//	                           (go tool pprof -sample_index=inuse_space <file>)
+//	                           (go tool pprof -sample_index=inuse_space <file>), the fan-out
+//	                           benchmark a CPU profile of the service's first push
+//	                           (FLUX_WEBHOOK_BENCH_CPU seconds of it, 10 unless set)
 
 // clustersNS holds the Secrets that register clusters, on the service's own API server.
 const clustersNS = "flux-webhook-clusters"
@@ -178,6 +181,44 @@ func (s *service) profiles(b *testing.B, label string) {
 		}
 		if err := os.WriteFile(filepath.Join(d, base+"."+p+".pb.gz"), body, 0o644); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// cpuProfile starts a CPU profile of the service (FLUX_WEBHOOK_BENCH_CPU seconds, 10
+// unless set) when FLUX_WEBHOOK_BENCH_PPROF is set, and returns a function that waits for
+// it and keeps it there, named after the benchmark and label; a no-op without it.
+func (s *service) cpuProfile(b *testing.B, label string) (wait func()) {
+	b.Helper()
+	d := os.Getenv("FLUX_WEBHOOK_BENCH_PPROF")
+	if d == "" || s.pprof == "" {
+		return func() {}
+	}
+	secs := cmp.Or(os.Getenv("FLUX_WEBHOOK_BENCH_CPU"), "10")
+	if _, err := strconv.Atoi(secs); err != nil {
+		b.Fatalf("FLUX_WEBHOOK_BENCH_CPU=%q: %v", secs, err)
+	}
+	path := filepath.Join(d, strings.NewReplacer("/", "_", "=", "-").Replace(b.Name())+"-"+label+".cpu.pb.gz")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(s.pprof + "profile?seconds=" + secs) // longer than s.http's timeout
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		if err == nil {
+			err = os.WriteFile(path, body, 0o644)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Fatalf("CPU profile: %v", err)
 		}
 	}
 }

@@ -311,14 +311,18 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	svc.verifyClaims = intake.Forge != nil
 	intake.Repositories = out.repositories
 
+	// The clusters' Events: a few writers for all of them, off the push's client limit.
+	instance, _ := os.Hostname() // the pod's name in a Deployment; "" names no instance
+	events := &cluster.EventWriter{Instance: instance}
 	svc.local = cluster.New(o.cluster.Name, o.cluster.Region, mgr, keys)
+	svc.local.WriteEventsWith(events)
 	svc.local.DiscoveryInterval = o.cluster.KindDiscovery
 	clusters := cluster.NewSet(svc.local)
 	pushes := &record.PushStore{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: svc.namespace}
 	intake.Requester = &request.Requester{Clusters: clusters, Store: pushes, Aliases: aliases, MaxTargets: o.report.MaxPushTargets,
 		Granularity: request.Granularity(o.report.Granularity), AutoThreshold: o.report.AutoThreshold}
 	aggregator := &report.Aggregator{Store: pushes, Poster: out.poster, Lookup: out.lookup, Notifier: out.notifier,
-		ResultTimeout: o.report.ResultTimeout}
+		ResultTimeout: o.report.ResultTimeout, Busy: svc.local.Busy}
 	srv := &server.Server{
 		Addr:           o.hook.Listen,
 		PlatformAddr:   o.hook.PlatformListen,
@@ -335,7 +339,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 		svc.runnables = append(svc.runnables, &jobs.Worker{Clusters: clusters, Jobs: store, Client: clientset,
 			QPS: o.cluster.JobQPS, Burst: o.cluster.JobBurst})
 	}
-	svc.runnables = append(svc.runnables, srv, cluster.LocalWatch{Cluster: svc.local},
+	svc.runnables = append(svc.runnables, srv, events, cluster.LocalWatch{Cluster: svc.local},
 		&request.Worker{Clusters: clusters, Store: pushes, Client: clientset, ResultTimeout: o.report.ResultTimeout},
 		&report.Backlog{Store: pushes, Clusters: clusters, Poster: out.poster, Lookup: out.lookup, Aggregator: aggregator,
 			ResultTimeout: o.report.ResultTimeout},
@@ -348,7 +352,7 @@ func wire(mgr manager.Manager, cfg *rest.Config, o *serveOptions, refs secretRef
 	if o.cluster.SecretsNamespace != "" {
 		policy, _ := cluster.ParseKubeconfigPolicy(o.cluster.InsecureKubeconfig) // validated
 		svc.runnables = append(svc.runnables, &cluster.Secrets{Client: clientset, Namespace: o.cluster.SecretsNamespace, Clusters: clusters,
-			QPS: o.cluster.QPS, Burst: o.cluster.Burst, MaxObjects: o.cluster.MaxObjects, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource),
+			QPS: o.cluster.QPS, Burst: o.cluster.Burst, MaxObjects: o.cluster.MaxObjects, DiscoveryInterval: o.cluster.KindDiscovery, Policy: policy, Keys: keys, Events: mgr.GetEventRecorder(cluster.EventSource), EventWriter: events,
 			DefaultGrant: o.cluster.DefaultGrant, Log: logger.WithName("clusters")})
 	}
 	o.enroll.wire(svc, mgr, o, keys, clientset, dyn, clusters, out.repositories, logger)

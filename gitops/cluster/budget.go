@@ -25,8 +25,9 @@ const (
 	// kind.
 	Requests Budget = iota
 	// Bookkeeping is what the reporter spends: its record writes (intent, posted, final) and
-	// its reads past the cache. A token bucket of its own, with the same QPS and burst.
-	// Events have a third (controller-runtime's recorder's client).
+	// its reads past the cache, and the clusters' Events. A token bucket of its own, with
+	// the same QPS and burst (EventWriter holds Events back while a push is requested, as
+	// the reporter does its writes).
 	Bookkeeping
 	budgets
 )

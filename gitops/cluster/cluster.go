@@ -93,6 +93,9 @@ type Cluster struct {
 	TooMany    func(error)
 	cluster.Cluster
 	events recorder.EventRecorder
+	// eventWriter, when set (WriteEventsWith), writes events instead of controller-runtime's
+	// recorder.
+	eventWriter *EventWriter
 
 	synced atomic.Bool
 	up     atomic.Bool
@@ -105,8 +108,10 @@ type Cluster struct {
 	locks [lockStripes]sync.Mutex
 	// written keeps the metadata this replica last wrote per object (from the patch's
 	// answer), fresher than the cache right after a write: the next request of a burst starts
-	// from it, and recognises a repeat without a call.
-	written *lru.Cache
+	// from it, and recognises a repeat without a call (writtenEntry); writtenMu orders its
+	// updates.
+	written   *lru.Cache
+	writtenMu sync.Mutex
 	// keys seal and open the request records; rejections remembers the rejected records
 	// already counted and logged.
 	keys       Keys
@@ -161,21 +166,61 @@ func (c *Cluster) Lock(ref flux.Ref) func() {
 // Events returns the cluster's event recorder.
 func (c *Cluster) Events() recorder.EventRecorder { return c.events }
 
-// Written returns what this replica last wrote on an object, nil when not known.
-func (c *Cluster) Written(ref flux.Ref) *metav1.PartialObjectMetadata {
-	if w, ok := c.written.Get(ref); ok {
-		return w.(*metav1.PartialObjectMetadata)
-	}
-	return nil
+// writtenEntry is what this replica last wrote on an object: by any write (the base of the
+// next patch), and by the request path (what a repeat is recognised from, as before the
+// reporter's writes were remembered: a second delivery of a push that finished meanwhile
+// stays a repeat).
+type writtenEntry struct {
+	last, request *metav1.PartialObjectMetadata
 }
 
-// Wrote remembers what this replica wrote on an object (nil: forget it).
+func (c *Cluster) writtenEntry(ref flux.Ref) writtenEntry {
+	if w, ok := c.written.Get(ref); ok {
+		return w.(writtenEntry)
+	}
+	return writtenEntry{}
+}
+
+// Written returns what this replica last wrote on an object, by any write, nil when not
+// known.
+func (c *Cluster) Written(ref flux.Ref) *metav1.PartialObjectMetadata {
+	return c.writtenEntry(ref).last
+}
+
+// Requested returns what this replica's request path last wrote on an object, nil when not
+// known.
+func (c *Cluster) Requested(ref flux.Ref) *metav1.PartialObjectMetadata {
+	return c.writtenEntry(ref).request
+}
+
+// Wrote remembers what this replica wrote on an object (nil: forget it, and its request).
 func (c *Cluster) Wrote(ref flux.Ref, m *metav1.PartialObjectMetadata) {
+	c.writtenMu.Lock()
+	defer c.writtenMu.Unlock()
 	if m == nil {
 		c.written.Remove(ref)
 		return
 	}
-	c.written.Add(ref, m.DeepCopy())
+	e := c.writtenEntry(ref)
+	e.last = m.DeepCopy()
+	c.written.Add(ref, e)
+}
+
+// WroteRequest remembers m, which Wrote remembered, as the request path's last write too.
+func (c *Cluster) WroteRequest(ref flux.Ref, m *metav1.PartialObjectMetadata) {
+	c.writtenMu.Lock()
+	defer c.writtenMu.Unlock()
+	e := c.writtenEntry(ref)
+	switch {
+	case e.last != nil && e.last.ResourceVersion == m.ResourceVersion:
+		e.request = e.last
+	case e.last == nil:
+		e.request = m.DeepCopy()
+		e.last = e.request
+	default: // another write came after m: it stays the base
+		e.request = m.DeepCopy()
+	}
+	c.written.Add(ref, e)
 }
 
 // New wraps a controller-runtime cluster (a manager is one) whose cache the caller starts;
@@ -228,6 +273,9 @@ func (c *Cluster) Stop() {
 	}
 	c.stop()
 	<-c.done
+	if c.eventWriter != nil {
+		c.eventWriter.forget(c)
+	}
 	clusterUp.DeleteLabelValues(c.Name, c.Region)
 	clusterObjects.DeleteLabelValues(c.Name)
 	kindServed.DeletePartialMatch(prometheus.Labels{"cluster": c.Name})

@@ -6,3 +6,10 @@ const (
 	MaxLabelBytes        = maxLabelBytes
 	MaxCachedObjectBytes = maxCachedObjectBytes
 )
+
+// The Event writer's bounds and drop counter.
+var (
+	MaxClusterEvents = maxClusterEvents
+	MaxEventNote     = maxEventNote
+	EventsDropped    = eventsDropped
+)

@@ -72,7 +72,10 @@ type Secrets struct {
 	DefaultGrant string
 	// Events records a refusal on the Secret (the local cluster's recorder); optional.
 	Events recorder.EventRecorder
-	Log    logr.Logger
+	// EventWriter, when set, writes the registered clusters' Events
+	// (Cluster.WriteEventsWith).
+	EventWriter *EventWriter
+	Log         logr.Logger
 
 	mu      sync.Mutex
 	running map[string]registered // by Secret name
@@ -193,6 +196,9 @@ func (w *Secrets) apply(ctx context.Context, o any) {
 		logger.Error(err, "ignoring cluster secret", "cluster", name)
 		w.removeLocked(s.Name)
 		return
+	}
+	if w.EventWriter != nil {
+		c.WriteEventsWith(w.EventWriter)
 	}
 	c.DiscoveryInterval = w.DiscoveryInterval
 	c.MaxObjects = cmp.Or(w.MaxObjects, DefaultMaxObjects)

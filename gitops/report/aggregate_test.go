@@ -3,6 +3,7 @@ package report_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,5 +104,74 @@ func TestReportPerCluster(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if got := rec.States(sha, clusterCtx); len(got) != 2 || strings.Join(got, ",") != "pending,failure" {
 		t.Fatalf("states %v", got)
+	}
+}
+
+// While a push is being requested in the service's own cluster (Busy), where the push records
+// are, results wait to be written, and the reporter that hands one over with them; once it
+// is requested, they are written.
+func TestAggregatorWaitsWhileRequesting(t *testing.T) {
+	fluxtest.Integration(t)
+	ctx := t.Context()
+	ns := fluxtest.Namespace(t)
+	repo := "org/busy-" + fluxtest.RandomHex(3)
+	fluxtest.Create(t, fluxtest.GitRepository(ns, "app", "https://"+fluxtest.ForgeHost+"/"+repo, &sourcev1.GitRepositoryRef{Branch: "main"}))
+	r := fluxtest.NewRequester(t, cluster.NewSet(fluxtest.Local), func(r *request.Requester) { r.Granularity = request.PerCluster })
+	var busy atomic.Bool
+	busy.Store(true)
+	rec := &fluxtest.Recorder{}
+	agg := &report.Aggregator{Store: r.Store, Poster: rec, Lookup: rec, ResultTimeout: time.Minute,
+		Busy: func() time.Duration {
+			if busy.Load() {
+				return time.Second
+			}
+			return 0
+		}}
+	runCtx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = agg.Start(runCtx) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+
+	sha := fluxtest.NewSHA()
+	if res, err := r.Request(ctx, fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil || len(res.Targets) != 1 {
+		t.Fatalf("push: %v %v", fluxtest.Targets(res.Targets), err)
+	}
+	stored, err := r.Store.List(ctx)
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("push records: %d %v", len(stored), err)
+	}
+	key, target := stored[0].Key(), "flux/local/gitrepository/"+ns+"/app"
+	written := make(chan error, 1)
+	go func() {
+		written <- agg.PostStatus(ctx, report.CommitStatus{Repository: repo, SHA: sha, Context: target, Push: key,
+			Status: api.Status{State: api.StateSuccess, Description: "applied"}})
+	}()
+	result := func() (string, bool) {
+		p, err := r.Store.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := p.Results[target]
+		return s, ok
+	}
+	select {
+	case err := <-written:
+		t.Fatalf("result handed over while a push was being requested (%v)", err)
+	case <-time.After(2 * time.Second): // eight flushes
+	}
+	if s, ok := result(); ok {
+		t.Fatalf("result %q written while a push was being requested", s)
+	}
+	busy.Store(false)
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("result not written once the push was requested")
+	}
+	if s, _ := result(); s != api.StateSuccess {
+		t.Fatalf("result %q, want %q", s, api.StateSuccess)
 	}
 }

@@ -419,8 +419,9 @@ func RequestIn(ctx context.Context, c *cluster.Cluster, objs []client.Object, re
 // of the first stage it requested (the sources it matched: one GitRepository, typically),
 // counting by kind what it requested there. One per push and cluster, not one per object:
 // each object carries its own sealed request record (commit, repository, delivery, time),
-// and the log a line per target; Events have a client of their own (controller-runtime's
-// recorder), and a push's patches never wait for them.
+// and the log a line per target; Events are written with the cluster's bookkeeping client
+// once the push is requested there (cluster.EventWriter), so a push's patches never wait for
+// them.
 func requested(ctx context.Context, c *cluster.Cluster, objs []client.Object, patched []bool, req record.Request) {
 	byKind := map[string]int{}
 	var kinds []string
@@ -506,7 +507,7 @@ func requestOne(ctx context.Context, c *cluster.Cluster, o client.Object, req re
 // holds reports whether o's record, as this replica knows it, holds the request of token.
 func holds(c *cluster.Cluster, o client.Object, token string) bool {
 	ref := flux.RefOf(o)
-	for _, m := range []metav1.Object{c.Written(ref), o} {
+	for _, m := range []metav1.Object{c.Requested(ref), o} {
 		if m == nil || reflect.ValueOf(m).IsNil() {
 			continue
 		}
@@ -544,7 +545,7 @@ func Reconcile(ctx context.Context, c *cluster.Cluster, o client.Object, req rec
 	if repeat(o) {
 		return false, false, nil
 	}
-	if w := c.Written(ref); w != nil && repeat(w) {
+	if w := c.Requested(ref); w != nil && repeat(w) {
 		return false, false, nil
 	}
 	defer c.Lock(ref)()
@@ -586,6 +587,6 @@ func Reconcile(ctx context.Context, c *cluster.Cluster, o client.Object, req rec
 	if m == nil {
 		return false, false, nil
 	}
-	c.Wrote(ref, m)
+	c.WroteRequest(ref, m)
 	return true, deferred, nil
 }

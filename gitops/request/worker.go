@@ -48,8 +48,8 @@ const (
 // Worker requests the accepted pushes, on the leader: one queue per cluster, so that a slow
 // or dead cluster holds no other back; in each cluster one push at a time, in the order they
 // were accepted, its targets sources first, Workers at a time within the cluster's client
-// limits. A push is done in a cluster once recorded so in its push record (one write per
-// cluster); a leader that takes over works what is not done, and recognises (from each
+// limits. A push is done in a cluster once recorded so in its push record (the clusters that
+// finish at once in one write, doneMarks); a leader that takes over works what is not done, and recognises (from each
 // object's record) what its predecessor requested already.
 type Worker struct {
 	Clusters *cluster.Set
@@ -68,6 +68,8 @@ type Worker struct {
 	mu     sync.Mutex
 	queues map[*cluster.Cluster]workqueue.TypedRateLimitingInterface[string]
 	store  toolscache.Store
+	// marks batches the clusters' done marks into few writes of each push record.
+	marks doneMarks
 	// finished remembers the pushes this worker recorded done in a cluster: every change of
 	// a push record queues its key again in each cluster not done in the informer's copy,
 	// which can be older than this worker's write; worked again, such a push found every
@@ -323,20 +325,7 @@ func (w *Worker) work(ctx context.Context, c *cluster.Cluster, rec *record.Push)
 		log.FromContext(ctx).Error(record.ErrRecordFull, "error statuses not owed", "targets", len(owe)-maxOwedPerCluster)
 		owe = owe[:maxOwedPerCluster]
 	}
-	err = w.Store.Update(ctx, key, func(p *record.Push) error {
-		j := slices.IndexFunc(p.Clusters, func(cw record.ClusterWork) bool { return cw.Cluster == c.Name })
-		if j < 0 || p.Clusters[j].Done {
-			return record.ErrNoChange
-		}
-		p.Clusters[j].Done = true
-		p.Clusters[j].Requested = requested
-		for _, u := range owe {
-			if !slices.ContainsFunc(p.Owed, func(o record.Owed) bool { return o.Target == u.Target }) {
-				p.Owed = append(p.Owed, u)
-			}
-		}
-		return nil
-	})
+	err = w.marks.record(ctx, w.Store, key, doneMark{cluster: c.Name, requested: requested, owe: owe})
 	if client.IgnoreNotFound(err) != nil {
 		return outs, false, fmt.Errorf("record push requested in %s: %w", c.Name, err)
 	}
@@ -352,4 +341,91 @@ func cmpOr(a, b int) int {
 		return a
 	}
 	return b
+}
+
+// markWindow is how long the first cluster to finish a push waits for others before it
+// writes their done marks into the push record together: a push into hundreds of clusters
+// finishes in many of them at once, and each writing its own mark (a read, a change and a
+// write of one ConfigMap, retried on conflict) made 200 writers contend for one record and
+// held as many copies of it (41 MiB of a replica's heap at 200 clusters,
+// benchmarks/README.md). The wait delays only the mark, not the cluster's requests.
+const markWindow = 100 * time.Millisecond
+
+// doneMark is a cluster's done mark for a push: how many targets it requested there, and
+// the error statuses owed for those it could not.
+type doneMark struct {
+	cluster   string
+	requested int
+	owe       []record.Owed
+}
+
+// doneMarks batches done marks per push record: the first mark of a batch waits markWindow,
+// then writes its batch in one update; marks that come meanwhile join it and wait for its
+// write; marks after the write starts begin the next batch.
+type doneMarks struct {
+	mu   sync.Mutex
+	open map[string]*markBatch // by push key
+}
+
+type markBatch struct {
+	marks []doneMark
+	done  chan struct{}
+	err   error
+}
+
+// record writes m into the push record of key, with the marks of its batch, and returns
+// the write's error.
+func (d *doneMarks) record(ctx context.Context, store *record.PushStore, key string, m doneMark) error {
+	d.mu.Lock()
+	if d.open == nil {
+		d.open = map[string]*markBatch{}
+	}
+	b, joined := d.open[key]
+	if !joined {
+		b = &markBatch{done: make(chan struct{})}
+		d.open[key] = b
+	}
+	b.marks = append(b.marks, m)
+	d.mu.Unlock()
+	if joined {
+		select {
+		case <-b.done:
+			return b.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	t := time.NewTimer(markWindow)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	d.mu.Lock()
+	delete(d.open, key)
+	marks := b.marks
+	d.mu.Unlock()
+	b.err = store.Update(ctx, key, func(p *record.Push) error {
+		changed := false
+		for _, m := range marks {
+			j := slices.IndexFunc(p.Clusters, func(cw record.ClusterWork) bool { return cw.Cluster == m.cluster })
+			if j < 0 || p.Clusters[j].Done {
+				continue
+			}
+			changed = true
+			p.Clusters[j].Done = true
+			p.Clusters[j].Requested = m.requested
+			for _, u := range m.owe {
+				if !slices.ContainsFunc(p.Owed, func(o record.Owed) bool { return o.Target == u.Target }) {
+					p.Owed = append(p.Owed, u)
+				}
+			}
+		}
+		if !changed {
+			return record.ErrNoChange
+		}
+		return nil
+	})
+	close(b.done)
+	return b.err
 }

@@ -42,6 +42,9 @@ import (
 var (
 	Kube  *testenv.Kube
 	Local *cluster.Cluster
+	// Events writes the Events of the clusters StartCluster starts, as the binary's writer
+	// does.
+	Events *cluster.EventWriter
 )
 
 // Main runs a test binary with a real API server and its local cluster (Kube, Local),
@@ -67,6 +70,8 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer Kube.Stop()
+	Events = &cluster.EventWriter{Instance: "test"}
+	go func() { _ = Events.Start(ctx) }()
 	Local, err = StartCluster(ctx, "local", Kube)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -82,7 +87,7 @@ func StartCluster(ctx context.Context, name string, k *testenv.Kube, opts ...fun
 }
 
 // StartClusterWith is StartCluster with record keys of the caller's (a test that rotates
-// them).
+// them). Its Events are written by Events (when Main set it), unless an option says otherwise.
 func StartClusterWith(ctx context.Context, name string, k *testenv.Kube, keys cluster.Keys, opts ...func(*cluster.Cluster)) (*cluster.Cluster, error) {
 	c, err := ctrlcluster.New(k.Config, func(o *ctrlcluster.Options) {
 		o.Scheme = flux.NewScheme()
@@ -93,6 +98,9 @@ func StartClusterWith(ctx context.Context, name string, k *testenv.Kube, keys cl
 	}
 	go func() { _ = c.Start(ctx) }()
 	cl := cluster.New(name, "", c, keys)
+	if Events != nil {
+		cl.WriteEventsWith(Events)
+	}
 	for _, o := range opts {
 		o(cl)
 	}
