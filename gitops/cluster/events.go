@@ -3,9 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/openova-io/flux-webhook/gitops/record"
 )
 
 const (
@@ -142,7 +144,7 @@ func (w *EventWriter) next() (*Cluster, *eventsv1.Event, time.Duration) {
 		ev := q[0]
 		q[0] = nil
 		w.pending--
-		w.order = append(w.order[:i:i], w.order[i+1:]...)
+		w.order = slices.Delete(w.order, i, i+1)
 		if len(q) == 1 {
 			delete(w.queues, c)
 		} else {
@@ -210,12 +212,7 @@ func (w *EventWriter) forget(c *Cluster) {
 	}
 	w.pending -= len(q)
 	delete(w.queues, c)
-	for i, o := range w.order {
-		if o == c {
-			w.order = append(w.order[:i:i], w.order[i+1:]...)
-			break
-		}
-	}
+	w.order = slices.DeleteFunc(w.order, func(o *Cluster) bool { return o == c })
 }
 
 // Waiting returns how many Events wait to be written.
@@ -279,7 +276,7 @@ func (r clusterEvents) AnnotatedEventf(regarding, related runtime.Object, annota
 		Reason:              reason,
 		Regarding:           *ref,
 		Related:             rel,
-		Note:                cutText(note, maxEventNote),
+		Note:                record.Cut(note, maxEventNote),
 		Type:                eventtype,
 	})
 }
@@ -290,17 +287,5 @@ func (w *EventWriter) instance() string {
 	if w.Instance == "" {
 		return EventSource
 	}
-	return cutText(EventSource+"-"+w.Instance, 128)
-}
-
-// cutText cuts s to at most n bytes, on a character boundary.
-func cutText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
+	return record.Cut(EventSource+"-"+w.Instance, 128)
 }

@@ -305,11 +305,19 @@ func Bounded(s string) string {
 	if len(s) <= maxStoredDescription {
 		return s
 	}
-	cut := maxStoredDescription - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	return Cut(s, maxStoredDescription-len("…")) + "…"
+}
+
+// Cut returns s cut to at most n bytes, on a character boundary (whatever bytes come
+// before the cut).
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s[:cut] + "…"
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // RepositoryOf returns the repository of a superseded request: its own when it keeps one,

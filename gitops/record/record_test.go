@@ -192,6 +192,26 @@ func TestRecordAtItsLargest(t *testing.T) {
 	}
 }
 
+func TestCut(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exact", 5, "exact"},
+		{"abcdef", 3, "abc"},
+		{"aé", 2, "a"},             // not in the middle of é
+		{"\xffabcé", 5, "\xffabc"}, // an invalid byte before the cut stays
+		{strings.Repeat("é", 3), 5, "éé"},
+		{"é", 0, ""},
+	} {
+		if got := Cut(tc.in, tc.n); got != tc.want {
+			t.Errorf("Cut(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
 func TestBounded(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"short", "short"},

@@ -49,8 +49,8 @@ const (
 // or dead cluster holds no other back; in each cluster one push at a time, in the order they
 // were accepted, its targets sources first, Workers at a time within the cluster's client
 // limits. A push is done in a cluster once recorded so in its push record (the clusters that
-// finish at once in one write, doneMarks); a leader that takes over works what is not done, and recognises (from each
-// object's record) what its predecessor requested already.
+// finish at once in one write, doneMarks); a leader that takes over works what is not done,
+// and recognises (from each object's record) what its predecessor requested already.
 type Worker struct {
 	Clusters *cluster.Set
 	Store    *record.PushStore

@@ -9,6 +9,7 @@ import (
 
 	"github.com/openova-io/flux-webhook/gitops/cluster"
 	"github.com/openova-io/flux-webhook/gitops/flux"
+	"github.com/openova-io/flux-webhook/gitops/record"
 	"github.com/openova-io/flux-webhook/internal/credentials"
 )
 
@@ -85,8 +86,5 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && (s[n]&0xc0) == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
+	return record.Cut(s, n) + "…"
 }
