@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -47,14 +46,19 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	_, file, _, _ := runtime.Caller(0)
-	env.root = filepath.Dir(filepath.Dir(file))
+	// go test runs a package's tests in its directory (runtime.Caller would not do: under
+	// -trimpath, which the Makefile sets, it names the file by its import path).
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deploy setup:", err)
+		return 1
+	}
+	env.root = filepath.Dir(wd)
 	if testenv.Light() {
 		return m.Run()
 	}
 	testenv.SetLogger()
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "deploy setup:", err); return 1 }
-	var err error
 	if env.tools, err = testenv.Paths().RequireTools(); err != nil {
 		return fail(fmt.Errorf("%w (hack/testbin.sh tools)", err))
 	}
