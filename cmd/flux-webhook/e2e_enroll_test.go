@@ -20,6 +20,7 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,8 +35,8 @@ const enrollSecret = "flux-webhook-enroll"
 
 // enrolling is the service with enrollment on, while TestEnrollment runs.
 type enrolling struct {
-	url, ready string
-	svc        *testenv.Service
+	url, ready, metrics string
+	svc                 *testenv.Service
 }
 
 // strictWorkflow is the README's one-liner with curl told to fail on a refusal (and to
@@ -76,7 +77,8 @@ func startEnrolling(t *testing.T, org string) *enrolling {
 	if err != nil {
 		t.Fatal(err)
 	}
-	en := &enrolling{url: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[2])}
+	en := &enrolling{url: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[2]),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])}
 	args := serviceArgs(e2e.kube.Kubeconfig, ports,
 		"--enroll-organization", org,
 		"--enroll-followed",
@@ -348,6 +350,30 @@ func TestEnrollment(t *testing.T) {
 		})
 		t.Logf("hook key rotated: every enrolled secret rewritten %s after the Secret's update (%d scopes)",
 			rec.Rotation.Settled.Sub(at).Round(time.Millisecond), len(rec.Scopes))
+		// The rotation's progress where operators look: the metrics and the Events on the
+		// enrollment record.
+		if v := metricAt(t, en.metrics, "flux_webhook_enrollment_rotation_pending", ""); v != 0 {
+			t.Errorf("flux_webhook_enrollment_rotation_pending %v after the rotation settled, want 0", v)
+		}
+		if v := metricAt(t, en.metrics, "flux_webhook_enrollment_rotation_seconds", ""); v <= 0 {
+			t.Errorf("flux_webhook_enrollment_rotation_seconds %v after the rotation settled, want its time", v)
+		}
+		if v := metricAt(t, en.metrics, "flux_webhook_enrollment_writes_total", `result="ok",what="secret"`); v < float64(len(rec.Scopes)) {
+			t.Errorf("flux_webhook_enrollment_writes_total{secret, ok} %v, want at least one per scope (%d)", v, len(rec.Scopes))
+		}
+		waitFor(t, time.Minute, "the rotation's Events on the enrollment record", func() bool {
+			var evs eventsv1.EventList
+			if err := e2e.kube.Client.List(t.Context(), &evs, client.InNamespace(fluxNS)); err != nil {
+				return false
+			}
+			seen := map[string]bool{}
+			for _, e := range evs.Items {
+				if e.Regarding.Name == enroll.RecordName {
+					seen[e.Reason] = true
+				}
+			}
+			return seen["RotationStarted"] && seen["RotationComplete"]
+		})
 		// The old key stays valid for --token-grace (20 s) after that, then is refused.
 		waitFor(t, time.Minute, "the old key refused", func() bool {
 			return en.shortPost(t, apps[0].repo.FullName, oldOrgToken) == http.StatusUnauthorized

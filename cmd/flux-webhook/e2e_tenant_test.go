@@ -171,13 +171,23 @@ func TestTenantCannotForgeStatuses(t *testing.T) {
 // exposition writes them; 0 when absent.
 func metricValue(t *testing.T, name, labels string) float64 {
 	t.Helper()
-	resp, err := http.Get(e2e.metrics)
+	return metricAt(t, e2e.metrics, name, labels)
+}
+
+// metricAt is metricValue of the service whose /metrics is url; labels "" for a series
+// without any.
+func metricAt(t *testing.T, url, name, labels string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	prefix := name + "{" + labels + "} "
+	if labels == "" {
+		prefix = name + " "
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
