@@ -209,6 +209,47 @@ func TestReportCanary(t *testing.T) {
 	}
 }
 
+// A canary's verdict is waited for as long as its analysis may take (CanaryDuration), not
+// --result-timeout alone: Flagger decides well after the result timeout, and the status is
+// its verdict, not an error.
+func TestCanaryOutlivesResultTimeout(t *testing.T) {
+	fluxtest.Integration(t)
+	cc := newCanaryCluster(t)
+	repo := "org/canary-slow-" + fluxtest.RandomHex(3)
+	cc.app(t, repo, "app")
+	rec := &fluxtest.Recorder{}
+	const resultTimeout = 2 * time.Second
+	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, ResultTimeout: resultTimeout})
+	r := fluxtest.NewRequester(t, cluster.NewSet(cc.cluster))
+	canaryCtx := api.Target{Cluster: "canaries", Kind: flaggerv1.CanaryKind, Namespace: cc.ns, Name: "web"}.Context()
+	ksCtx := api.Target{Cluster: "canaries", Kind: kustomizev1.KustomizationKind, Namespace: cc.ns, Name: "app"}.Context()
+
+	sha := fluxtest.NewSHA()
+	if _, err := r.Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {
+		t.Fatal(err)
+	}
+	cc.apply(t, "app", sha)
+	fluxtest.WaitStates(t, rec, sha, ksCtx, api.StatePending, api.StateSuccess)
+	cc.flagger(t, "s1", "s0", flaggerv1.CanaryPhaseProgressing, 1)
+	fluxtest.WaitFor(t, "analysis 1/2", func() bool {
+		s := rec.Find(sha, canaryCtx)
+		return s != nil && s.Description == "analysis 1/2"
+	})
+	time.Sleep(3 * resultTimeout) // the result timeout is long past
+	if got := rec.States(sha, canaryCtx); len(got) == 0 || got[len(got)-1] != api.StatePending {
+		t.Fatalf("the canary's statuses %v past the result timeout, while Flagger analyses: want it still pending", got)
+	}
+	cc.promote(t, "example.org/web:1")
+	cc.flagger(t, "s1", "s1", flaggerv1.CanaryPhaseSucceeded, 0)
+	fluxtest.WaitFor(t, "Flagger's verdict", func() bool {
+		got := rec.States(sha, canaryCtx)
+		return len(got) > 0 && got[len(got)-1] != api.StatePending
+	})
+	if s := rec.Find(sha, canaryCtx); s.State != api.StateSuccess || s.Description != "promoted example.org/web:1" {
+		t.Fatalf("final %s %q, want success \"promoted example.org/web:1\"", s.State, s.Description)
+	}
+}
+
 // With statuses per cluster, the cluster's status counts each canary among its results and
 // waits for Flagger's verdict: "3/3 ready" only once the canary is promoted.
 func TestReportCanaryPerCluster(t *testing.T) {
