@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	flaggerv1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -38,12 +39,15 @@ func TestKindsDiscoveredPerCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Serves(helmv2.HelmReleaseKind) || !c.Serves(sourcev1.GitRepositoryKind) || !c.Serves(sourcev1.OCIRepositoryKind) {
+	// Nor does it serve Flagger's Canary (its CRD is installed only where Flagger runs): a
+	// cluster without Flagger simply has no canaries.
+	if c.Serves(helmv2.HelmReleaseKind) || c.Serves(flaggerv1.CanaryKind) || !c.Serves(sourcev1.GitRepositoryKind) || !c.Serves(sourcev1.OCIRepositoryKind) {
 		t.Fatalf("kinds %v", kindNames(c))
 	}
 	const served = "flux_webhook_kind_served"
 	if fluxtest.Counter(t, served, "cluster", "no-helm", "kind", "Kustomization") != 1 ||
-		fluxtest.HasSeries(t, served, "cluster", "no-helm", "kind", "HelmRelease") {
+		fluxtest.HasSeries(t, served, "cluster", "no-helm", "kind", "HelmRelease") ||
+		fluxtest.HasSeries(t, served, "cluster", "no-helm", "kind", "Canary") {
 		t.Fatalf("kind_served: %s", fluxtest.Series(t, served))
 	}
 
