@@ -23,6 +23,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/openova-io/flux-webhook/internal/credentials"
 	"github.com/openova-io/flux-webhook/internal/testenv"
@@ -476,6 +477,22 @@ func TestEnrollment(t *testing.T) {
 		if secrets, _, err := admin.ListRepoActionSecret(repo.Owner, repo.Name, gitea.ListRepoActionSecretOption{}); err != nil || len(secrets) != 1 {
 			t.Fatalf("secrets after enroll: %+v, %v", secrets, err)
 		}
+		// The same, once more, for a script: one JSON document, and one YAML, saying what was
+		// written (the secret again; the variable already holds the URL), never the token.
+		for _, format := range []string{"json", "yaml"} {
+			out, code := cli(t, "enroll", "--repository", repo.FullName, "--url", en.url, "--gitea-url", e2e.gitea.URL,
+				"--hook-key-secret", fluxNS+"/"+hookKeySecret, "--enroll-token-secret", fluxNS+"/"+enrollSecret, "--kubeconfig", e2e.kube.Kubeconfig,
+				"-o", format)
+			var got enrolled
+			if err := yaml.UnmarshalStrict([]byte(out), &got); code != 0 || strings.Contains(out, tok) || err != nil {
+				t.Fatalf("enroll -o %s: exit %d, %v\n%s", format, code, err, out)
+			}
+			if !strings.HasSuffix(got.Scope, " "+strings.ToLower(repo.FullName)) || got.Level != "repository" || got.Secret.Action == "" ||
+				got.Secret.Name != "FLUX_WEBHOOK_TOKEN" || got.Secret.KeyGeneration != credentials.Fingerprint([]byte(e2e.hookKey)) ||
+				got.Variable.Name != "FLUX_WEBHOOK_URL" || got.Variable.Value != en.url {
+				t.Fatalf("enroll -o %s: %+v\n%s", format, got, out)
+			}
+		}
 		// Its token is the one the service accepts for that repository.
 		if err := repo.WriteFile("README.md", "by hand\n"); err != nil {
 			t.Fatal(err)
@@ -494,6 +511,17 @@ func TestEnrollment(t *testing.T) {
 			t.Fatalf("enrollment: exit %d\n%s", code, out)
 		}
 		t.Logf("flux-webhook enrollment:\n%s", out)
+		// -o yaml is the record -o json gives (which the tests above read), as YAML.
+		out, code = cli(t, "enrollment", "--kubeconfig", e2e.kube.Kubeconfig, "-n", fluxNS, "-o", "yaml")
+		fromYAML := &enroll.Record{}
+		if err := yaml.UnmarshalStrict([]byte(out), fromYAML); code != 0 || err != nil {
+			t.Fatalf("enrollment -o yaml: exit %d, %v\n%s", code, err, out)
+		}
+		if fromJSON := en.record(t); fromYAML.KeyGeneration != fromJSON.KeyGeneration || len(fromYAML.Scopes) != len(fromJSON.Scopes) ||
+			scopeOf(fromYAML, orgScope) == nil {
+			t.Fatalf("enrollment -o yaml: %d scopes, key generation %q; -o json: %d, %q",
+				len(fromYAML.Scopes), fromYAML.KeyGeneration, len(fromJSON.Scopes), fromJSON.KeyGeneration)
+		}
 		// /readyz names enrollment's state without failing.
 		resp, err := httpClient.Get(en.ready + "?verbose")
 		if err != nil {
