@@ -31,8 +31,8 @@
 #   FLUX_WEBHOOK_KWOK         kwok and its stage files: simulated nodes, so Pods become Ready
 #   FLUX_WEBHOOK_FLAGGER      Flagger's controller and its CRDs (canary analysis)
 #
-# Cold cost on 2 quiet cores: ~38-42 min in all (kube-apiserver, the Flux controllers and ESO dominate;
-# helm and kustomize ~4 min);
+# Cold cost on 2 quiet cores: 37 min in all (2026-12-07, benchmarks/README.md: the joint build
+# 10 min, the Kubernetes commands 11, Gitea 6.5, External Secrets 3, Flagger 2.5);
 # with the cache present: about a second. Logs of each build: $CACHE/build/*.log.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -163,7 +163,7 @@ build_envtest() {
 	for c in "${kube_cmds[@]}"; do [ -x "$ENVTEST_DIR/$c" ] || kube_missing=1; done
 	if [ $kube_missing = 1 ]; then
 		local t0=$SECONDS out=$ENVTEST_DIR/.kube.tmp
-		log "building ${kube_cmds[*]} from k8s.io/kubernetes v$K8S_VERSION in one go build (cold: ~25 min on 2 cores)"
+		log "building ${kube_cmds[*]} from k8s.io/kubernetes v$K8S_VERSION in one go build (cold: ~11 min on 2 cores)"
 		rm -rf "$out"
 		mkdir -p "$out"
 		(cd "$d" && go build -trimpath -ldflags "$ld" -o "$out/" $(printf 'k8s.io/kubernetes/cmd/%s ' "${kube_cmds[@]}"))
@@ -348,7 +348,7 @@ build_joint_locked() {
 	out=$BUILD/joint.out
 	rm -rf "$out"
 	mkdir -p "$out"
-	log "building ${missing[*]} in one go build (cold, all five: ~9 min on 2 cores)"
+	log "building ${missing[*]} in one go build (cold, all five: ~10 min on 2 cores)"
 	# remove_all_sd leaves out promtool's service discovery plugins (it never uses them here);
 	# always set, so that every run compiles the shared packages alike.
 	(cd "$d" && go build -tags remove_all_sd -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
