@@ -266,7 +266,7 @@ build_runner() {
 }
 
 build_flux() {
-	build_joint source-controller kustomize-controller
+	build_joint $(joint_of flux)
 }
 
 # The Kubernetes clients among the parts (source-controller, kustomize-controller, kwok, helm,
@@ -283,6 +283,14 @@ build_flux() {
 # Kubernetes libraries predate autoscaling/v2beta2's removal), External Secrets (an older
 # controller-runtime) and the kustomize CLI (a newer kustomize/api than kustomize-controller
 # pins) do not build on that set and stay on their own.
+# joint_of COMPONENT: the joint build's binaries a component of this script is made of.
+joint_of() {
+	case $1 in
+	flux) echo source-controller kustomize-controller ;;
+	tools) echo helm ;;
+	kwok | promtool) echo "$1" ;;
+	esac
+}
 joint_pkg() {
 	case $1 in
 	source-controller) echo github.com/fluxcd/source-controller ;;
@@ -362,7 +370,7 @@ build_joint_locked() {
 }
 
 build_tools() {
-	build_joint helm
+	build_joint $(joint_of tools)
 	[ -x "$TOOLS_DIR/kustomize" ] && return 0
 	CGO_ENABLED=0 GOBIN="$TOOLS_DIR" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kustomize/kustomize/v5@v$KUSTOMIZE_VERSION"
 }
@@ -396,7 +404,7 @@ build_crds-extra() {
 
 # promtool: from the joint build (build_joint).
 build_promtool() {
-	build_joint promtool
+	build_joint $(joint_of promtool)
 }
 
 # eso: External Secrets Operator's controller. `go install` refuses the root module (a replace
@@ -451,7 +459,7 @@ build_eso() {
 # kwok: simulated nodes and pods against any API server, and its stage files (how a pod
 # becomes Ready, or not), straight from its module.
 build_kwok() {
-	build_joint kwok
+	build_joint $(joint_of kwok)
 	[ -d "$KWOK_DIR/stage" ] && return 0
 	local src
 	src=$(moddir "sigs.k8s.io/kwok@v$KWOK_VERSION")
@@ -480,10 +488,7 @@ export CGO_ENABLED=0
 # The joint build's binaries of every component asked for, first and together.
 joint=()
 for c in "${components[@]}"; do
-	case $c in
-	flux) joint+=(source-controller kustomize-controller) ;;
-	kwok | tools | promtool) joint+=("$([ "$c" = tools ] && echo helm || echo "$c")") ;;
-	esac
+	joint+=($(joint_of "$c"))
 done
 [ ${#joint[@]} -eq 0 ] || build_joint "${joint[@]}" >&2
 for c in "${components[@]}"; do

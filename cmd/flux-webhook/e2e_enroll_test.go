@@ -468,8 +468,9 @@ func TestEnrollment(t *testing.T) {
 			t.Fatal(err)
 		}
 		tok := tokenFor(repo.FullName)
-		out, code := cli(t, "enroll", "--repository", repo.FullName, "--url", en.url, "--gitea-url", e2e.gitea.URL,
-			"--hook-key-secret", fluxNS+"/"+hookKeySecret, "--enroll-token-secret", fluxNS+"/"+enrollSecret, "--kubeconfig", e2e.kube.Kubeconfig)
+		enrollRepo := []string{"enroll", "--repository", repo.FullName, "--url", en.url, "--gitea-url", e2e.gitea.URL,
+			"--hook-key-secret", fluxNS + "/" + hookKeySecret, "--enroll-token-secret", fluxNS + "/" + enrollSecret, "--kubeconfig", e2e.kube.Kubeconfig}
+		out, code := cli(t, enrollRepo...)
 		if code != 0 || strings.Contains(out, tok) || !strings.Contains(out, "secret   FLUX_WEBHOOK_TOKEN   written: the repository's token (key generation "+credentials.Fingerprint([]byte(e2e.hookKey))+")") ||
 			!strings.Contains(out, "variable FLUX_WEBHOOK_URL     created: "+en.url) {
 			t.Fatalf("enroll: exit %d\n%s", code, out)
@@ -480,9 +481,7 @@ func TestEnrollment(t *testing.T) {
 		// The same, once more, for a script: one JSON document, and one YAML, saying what was
 		// written (the secret again; the variable already holds the URL), never the token.
 		for _, format := range []string{"json", "yaml"} {
-			out, code := cli(t, "enroll", "--repository", repo.FullName, "--url", en.url, "--gitea-url", e2e.gitea.URL,
-				"--hook-key-secret", fluxNS+"/"+hookKeySecret, "--enroll-token-secret", fluxNS+"/"+enrollSecret, "--kubeconfig", e2e.kube.Kubeconfig,
-				"-o", format)
+			out, code := cli(t, append(enrollRepo, "-o", format)...)
 			var got enrolled
 			if err := yaml.UnmarshalStrict([]byte(out), &got); code != 0 || strings.Contains(out, tok) || err != nil {
 				t.Fatalf("enroll -o %s: exit %d, %v\n%s", format, code, err, out)

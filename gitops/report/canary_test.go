@@ -143,6 +143,42 @@ func (cc *canaryCluster) apply(t *testing.T, name, sha string) {
 	}
 }
 
+// canaryRun is an app of a new repository on a canaryCluster, with a reporter and a
+// requester of its own.
+type canaryRun struct {
+	cc               *canaryCluster
+	rec              *fluxtest.Recorder
+	r                *fluxtest.Requesting
+	repo             string
+	canaryCtx, ksCtx string // the canary's and the Kustomization's status contexts
+}
+
+// reported starts an app of a new repository named prefix+random in cc, a reporter that
+// waits resultTimeout for results, and a requester.
+func (cc *canaryCluster) reported(t *testing.T, prefix string, resultTimeout time.Duration) *canaryRun {
+	t.Helper()
+	run := &canaryRun{cc: cc, rec: &fluxtest.Recorder{}, repo: prefix + fluxtest.RandomHex(3),
+		canaryCtx: api.Target{Cluster: "canaries", Kind: flaggerv1.CanaryKind, Namespace: cc.ns, Name: "web"}.Context(),
+		ksCtx:     api.Target{Cluster: "canaries", Kind: kustomizev1.KustomizationKind, Namespace: cc.ns, Name: "app"}.Context()}
+	cc.app(t, run.repo, "app")
+	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: run.rec, Lookup: run.rec, ResultTimeout: resultTimeout})
+	run.r = fluxtest.NewRequester(t, cluster.NewSet(cc.cluster))
+	return run
+}
+
+// pushApplied requests a push of a new commit, applies it as Flux would and waits for the
+// Kustomization's success; it returns the commit.
+func (run *canaryRun) pushApplied(t *testing.T) string {
+	t.Helper()
+	sha := fluxtest.NewSHA()
+	if _, err := run.r.Request(t.Context(), fluxtest.PushOf(run.repo, "refs/heads/main", sha)); err != nil {
+		t.Fatal(err)
+	}
+	run.cc.apply(t, "app", sha)
+	fluxtest.WaitStates(t, run.rec, sha, run.ksCtx, api.StatePending, api.StateSuccess)
+	return sha
+}
+
 // A canary of the Deployment a Kustomization applied is followed from the moment the
 // Kustomization reached the commit: pending with Flagger's progress (posted before the
 // Kustomization's own final status), then promoted, on that commit; a push overtaken by a
@@ -150,20 +186,10 @@ func (cc *canaryCluster) apply(t *testing.T, name, sha string) {
 func TestReportCanary(t *testing.T) {
 	fluxtest.Integration(t)
 	cc := newCanaryCluster(t)
-	repo := "org/canary-" + fluxtest.RandomHex(3)
-	cc.app(t, repo, "app")
-	rec := &fluxtest.Recorder{}
-	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, ResultTimeout: time.Minute})
-	r := fluxtest.NewRequester(t, cluster.NewSet(cc.cluster))
-	canaryCtx := api.Target{Cluster: "canaries", Kind: flaggerv1.CanaryKind, Namespace: cc.ns, Name: "web"}.Context()
-	ksCtx := api.Target{Cluster: "canaries", Kind: kustomizev1.KustomizationKind, Namespace: cc.ns, Name: "app"}.Context()
+	run := cc.reported(t, "org/canary-", time.Minute)
+	rec, r, repo, canaryCtx, ksCtx := run.rec, run.r, run.repo, run.canaryCtx, run.ksCtx
 
-	sha := fluxtest.NewSHA()
-	if _, err := r.Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {
-		t.Fatal(err)
-	}
-	cc.apply(t, "app", sha)
-	fluxtest.WaitStates(t, rec, sha, ksCtx, api.StatePending, api.StateSuccess)
+	sha := run.pushApplied(t)
 	if got := rec.States(sha, canaryCtx); len(got) != 1 || got[0] != api.StatePending {
 		t.Fatalf("the canary's first status did not come before the Kustomization's final one: %v", got)
 	}
@@ -215,21 +241,11 @@ func TestReportCanary(t *testing.T) {
 func TestCanaryOutlivesResultTimeout(t *testing.T) {
 	fluxtest.Integration(t)
 	cc := newCanaryCluster(t)
-	repo := "org/canary-slow-" + fluxtest.RandomHex(3)
-	cc.app(t, repo, "app")
-	rec := &fluxtest.Recorder{}
 	const resultTimeout = 2 * time.Second
-	runReporter(t, &report.Reporter{Cluster: cc.cluster, Poster: rec, Lookup: rec, ResultTimeout: resultTimeout})
-	r := fluxtest.NewRequester(t, cluster.NewSet(cc.cluster))
-	canaryCtx := api.Target{Cluster: "canaries", Kind: flaggerv1.CanaryKind, Namespace: cc.ns, Name: "web"}.Context()
-	ksCtx := api.Target{Cluster: "canaries", Kind: kustomizev1.KustomizationKind, Namespace: cc.ns, Name: "app"}.Context()
+	run := cc.reported(t, "org/canary-slow-", resultTimeout)
+	rec, canaryCtx := run.rec, run.canaryCtx
 
-	sha := fluxtest.NewSHA()
-	if _, err := r.Request(t.Context(), fluxtest.PushOf(repo, "refs/heads/main", sha)); err != nil {
-		t.Fatal(err)
-	}
-	cc.apply(t, "app", sha)
-	fluxtest.WaitStates(t, rec, sha, ksCtx, api.StatePending, api.StateSuccess)
+	sha := run.pushApplied(t)
 	cc.flagger(t, "s1", "s0", flaggerv1.CanaryPhaseProgressing, 1)
 	fluxtest.WaitFor(t, "analysis 1/2", func() bool {
 		s := rec.Find(sha, canaryCtx)
